@@ -1,0 +1,122 @@
+"""The DCASE2018 Task 4 baseline, value for value (see shared/SEED.md), on the real dataset."""
+
+import ml_collections
+
+CLASSES = (
+    "Alarm_bell_ringing",
+    "Blender",
+    "Cat",
+    "Dishes",
+    "Dog",
+    "Electric_shaver_toothbrush",
+    "Frying",
+    "Running_water",
+    "Speech",
+    "Vacuum_cleaner",
+)
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """Returns the seed system's configuration."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # ---- data -------------------------------------------------------------------------------
+    c.data = d = ml_collections.ConfigDict()
+    d.dataset = "dcase2018"  # 'dcase2018' (real, read from `root`) or 'synthetic' (generated)
+    d.root = "~/data/dcase2018_task4"  # holds metadata/ and audio/ in the DCASE2018 layout
+    d.classes = CLASSES
+    d.clip_seconds = 10.0
+    d.use_eval = True  # score metadata/eval/eval.csv too when it is present
+    # Synthetic soundscapes (used when dataset == 'synthetic'; written to <workdir>/synthetic
+    # unless root is set). Sizes of the real DCASE2018 set.
+    d.synthetic = s = ml_collections.ConfigDict()
+    s.num_weak = 1578
+    s.num_unlabeled = 14412
+    s.num_test = 288
+    s.seed = 1234
+    s.sample_rate = 44100
+
+    # ---- features (SEED.md "Features") ------------------------------------------------------
+    c.features = f = ml_collections.ConfigDict()
+    f.sample_rate = 44100
+    f.n_fft = 2048
+    f.win_length = 1764  # 40 ms
+    f.hop_length = 882  # 20 ms
+    f.window = "hamming"  # scipy.signal.get_window(window, win_length): periodic (asymmetric)
+    f.center = True
+    # librosa < 0.10 (which the seed ran on) padded centered frames by reflection; newer librosa
+    # defaults to zeros, so the seed's choice is pinned here.
+    f.pad_mode = "reflect"
+    f.spectrogram = "magnitude"  # magnitude, not power
+    f.n_mels = 64
+    f.fmin = 0.0
+    f.fmax = 22050.0
+    f.htk = False  # Slaney mel scale
+    f.mel_norm = "slaney"  # librosa's area normalization; dcase_util's peak normalization off
+    f.log_eps = 2.220446049250313e-16  # numpy.spacing(1): float64 machine epsilon
+    f.num_frames = 500  # a 10 s clip gives 501 frames; the first 500 are kept
+    f.frontend = "jax"  # 'jax' (batched on the accelerator) or 'librosa' (the reference)
+    f.batch_size = 64  # clips per jnp frontend call
+    f.num_workers = 0  # audio decoding / librosa processes; 0 = all cores
+
+    # ---- model (SEED.md "Model") ------------------------------------------------------------
+    c.model = m = ml_collections.ConfigDict()
+    m.conv_features = (64, 64, 64)
+    m.conv_kernel = (3, 3)
+    m.pool_sizes = ((1, 4), (1, 4), (1, 4))  # (time, frequency)
+    m.conv_dropout = 0.3
+    m.batchnorm_momentum = 0.99  # Keras defaults
+    m.batchnorm_epsilon = 1e-3
+    m.gru_units = 64  # per direction
+    m.gru_input_dropout = 0.3
+    m.gru_unroll = 1  # nn.scan unroll factor; a speed knob, not a modelling choice
+    m.num_classes = len(CLASSES)
+    m.dtype = "float32"  # compute dtype of matmuls/convs ('bfloat16' keeps float32 params)
+    # 'xla' (lax.conv), 'im2col' (one matmul over 9 shifted inputs: the same numbers, faster on
+    # CPU) or 'auto' (im2col on CPU, xla on GPU/TPU)
+    m.conv_impl = "auto"
+
+    # ---- training, shared by both passes ----------------------------------------------------
+    def pass_config(batch_size: int) -> ml_collections.ConfigDict:
+        p = ml_collections.ConfigDict()
+        p.batch_size = batch_size
+        p.num_epochs = 100
+        p.learning_rate = 1e-3
+        p.adam_b1 = 0.9
+        p.adam_b2 = 0.999
+        p.adam_eps = 1e-7  # Keras' epsilon
+        p.bce_eps = 1e-7  # probabilities are clipped to [eps, 1-eps] in the loss, as Keras does
+        p.early_stopping_patience = 15
+        p.early_stopping_min_delta = 0.01
+        p.early_stopping_start_epoch = 5  # no stopping before this epoch
+        p.val_threshold = 0.5  # threshold of the validation macro F1 that drives early stopping
+        p.eval_batch_size = 128
+        return p
+
+    c.pass1 = pass_config(batch_size=16)
+    c.pass1.val_fraction = 0.2  # random 20 % of the weak clips held out for validation
+    c.pass1.threshold_grid = tuple(round(0.1 * i, 1) for i in range(11))  # per-class thresholds
+    c.pass2 = pass_config(batch_size=128)
+
+    # ---- post-processing and evaluation -----------------------------------------------------
+    c.postprocess = pp = ml_collections.ConfigDict()
+    pp.threshold = 0.5
+    pp.median_filter = 51  # frames (~1 s)
+    pp.frame_seconds = 0.02  # frame i starts at i * 0.02 s
+
+    c.evaluation = e = ml_collections.ConfigDict()
+    e.t_collar = 0.2
+    e.percentage_of_length = 0.2
+    e.evaluate_onset = True
+    e.evaluate_offset = True
+    e.event_matching_type = "optimal"
+    e.segment_seconds = 1.0
+
+    # ---- runtime ----------------------------------------------------------------------------
+    c.runtime = r = ml_collections.ConfigDict()
+    r.features_on_device = "auto"  # 'auto' (when they fit), 'always' or 'never' (stream)
+    r.device_memory_fraction = 0.5  # share of device memory the resident features may take
+    r.prefetch = 2  # batches prefetched when streaming from the memmap cache
+    r.log_every_epochs = 1
+    return c

@@ -1,0 +1,213 @@
+"""Reads a dataset in the DCASE2018 Task 4 layout and encodes its labels as arrays."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import pathlib
+from typing import Sequence
+
+import numpy as np
+from absl import logging
+
+# split name -> (metadata file, audio folder, kind of labels), relative to the dataset root.
+SPLITS = {
+    "weak": ("metadata/train/weak.csv", "audio/train/weak", "weak"),
+    "unlabel_in_domain": ("metadata/train/unlabel_in_domain.csv",
+                          "audio/train/unlabel_in_domain", "none"),
+    "test": ("metadata/test/test.csv", "audio/test", "strong"),
+    "eval": ("metadata/eval/eval.csv", "audio/eval", "strong"),
+}
+ERROR_LOG = "item_access_error.log.csv"
+
+HOW_TO_GET_DATA = """\
+The DCASE2018 Task 4 dataset is not at {root}.
+  - Real data (82 GB, from YouTube): follow
+    https://github.com/DCASE-REPO/dcase2018_baseline/tree/master/task4/dataset and point
+    --config.data.root at the folder holding metadata/ and audio/.
+  - Or see the whole system work on synthetic soundscapes in the same layout:
+    python -m sedjax.main --config=configs/demo.py --workdir=/tmp/sedjax_demo"""
+
+
+class DatasetError(ValueError):
+    """Bad dataset input: names the file (and line) and what is wrong."""
+
+
+Event = tuple[float, float, str]  # onset s, offset s, label
+
+
+@dataclasses.dataclass
+class Split:
+    """The clips of one split whose audio exists, with their labels."""
+
+    name: str
+    filenames: list[str]
+    paths: list[pathlib.Path]
+    weak: np.ndarray | None = None  # (N, C) float32 multi-hot, for 'weak' and strong splits
+    events: list[list[Event]] | None = None  # per clip, for strong splits
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+
+def _rows(path: pathlib.Path, header: Sequence[str]):
+    """Yields (line number, fields) of a tab-separated file after checking its header."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f, delimiter="\t")
+        first = next(reader, None)
+        if first is None or [h.strip() for h in first] != list(header):
+            raise DatasetError(f"{path}:1: expected header {'<TAB>'.join(header)!r}, "
+                               f"found {first!r}")
+        for row in reader:
+            if not row or all(not x.strip() for x in row):
+                continue  # blank line
+            yield reader.line_num, row
+
+
+def _check_label(label: str, classes: Sequence[str], path, line) -> str:
+    label = label.strip()
+    if label not in classes:
+        raise DatasetError(f"{path}:{line}: unknown event label {label!r}; "
+                           f"known labels: {', '.join(classes)}")
+    return label
+
+
+def read_weak_csv(path, classes: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Reads `filename<TAB>event_labels` (comma-separated; may be empty)."""
+    names, labels = [], []
+    for line, row in _rows(path, ("filename", "event_labels")):
+        if len(row) > 2:
+            raise DatasetError(f"{path}:{line}: expected 2 tab-separated fields, got {len(row)}")
+        field = row[1] if len(row) == 2 else ""
+        names.append(row[0].strip())
+        labels.append([_check_label(x, classes, path, line)
+                       for x in field.split(",") if x.strip()])
+    return names, labels
+
+
+def read_unlabeled_csv(path) -> list[str]:
+    """Reads `filename` rows."""
+    names = []
+    for line, row in _rows(path, ("filename",)):
+        if len(row) != 1:
+            raise DatasetError(f"{path}:{line}: expected 1 field, got {len(row)}")
+        names.append(row[0].strip())
+    return names
+
+
+def read_strong_csv(path, classes: Sequence[str]) -> tuple[list[str], list[list[Event]]]:
+    """Reads `filename<TAB>onset<TAB>offset<TAB>event_label`; empty fields = clip without event."""
+    order: dict[str, list[Event]] = {}
+    for line, row in _rows(path, ("filename", "onset", "offset", "event_label")):
+        row = row + [""] * (4 - len(row)) if len(row) in (1, 3) else row
+        if len(row) != 4:
+            raise DatasetError(f"{path}:{line}: expected 4 tab-separated fields, got {len(row)}")
+        name, onset, offset, label = (x.strip() for x in row)
+        events = order.setdefault(name, [])
+        if not (onset or offset or label):
+            continue  # a clip with no event
+        try:
+            on, off = float(onset), float(offset)
+        except ValueError:
+            raise DatasetError(f"{path}:{line}: onset/offset must be numbers, "
+                               f"got {onset!r}, {offset!r}") from None
+        if not 0 <= on <= off:
+            raise DatasetError(f"{path}:{line}: need 0 <= onset <= offset, got {on}, {off}")
+        events.append((on, off, _check_label(label, classes, path, line)))
+    return list(order), list(order.values())
+
+
+def multi_hot(labels: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
+    """Clip labels -> (N, C) float32 multi-hot."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(labels), len(classes)), np.float32)
+    for n, clip in enumerate(labels):
+        for label in clip:
+            out[n, index[label]] = 1.0
+    return out
+
+
+def strong_labels(events: Sequence[Sequence[Event]], classes: Sequence[str], num_frames: int,
+                  frame_seconds: float) -> np.ndarray:
+    """Strong events -> (N, num_frames, C) float32 frame targets (frame i covers i*hop..)."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(events), num_frames, len(classes)), np.float32)
+    for n, clip in enumerate(events):
+        for onset, offset, label in clip:
+            start = int(round(onset / frame_seconds))
+            stop = max(int(round(offset / frame_seconds)), start + 1)
+            out[n, start:stop, index[label]] = 1.0
+    return out
+
+
+def dataset_root(root: str | os.PathLike) -> pathlib.Path:
+    """Expands the root and says how to get the data when it is not there."""
+    path = pathlib.Path(os.path.expanduser(str(root)))
+    if not (path / "metadata").is_dir():
+        raise FileNotFoundError(HOW_TO_GET_DATA.format(root=path))
+    return path
+
+
+def load_split(root: pathlib.Path, split: str, classes: Sequence[str],
+               error_log: pathlib.Path | None = None) -> Split:
+    """Reads one split; clips whose audio is missing are logged to `error_log` and skipped."""
+    meta_rel, audio_rel, kind = SPLITS[split]
+    meta = root / meta_rel
+    if not meta.is_file():
+        raise DatasetError(f"{meta}: metadata file of split {split!r} not found")
+    weak = events = None
+    if kind == "weak":
+        names, labels = read_weak_csv(meta, classes)
+    elif kind == "strong":
+        names, events = read_strong_csv(meta, classes)
+    else:
+        names = read_unlabeled_csv(meta)
+    if not names:
+        raise DatasetError(f"{meta}: split {split!r} lists no clips")
+    paths = [root / audio_rel / n for n in names]
+    keep = [i for i, p in enumerate(paths) if p.is_file()]
+    missing = [names[i] for i in sorted(set(range(len(names))) - set(keep))]
+    if missing:
+        logging.warning("%s: %d of %d audio files missing; skipped and listed in %s",
+                        split, len(missing), len(names), error_log or "(no log)")
+        if error_log is not None:
+            _append_error_log(error_log, split, root / audio_rel, missing)
+    if not keep:
+        raise DatasetError(f"{root / audio_rel}: none of the {len(names)} audio files "
+                           f"listed in {meta} exist")
+    if kind == "weak":
+        weak = multi_hot([labels[i] for i in keep], classes)
+    if kind == "strong":
+        events = [events[i] for i in keep]
+        weak = multi_hot([[e[2] for e in clip] for clip in events], classes)
+    return Split(split, [names[i] for i in keep], [paths[i] for i in keep], weak, events)
+
+
+def _append_error_log(path: pathlib.Path, split: str, folder: pathlib.Path,
+                      missing: Sequence[str]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f, delimiter="\t")
+        if new:
+            writer.writerow(["filename", "split", "error"])
+        for name in missing:
+            writer.writerow([name, split, f"audio file not found in {folder}"])
+
+
+def load_dataset(root, classes: Sequence[str], workdir, use_eval: bool = True
+                 ) -> dict[str, Split]:
+    """Reads weak, unlabel_in_domain, test (and eval when present) from a DCASE-layout root."""
+    root = dataset_root(root)
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    error_log = workdir / ERROR_LOG
+    if error_log.exists():
+        error_log.unlink()  # rewritten from scratch: it lists what is missing now
+    splits = {}
+    for name in ("weak", "unlabel_in_domain", "test", "eval"):
+        if name == "eval" and not (use_eval and (root / SPLITS["eval"][0]).is_file()):
+            continue
+        splits[name] = load_split(root, name, classes, error_log)
+        logging.info("split %-18s %6d clips", name, len(splits[name]))
+    return splits

@@ -1,0 +1,262 @@
+"""The seed's log-mel features: librosa reference, batched jnp frontend, memmap cache, stats."""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import functools
+import hashlib
+import json
+import os
+import pathlib
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import librosa
+import numpy as np
+import scipy.signal
+import soundfile
+from absl import logging
+from tqdm import tqdm
+
+# Feature-config fields that change the numbers (the others are speed knobs).
+_KEY_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "window", "center",
+               "pad_mode", "spectrogram", "n_mels", "fmin", "fmax", "htk", "mel_norm",
+               "log_eps", "num_frames", "frontend")
+
+
+def default_config():
+    """The feature section of configs/baseline.py."""
+    from configs import baseline  # lazy: the package must not need configs/ at import time
+    return baseline.get_config().features
+
+
+def num_workers(config) -> int:
+    """Worker count from the config (0 = all cores)."""
+    return config.num_workers or os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------- audio in
+def to_mono_resampled(waveform: np.ndarray, sample_rate: int, config) -> np.ndarray:
+    """Any channel layout ((n,), (n, ch) as soundfile reads it) and rate -> mono at config rate."""
+    y = np.asarray(waveform, np.float32)
+    if y.ndim == 2:
+        y = y.mean(axis=1)  # soundfile layout: (samples, channels)
+    if sample_rate != config.sample_rate:
+        y = librosa.resample(y, orig_sr=sample_rate, target_sr=config.sample_rate)
+    return np.ascontiguousarray(y, np.float32)
+
+
+def load_audio(path, config) -> np.ndarray:
+    """Decodes an audio file to mono float32 at the config's sample rate."""
+    try:
+        y, sr = soundfile.read(str(path), dtype="float32", always_2d=False)
+    except Exception as e:  # soundfile raises several types; all mean the same to the user
+        raise IOError(f"{path}: cannot decode audio ({e})") from e
+    return to_mono_resampled(y, sr, config)
+
+
+def num_valid_frames(num_samples: int, config) -> int:
+    """Frames a centered STFT gives for `num_samples`, capped at config.num_frames."""
+    return min(config.num_frames, 1 + num_samples // config.hop_length)
+
+
+# ---------------------------------------------------------------------------- librosa reference
+@functools.lru_cache(maxsize=8)
+def _window(name: str, win_length: int) -> np.ndarray:
+    return scipy.signal.get_window(name, win_length)  # fftbins=True: periodic (asymmetric)
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(sr, n_fft, n_mels, fmin, fmax, htk, norm) -> np.ndarray:
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
+                               htk=htk, norm=norm)
+
+
+def mel_basis(config) -> np.ndarray:
+    """(n_mels, 1 + n_fft // 2) mel filterbank exactly as librosa builds it."""
+    norm = None if config.mel_norm in (None, "none") else config.mel_norm
+    return _mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin,
+                      config.fmax, config.htk, norm)
+
+
+def log_mel(waveform: np.ndarray, sample_rate: int, config=None) -> np.ndarray:
+    """One clip -> (num_frames, n_mels) float32 log-mel via librosa; zeros past the clip's end."""
+    config = config or default_config()
+    y = to_mono_resampled(waveform, sample_rate, config)
+    stft = librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length,
+                        win_length=config.win_length,
+                        window=_window(config.window, config.win_length),
+                        center=config.center, pad_mode=config.pad_mode)
+    spec = np.abs(stft)
+    if config.spectrogram == "power":
+        spec = spec ** 2
+    mel = np.log(mel_basis(config) @ spec + config.log_eps).T[: config.num_frames]
+    out = np.zeros((config.num_frames, config.n_mels), np.float32)
+    out[: len(mel)] = mel
+    return out
+
+
+# ---------------------------------------------------------------------------- jnp frontend
+def make_jax_frontend(config) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """Returns a jitted fn (waves (B, S) f32, lengths (B,) i32) -> (B, num_frames, n_mels).
+
+    The same arithmetic as `log_mel`: reflect/zero padding at each clip's own end, framing,
+    the periodic window zero-padded to n_fft, rfft, magnitude, librosa's mel matrix, log.
+    """
+    n_fft, hop, frames = config.n_fft, config.hop_length, config.num_frames
+    half = n_fft // 2 if config.center else 0
+    win = np.zeros(n_fft, np.float32)
+    lpad = (n_fft - config.win_length) // 2  # librosa centres the short window in n_fft
+    win[lpad: lpad + config.win_length] = _window(config.window, config.win_length)
+    basis = jnp.asarray(mel_basis(config).T, jnp.float32)  # (bins, mels)
+    # sample index (relative to the clip start) read by every (frame, tap)
+    positions = (np.arange(frames)[:, None] * hop + np.arange(n_fft)[None, :] - half)
+    positions = jnp.asarray(positions, jnp.int32)
+    window = jnp.asarray(win)
+    reflect = config.pad_mode == "reflect"
+
+    def one_clip(wave, length):
+        p = positions
+        if reflect:  # numpy 'reflect' (edge sample not repeated), as np.pad does it
+            period = jnp.maximum(2 * (length - 1), 1)
+            q = jnp.mod(p, period)
+            p = jnp.where(q >= length, period - q, q)
+            valid = jnp.ones_like(p, bool)
+        else:
+            valid = (p >= 0) & (p < length)
+        x = jnp.where(valid, wave[jnp.clip(p, 0, wave.shape[0] - 1)], 0.0) * window
+        spec = jnp.abs(jnp.fft.rfft(x, axis=-1))
+        if config.spectrogram == "power":
+            spec = spec * spec
+        # HIGHEST: accelerators default to reduced-precision matmuls, which would break 1e-4
+        mel = jnp.matmul(spec, basis, precision=jax.lax.Precision.HIGHEST)
+        return jnp.log(mel + config.log_eps)
+
+    @jax.jit
+    def frontend(waves, lengths):
+        return jax.vmap(one_clip)(waves, lengths)
+
+    return frontend
+
+
+def buffer_samples(config) -> int:
+    """Samples of a clip that the kept frames can read (longer clips are cut here)."""
+    return (config.num_frames - 1) * config.hop_length + config.n_fft // 2
+
+
+# ---------------------------------------------------------------------------- cache
+def cache_key(config, filenames: Sequence[str]) -> str:
+    """Hash of the feature settings and the clip list: any change gives a new cache file."""
+    fields = {k: config[k] for k in _KEY_FIELDS}
+    blob = json.dumps([fields, list(filenames)], sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _librosa_item(path, config):
+    y = load_audio(path, config)
+    return log_mel(y, config.sample_rate, config), num_valid_frames(len(y), config)
+
+
+def _fill_librosa(paths, out, lengths, config, bar):
+    workers = num_workers(config)
+    with futures.ProcessPoolExecutor(workers) as pool:
+        for i, (mel, n) in enumerate(pool.map(_librosa_item, paths, [config] * len(paths),
+                                              chunksize=4)):
+            out[i], lengths[i] = mel, n
+            bar.update(1)
+
+
+def _fill_jax(paths, out, lengths, config, bar):
+    frontend = make_jax_frontend(config)
+    size, batch = buffer_samples(config), config.batch_size
+
+    def decode(path):
+        y = load_audio(path, config)
+        return y[:size], len(y)
+
+    with futures.ThreadPoolExecutor(num_workers(config)) as pool:
+        decoded = pool.map(decode, paths)  # decodes ahead while the device computes
+        pending = None
+        for start in range(0, len(paths), batch):
+            stop = min(start + batch, len(paths))
+            waves = np.zeros((stop - start, size), np.float32)
+            lens = np.zeros(stop - start, np.int32)
+            for j in range(stop - start):
+                y, n = next(decoded)
+                waves[j, : len(y)], lens[j] = y, len(y)
+                lengths[start + j] = num_valid_frames(n, config)
+            result = frontend(waves, lens)  # async: the device works while we decode on
+            if pending is not None:
+                _write(out, *pending, bar)
+            pending = (start, result)
+        if pending is not None:
+            _write(out, *pending, bar)
+
+
+def _write(out, start, result, bar):
+    result = np.asarray(result)
+    out[start: start + len(result)] = result
+    bar.update(len(result))
+
+
+def extract_split(name: str, paths: Sequence[pathlib.Path], filenames: Sequence[str], config,
+                  cache_dir) -> tuple[np.memmap, np.ndarray]:
+    """Features of a split, from the cache when complete; else built and cached atomically.
+
+    Returns (memmap (N, num_frames, n_mels) float32 un-normalized, valid frames (N,) int32).
+    """
+    cache_dir = pathlib.Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stem = cache_dir / f"{name}-{cache_key(config, filenames)}"
+    final, len_path = stem.with_suffix(".npy"), stem.with_suffix(".frames.npy")
+    if final.exists() and len_path.exists():
+        logging.info("features %s: reusing %s", name, final)
+        return np.load(final, mmap_mode="r"), np.load(len_path)
+    tmp = stem.with_suffix(".npy.partial")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                    shape=(len(paths), config.num_frames, config.n_mels))
+    lengths = np.zeros(len(paths), np.int32)
+    fill = _fill_jax if config.frontend == "jax" else _fill_librosa
+    with tqdm(total=len(paths), desc=f"log-mel {name} ({config.frontend})", unit="clip",
+              disable=None) as bar:
+        fill(list(paths), out, lengths, config, bar)
+    out.flush()
+    del out
+    _save_atomic(len_path, lengths)
+    os.replace(tmp, final)  # the main file appears only when complete
+    logging.info("features %s: wrote %s", name, final)
+    return np.load(final, mmap_mode="r"), lengths
+
+
+def _save_atomic(path: pathlib.Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- normalization
+def band_stats(splits: Sequence[tuple[np.ndarray, np.ndarray]], chunk: int = 256
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std over the valid frames of the given (features, frames) splits."""
+    total, sum_, sum_sq = 0, 0.0, 0.0
+    for feats, lengths in splits:
+        for start in range(0, len(feats), chunk):
+            x = np.asarray(feats[start: start + chunk], np.float64)
+            mask = np.arange(x.shape[1])[None, :] < lengths[start: start + chunk, None]
+            x = x[mask]
+            total += len(x)
+            sum_ = sum_ + x.sum(0)
+            sum_sq = sum_sq + (x * x).sum(0)
+    mean = sum_ / total
+    std = np.sqrt(np.maximum(sum_sq / total - mean * mean, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-8).astype(np.float32)
+
+
+def normalize(feats: np.ndarray, lengths: np.ndarray, mean: np.ndarray, std: np.ndarray
+              ) -> np.ndarray:
+    """(x - mean) / std on valid frames; frames past a clip's end are zero (padding)."""
+    x = (np.asarray(feats, np.float32) - mean) / std
+    mask = np.arange(x.shape[1])[None, :, None] < np.asarray(lengths)[:, None, None]
+    return np.where(mask, x, 0.0).astype(np.float32)

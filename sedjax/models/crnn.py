@@ -1,0 +1,158 @@
+"""The DCASE2018 baseline CRNN in Flax linen: conv blocks, bidirectional GRU (nn.scan), sigmoid."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+glorot = nn.initializers.glorot_uniform()  # Keras' default for conv, dense and GRU kernels
+
+
+class Im2ColConv(nn.Module):
+    """A 'same' 2-D convolution as one matmul over stacked shifted inputs.
+
+    Same parameters (kernel (kh, kw, cin, cout), bias) and numbers as nn.Conv; on CPUs whose
+    XLA convolution is slow this hits the fast matmul path instead (see `model.conv_impl`).
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kh, kw = self.kernel_size
+        cin = x.shape[-1]
+        kernel = self.param("kernel", glorot, (kh, kw, cin, self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        ph, pw = (kh - 1) // 2, (kw - 1) // 2
+        xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
+        h, w = x.shape[1], x.shape[2]
+        cols = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)],
+                               axis=-1)
+        y = jnp.dot(cols.astype(self.dtype), kernel.reshape(kh * kw * cin, -1).astype(self.dtype))
+        return y + bias.astype(self.dtype)
+
+
+def max_pool(x, pool):
+    """Non-overlapping max-pool (window = stride) as reshape + max.
+
+    The same numbers as nn.max_pool; its gradient is a cheap mask instead of XLA's
+    select-and-scatter, which is several times slower on CPU.
+    """
+    b, t, f, c = x.shape
+    pt, pf = pool
+    if t % pt or f % pf:
+        return nn.max_pool(x, pool, strides=pool)
+    return x.reshape(b, t // pt, pt, f // pf, pf, c).max(axis=(2, 4))
+
+
+class ConvBlock(nn.Module):
+    """Conv 3x3 same -> BatchNorm -> ReLU -> max-pool over frequency -> Dropout."""
+
+    features: int
+    kernel_size: Sequence[int]
+    pool: Sequence[int]
+    dropout: float
+    bn_momentum: float
+    bn_epsilon: float
+    conv_impl: str = "xla"
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        if resolve_conv_impl(self.conv_impl) == "im2col":
+            x = Im2ColConv(self.features, tuple(self.kernel_size), dtype=self.dtype)(x)
+        else:
+            x = nn.Conv(self.features, tuple(self.kernel_size), padding="SAME",
+                        kernel_init=glorot, dtype=self.dtype)(x)
+        # axis_name: batch statistics are averaged over all devices (pmean), so the model
+        # sees the global batch whatever the device count
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                         epsilon=self.bn_epsilon, axis_name=self.axis_name if train else None,
+                         dtype=self.dtype)(x)
+        x = nn.relu(x)
+        x = max_pool(x, tuple(self.pool))
+        return nn.Dropout(self.dropout, deterministic=not train)(x)
+
+
+class BiGRU(nn.Module):
+    """Bidirectional GRU, nn.scan over nn.GRUCell in each direction, outputs concatenated."""
+
+    units: int
+    unroll: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):  # (B, T, D) -> (B, T, 2 * units)
+        outputs = []
+        for reverse, name in ((False, "forward"), (True, "backward")):
+            scan = nn.scan(nn.GRUCell, variable_broadcast="params", split_rngs={"params": False},
+                           in_axes=1, out_axes=1, reverse=reverse, unroll=self.unroll)
+            cell = scan(features=self.units, kernel_init=glorot, dtype=self.dtype, name=name)
+            carry = jnp.zeros((x.shape[0], self.units), self.dtype)
+            _, y = cell(carry, x)
+            outputs.append(y)
+        return jnp.concatenate(outputs, axis=-1)
+
+
+class CRNN(nn.Module):
+    """Log-mel (B, T, F) -> event probabilities, (B, T, C) frames or (B, C) clips."""
+
+    num_classes: int = 10
+    conv_features: Sequence[int] = (64, 64, 64)
+    conv_kernel: Sequence[int] = (3, 3)
+    pool_sizes: Sequence[Sequence[int]] = ((1, 4), (1, 4), (1, 4))
+    conv_dropout: float = 0.3
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+    gru_units: int = 64
+    gru_input_dropout: float = 0.3
+    gru_unroll: int = 1
+    clip_level: bool = False
+    conv_impl: str = "xla"
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x[..., None].astype(self.dtype)  # one input channel
+        for features, pool in zip(self.conv_features, self.pool_sizes):
+            x = ConvBlock(features, self.conv_kernel, pool, self.conv_dropout, self.bn_momentum,
+                          self.bn_epsilon, self.conv_impl, self.dtype, self.axis_name)(x, train)
+        b, t, f, c = x.shape
+        x = x.reshape(b, t, f * c)  # frequency pooled to 1: (B, T, 64)
+        # Keras' GRU input dropout: one mask per sequence, shared by all time steps
+        x = nn.Dropout(self.gru_input_dropout, broadcast_dims=(1,), deterministic=not train)(x)
+        x = BiGRU(self.gru_units, self.gru_unroll, self.dtype)(x)
+        logits = nn.Dense(self.num_classes, kernel_init=glorot, dtype=self.dtype)(x)
+        probs = nn.sigmoid(logits.astype(jnp.float32))
+        return probs.mean(axis=1) if self.clip_level else probs
+
+
+def from_config(model_config, clip_level: bool, axis_name: str | None = None) -> CRNN:
+    """Builds the CRNN of config.model; clip_level=True for pass 1."""
+    m = model_config
+    return CRNN(num_classes=m.num_classes, conv_features=tuple(m.conv_features),
+                conv_kernel=tuple(m.conv_kernel),
+                pool_sizes=tuple(tuple(p) for p in m.pool_sizes), conv_dropout=m.conv_dropout,
+                bn_momentum=m.batchnorm_momentum, bn_epsilon=m.batchnorm_epsilon,
+                gru_units=m.gru_units, gru_input_dropout=m.gru_input_dropout,
+                gru_unroll=m.gru_unroll, clip_level=clip_level, conv_impl=m.conv_impl,
+                dtype=jnp.dtype(m.dtype), axis_name=axis_name)
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+    """'auto' -> 'im2col' on CPU (XLA's CPU conv backward is slow), 'xla' elsewhere (cuDNN)."""
+    if conv_impl != "auto":
+        return conv_impl
+    return "im2col" if jax.default_backend() == "cpu" else "xla"
+
+
+def count_params(params) -> int:
+    """Number of scalars in a parameter tree."""
+    return sum(x.size for x in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,191 @@
+"""Frame probabilities -> sound events (the seed's post-processing) and DCASE event CSV I/O."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.ndimage
+from absl import logging
+
+CSV_HEADER = ("filename", "onset", "offset", "event_label")
+
+# Event times are multiples of the frame length; rounding to a microsecond removes float noise
+# (3 * 0.02 = 0.06000000000000001) without moving any time by a meaningful amount.
+_TIME_DECIMALS = 6
+
+
+def _cfg(config: Any, name: str) -> Any:
+    """Reads `name` from a ConfigDict / attribute object or a plain mapping."""
+    if isinstance(config, Mapping):
+        return config[name]
+    return getattr(config, name)
+
+
+def binarize(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """Returns uint8 activity, 1 where probs >= threshold, shape unchanged (..., T, C)."""
+    # `>=` as dcase_util's ProbabilityEncoder 'global_threshold', which the seed used.
+    return (np.asarray(probs) >= threshold).astype(np.uint8)
+
+
+def median_filter(binary: np.ndarray, size: int) -> np.ndarray:
+    """Median-filters binary activity (..., T, C) along time only, per clip and class."""
+    binary = np.asarray(binary)
+    if size <= 1:
+        return binary.copy()
+    if binary.ndim == 2:
+        # The seed's call: a (size, 1) window, so classes never mix; scipy's 'reflect' ends.
+        return scipy.ndimage.median_filter(binary, size=(size, 1))
+    if binary.ndim < 2:
+        raise ValueError(f"median_filter expects (..., T, C), got shape {binary.shape}")
+    flat = binary.reshape((-1,) + binary.shape[-2:])
+    out = np.stack([scipy.ndimage.median_filter(clip, size=(size, 1)) for clip in flat])
+    return out.reshape(binary.shape)
+
+
+def frames_to_events(
+    binary_tc: np.ndarray, classes: Sequence[str], frame_seconds: float
+) -> list[tuple[float, float, str]]:
+    """Returns (onset, offset, label) of every contiguous active run in a (T, C) activity."""
+    binary_tc = np.asarray(binary_tc).astype(bool)
+    if binary_tc.ndim != 2 or binary_tc.shape[1] != len(classes):
+        raise ValueError(f"expected activity (T, {len(classes)}), got shape {binary_tc.shape}")
+    events = []
+    for c, label in enumerate(classes):
+        # Pad with inactive frames so every run has a rising and a falling edge.
+        padded = np.concatenate([[False], binary_tc[:, c], [False]]).astype(np.int8)
+        edges = np.diff(padded)
+        starts = np.flatnonzero(edges == 1)
+        stops = np.flatnonzero(edges == -1)  # index of the first inactive frame = last + 1
+        for start, stop in zip(starts, stops):
+            events.append(
+                (
+                    round(float(start) * frame_seconds, _TIME_DECIMALS),
+                    round(float(stop) * frame_seconds, _TIME_DECIMALS),
+                    label,
+                )
+            )
+    events.sort(key=lambda e: (e[0], e[1], e[2]))
+    return events
+
+
+def probabilities_to_events(
+    filenames: Sequence[str],
+    probs: np.ndarray,
+    postprocess_config: Any,
+    classes: Sequence[str],
+    num_valid_frames: Sequence[int] | np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """Thresholds, median-filters and decodes (N, T, C) frame probabilities into event dicts."""
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or probs.shape[0] != len(filenames) or probs.shape[2] != len(classes):
+        raise ValueError(
+            f"probs must be ({len(filenames)}, T, {len(classes)}) for {len(filenames)} files, "
+            f"got {probs.shape}"
+        )
+    num_frames = probs.shape[1]
+    if num_valid_frames is None:
+        num_valid_frames = np.full(len(filenames), num_frames)
+    num_valid_frames = np.asarray(num_valid_frames)
+    if num_valid_frames.shape != (len(filenames),):
+        raise ValueError(f"num_valid_frames must have shape ({len(filenames)},)")
+
+    threshold = float(_cfg(postprocess_config, "threshold"))
+    size = int(_cfg(postprocess_config, "median_filter"))
+    frame_seconds = float(_cfg(postprocess_config, "frame_seconds"))
+
+    events = []
+    for name, clip, n in zip(filenames, probs, num_valid_frames):
+        # Drop the zero padding of short clips before filtering so it neither creates nor
+        # shortens events near the real end of the clip.
+        n = int(min(max(int(n), 0), num_frames))
+        if n == 0:
+            continue
+        active = median_filter(binarize(clip[:n], threshold), size)
+        for onset, offset, label in frames_to_events(active, classes, frame_seconds):
+            events.append(
+                {"filename": name, "onset": onset, "offset": offset, "event_label": label}
+            )
+    return events
+
+
+def _unique(names: Sequence[str]) -> list[str]:
+    """Returns names without repeats, in order of first appearance."""
+    return list(dict.fromkeys(names))
+
+
+def write_events_csv(
+    path: str | os.PathLike, events: Sequence[Mapping[str, Any]], filenames: Sequence[str]
+) -> None:
+    """Writes events as a DCASE tab-separated CSV; files without events get one empty row."""
+    by_file: dict[str, list[Mapping[str, Any]]] = {name: [] for name in _unique(filenames)}
+    for event in events:
+        # Events of files missing from `filenames` are still written, after the listed ones.
+        by_file.setdefault(event["filename"], []).append(event)
+    lines = ["\t".join(CSV_HEADER)]
+    for name, file_events in by_file.items():
+        if not file_events:
+            lines.append(f"{name}\t\t\t")  # as metadata/test/test.csv marks a clip with no event
+        for e in sorted(file_events, key=lambda e: (e["onset"], e["offset"], e["event_label"])):
+            lines.append(f"{name}\t{e['onset']:.3f}\t{e['offset']:.3f}\t{e['event_label']}")
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    # Temp file in the same directory + rename: a crash never leaves a half-written CSV.
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    logging.info("Wrote %d events for %d files to %s", len(events), len(by_file), path)
+
+
+def read_events_csv(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[str]]:
+    """Reads a DCASE event CSV; returns (events, every filename listed, in file order)."""
+    path = os.fspath(path)
+    events: list[dict[str, Any]] = []
+    filenames: list[str] = []
+    with open(path, encoding="utf-8-sig") as f:  # tolerate a byte-order mark
+        lines = f.read().splitlines()
+    if not lines or tuple(c.strip() for c in lines[0].split("\t")) != CSV_HEADER:
+        raise ValueError(
+            f"{path}:1: expected header {'<TAB>'.join(CSV_HEADER)!r}, "
+            f"got {lines[0] if lines else '(empty file)'!r}"
+        )
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 4:
+            raise ValueError(f"{path}:{lineno}: expected 4 tab-separated fields, got {len(fields)}")
+        name, onset_s, offset_s, label = (x.strip() for x in fields)
+        if not name:
+            raise ValueError(f"{path}:{lineno}: empty filename")
+        filenames.append(name)
+        if not (onset_s or offset_s or label):
+            continue  # a clip with no event
+        if not (onset_s and offset_s and label):
+            raise ValueError(
+                f"{path}:{lineno}: onset, offset and event_label must all be set or all empty"
+            )
+        try:
+            onset, offset = float(onset_s), float(offset_s)
+        except ValueError:
+            raise ValueError(
+                f"{path}:{lineno}: onset/offset not numeric: {onset_s!r}, {offset_s!r}"
+            ) from None
+        if not (math.isfinite(onset) and math.isfinite(offset)) or onset < 0:
+            raise ValueError(f"{path}:{lineno}: onset/offset must be finite and >= 0")
+        if onset > offset:
+            raise ValueError(f"{path}:{lineno}: onset {onset} > offset {offset}")
+        events.append({"filename": name, "onset": onset, "offset": offset, "event_label": label})
+    return events, _unique(filenames)

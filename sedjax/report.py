@@ -1,0 +1,123 @@
+"""Run reports: results.json (atomic) and a per-class score plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+RESULTS_FILENAME = "results.json"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Returns obj with numpy scalars/arrays as Python values and NaN/inf as None (JSON null)."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        # Strict JSON has no NaN; an undefined score (e.g. recall of a class with no reference
+        # event) is written as null rather than silently as 0.
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+    """Writes data to path via a temp file in the same directory and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> str:
+    """Writes obj as pretty-printed strict JSON, atomically; returns the path."""
+    path = os.fspath(path)
+    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False, allow_nan=False)
+    _atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+    return path
+
+
+def write_results(
+    workdir: str | os.PathLike, results: Mapping[str, Any], extra: Mapping[str, Any] | None = None
+) -> str:
+    """Writes <workdir>/results.json (results plus extra top-level keys); returns its path."""
+    payload = dict(results)
+    for key, value in (extra or {}).items():
+        if key in payload:
+            raise ValueError(f"extra key {key!r} would overwrite a results key")
+        payload[key] = value
+    path = write_json(os.path.join(os.fspath(workdir), RESULTS_FILENAME), payload)
+    logging.info("Wrote %s", path)
+    return path
+
+
+def _class_f(results: Mapping[str, Any], section: str) -> dict[str, float]:
+    """Returns {label: F in %} of one section; undefined scores plot as 0."""
+    class_wise = results.get(section, {}).get("class_wise", {})
+    return {label: 100.0 * (v.get("f_measure") or 0.0) for label, v in class_wise.items()}
+
+
+def plot_class_scores(results: Mapping[str, Any], path: str | os.PathLike) -> str | None:
+    """Saves a PNG bar chart of per-class event- and segment-based F1; None without matplotlib."""
+    try:
+        # Figure + Agg canvas directly: no global backend switch (safe inside notebooks).
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        logging.warning("matplotlib is not installed; skipping the class score plot %s", path)
+        return None
+    path = os.fspath(path)
+    event_f = _class_f(results, "event_based")
+    segment_f = _class_f(results, "segment_based")
+    labels = list(event_f) or list(segment_f)
+    x = np.arange(len(labels))
+    width = 0.4
+
+    fig = Figure(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.5), tight_layout=True)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bar(x - width / 2, [event_f.get(k, 0.0) for k in labels], width, label="event-based F1")
+    ax.bar(x + width / 2, [segment_f.get(k, 0.0) for k in labels], width, label="segment-based F1")
+    macro = results.get("event_based", {}).get("f_measure_macro")
+    if macro is not None:
+        ax.axhline(100.0 * macro, color="k", linestyle="--", linewidth=1,
+                   label=f"event macro F1 {100.0 * macro:.2f} %")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=45, ha="right")
+    ax.set_ylabel("F1 (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(loc="upper right", fontsize="small")
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        canvas.print_figure(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    logging.info("Wrote %s", path)
+    return path

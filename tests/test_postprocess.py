@@ -1,0 +1,127 @@
+"""Tests of sedjax.postprocess: binarize, median filter, frames -> events, CSV I/O."""
+
+import numpy as np
+import pytest
+
+from sedjax import postprocess
+
+CLASSES = ("Cat", "Dog")
+PP = {"threshold": 0.5, "median_filter": 5, "frame_seconds": 0.02}
+
+
+def test_binarize_uses_greater_or_equal():
+    probs = np.array([[0.49, 0.5], [0.51, 0.0]])
+    np.testing.assert_array_equal(postprocess.binarize(probs, 0.5), [[0, 1], [1, 0]])
+
+
+def test_median_filter_removes_blip_and_fills_gap_per_class():
+    # Column 0: a 1-frame blip at 4 and a 2-frame blip at 8-9 (both shorter than half the
+    # window), then a long run 14..35 with a 1-frame gap at 19 and a 2-frame gap at 25-26.
+    col0 = np.zeros(40, np.uint8)
+    col0[4] = 1
+    col0[8:10] = 1
+    col0[14:36] = 1
+    col0[19] = 0
+    col0[25:27] = 0
+    col1 = np.zeros(40, np.uint8)
+    col1[2:12] = 1  # a clean run stays as it is; classes must not mix
+    x = np.stack([col0, col1], axis=1)
+
+    y = postprocess.median_filter(x, 5)
+
+    expected0 = np.zeros(40, np.uint8)
+    expected0[14:36] = 1
+    np.testing.assert_array_equal(y[:, 0], expected0)
+    np.testing.assert_array_equal(y[:, 1], col1)
+    # Batched input gives the same as clip by clip.
+    np.testing.assert_array_equal(postprocess.median_filter(np.stack([x, x[::-1]]), 5)[1],
+                                  postprocess.median_filter(x[::-1], 5))
+
+
+def test_frames_to_events_exact_times():
+    b = np.zeros((10, 2), np.uint8)
+    b[2:5, 0] = 1  # frames 2,3,4 -> 0.04 .. 0.10
+    b[0:2, 1] = 1  # run at the very start
+    b[8:10, 1] = 1  # run up to the very end
+    events = postprocess.frames_to_events(b, CLASSES, 0.02)
+    assert events == [(0.0, 0.04, "Dog"), (0.04, 0.1, "Cat"), (0.16, 0.2, "Dog")]
+    assert postprocess.frames_to_events(np.zeros((10, 2)), CLASSES, 0.02) == []
+
+
+def test_probabilities_to_events_cuts_padding():
+    probs = np.zeros((2, 40, 2), np.float32)
+    # Clip a: 20 real frames, Cat active from frame 10 to its real end; the padding holds
+    # garbage (as if the model fired on zeros) that must not leak into events.
+    probs[0, 10:20, 0] = 0.9
+    probs[0, 20:40, :] = 0.9
+    # Clip b: full length, Dog active 5..14 with an isolated blip at 30.
+    probs[1, 5:15, 1] = 0.8
+    probs[1, 30, 1] = 0.8
+
+    events = postprocess.probabilities_to_events(["a.wav", "b.wav"], probs, PP, CLASSES,
+                                                 num_valid_frames=[20, 40])
+    assert events == [
+        {"filename": "a.wav", "onset": 0.2, "offset": 0.4, "event_label": "Cat"},
+        {"filename": "b.wav", "onset": 0.1, "offset": 0.3, "event_label": "Dog"},
+    ]
+    # Without the valid lengths the padding becomes events of clip a.
+    uncut = postprocess.probabilities_to_events(["a.wav", "b.wav"], probs, PP, CLASSES)
+    assert any(e["filename"] == "a.wav" and e["event_label"] == "Dog" for e in uncut)
+
+
+def test_csv_round_trip_with_empty_clips(tmp_path):
+    events = [
+        {"filename": "a.wav", "onset": 0.5, "offset": 2.25, "event_label": "Cat"},
+        {"filename": "a.wav", "onset": 0.1, "offset": 9.0, "event_label": "Dog"},
+        {"filename": "c.wav", "onset": 1.0, "offset": 1.5, "event_label": "Dog"},
+    ]
+    path = tmp_path / "out" / "est.csv"
+    postprocess.write_events_csv(path, events, ["a.wav", "b.wav", "c.wav"])
+
+    lines = path.read_text().splitlines()
+    assert lines[0] == "filename\tonset\toffset\tevent_label"
+    assert "a.wav\t0.100\t9.000\tDog" in lines
+    assert "b.wav\t\t\t" in lines
+    assert not [p for p in path.parent.iterdir() if p.name != "est.csv"]  # no temp file left
+
+    read_events, filenames = postprocess.read_events_csv(path)
+    assert filenames == ["a.wav", "b.wav", "c.wav"]
+    key = lambda e: (e["filename"], e["onset"], e["event_label"])
+    assert sorted(read_events, key=key) == sorted(events, key=key)
+
+
+def test_read_dcase_style_file(tmp_path):
+    path = tmp_path / "test.csv"
+    path.write_text(
+        "filename\tonset\toffset\tevent_label\n"
+        "Y1.wav\t0.000\t10.000\tSpeech\n"
+        "Y2.wav\t\t\t\n"
+        "Y1.wav\t3.5\t4\tDog\n"
+    )
+    events, filenames = postprocess.read_events_csv(path)
+    assert filenames == ["Y1.wav", "Y2.wav"]
+    assert events[1] == {"filename": "Y1.wav", "onset": 3.5, "offset": 4.0, "event_label": "Dog"}
+    assert len(events) == 2
+
+
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        ("a.wav\t1.0\t2.0", "expected 4"),
+        ("a.wav\tsoon\t2.0\tCat", "not numeric"),
+        ("a.wav\t3.0\t2.0\tCat", "onset 3.0 > offset 2.0"),
+        ("a.wav\t1.0\t\tCat", "all be set or all empty"),
+    ],
+)
+def test_malformed_rows_name_file_and_line(tmp_path, bad_line, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(f"filename\tonset\toffset\tevent_label\nok.wav\t0\t1\tDog\n{bad_line}\n")
+    with pytest.raises(ValueError, match=rf"bad\.csv:3: .*{message}"):
+        postprocess.read_events_csv(path)
+
+
+def test_missing_header_is_an_error(tmp_path):
+    path = tmp_path / "noheader.csv"
+    path.write_text("a.wav\t0\t1\tDog\n")
+    with pytest.raises(ValueError, match=r"noheader\.csv:1"):
+        postprocess.read_events_csv(path)
