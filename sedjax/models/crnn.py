@@ -94,7 +94,9 @@ class BiGRU(nn.Module):
             scan = nn.scan(nn.GRUCell, variable_broadcast="params", split_rngs={"params": False},
                            in_axes=1, out_axes=1, reverse=reverse, unroll=self.unroll)
             cell = scan(features=self.units, kernel_init=glorot, dtype=self.dtype, name=name)
-            carry = jnp.zeros((x.shape[0], self.units), self.dtype)
+            # zeros derived from x: inside shard_map the carry must vary over devices like x
+            carry = jnp.zeros((x.shape[0], self.units), self.dtype) + 0 * jax.lax.stop_gradient(
+                x[:, 0, :1]).astype(self.dtype)
             _, y = cell(carry, x)
             outputs.append(y)
         return jnp.concatenate(outputs, axis=-1)

@@ -1,0 +1,111 @@
+"""Train/eval steps: data-parallel equivalence over device counts, loss and BatchNorm state."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import baseline
+from sedjax.models import crnn
+from sedjax.train import parallel, steps
+
+
+def _setup(devices, clip_level, dropout=0.0):
+    config = baseline.get_config()
+    config.model.conv_dropout = config.model.gru_input_dropout = dropout
+    # Adam's early steps are lr * g / (|g| + eps): with Keras' eps 1e-7, a gradient that is
+    # float32 noise (~1e-8, e.g. a conv bias right before BatchNorm, whose true gradient is 0)
+    # moves by up to lr * 0.1 either way. A larger eps keeps this test about data parallelism.
+    config.pass1.adam_eps = 1e-4
+    mesh = parallel.make_mesh(devices)
+    model = crnn.from_config(config.model, clip_level=clip_level, axis_name=parallel.AXIS)
+    state = steps.create_train_state(jax.random.key(0), model, config.pass1, (20, 64))
+    return mesh, parallel.replicate(state, mesh), config
+
+
+def _run(devices, clip_level, resident, num_steps=3):
+    mesh, state, config = _setup(devices, clip_level)
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((32, 20, 64)).astype(np.float32)
+    labels = (rng.random((32, 10)) < 0.3).astype(np.float32)
+    step = parallel.train_step_fn(mesh, config.pass1.bce_eps, resident)
+    losses = []
+    if resident:
+        all_f, all_l = parallel.replicate((feats, labels), mesh)
+    for i in range(num_steps):
+        index = np.arange(8 * i, 8 * i + 8)
+        if resident:
+            state, m = step(state, all_f, all_l, parallel.shard_batch(index, mesh))
+        else:
+            state, m = step(state, *parallel.shard_batch((feats[index], labels[index]), mesh))
+        losses.append(float(m["loss_sum"] / m["count"]))
+    return jax.device_get(state), losses
+
+
+@pytest.mark.parametrize("clip_level,resident", [(True, False), (False, True)])
+def test_one_and_four_devices_give_the_same_params(clip_level, resident):
+    assert len(jax.devices()) == 4
+    one, loss1 = _run(jax.devices()[:1], clip_level, resident)
+    four, loss4 = _run(jax.devices(), clip_level, resident)
+    np.testing.assert_allclose(loss1, loss4, rtol=1e-5)
+    for tree in ("params", "batch_stats"):
+        a = jax.tree_util.tree_leaves_with_path(getattr(one, tree))
+        b = jax.tree_util.tree_leaves(getattr(four, tree))
+        for (path, x), y in zip(a, b):
+            np.testing.assert_allclose(x, y, atol=1e-5, err_msg=jax.tree_util.keystr(path))
+    # the steps did move the weights and the running statistics
+    _, init, _ = _setup(jax.devices()[:1], clip_level)
+    moved = [np.abs(np.asarray(x) - np.asarray(y)).max() for x, y in
+             zip(jax.tree_util.tree_leaves(init.params), jax.tree_util.tree_leaves(one.params))]
+    assert min(moved) > 0
+    assert int(one.step) == 3
+
+
+def test_loss_decreases_on_a_learnable_batch():
+    _, losses = _run(jax.devices()[:2], clip_level=True, resident=False, num_steps=1)
+    mesh, state, config = _setup(jax.devices()[:2], clip_level=True)
+    feats = np.random.default_rng(1).standard_normal((8, 20, 64)).astype(np.float32)
+    labels = np.zeros((8, 10), np.float32)
+    labels[:, 3] = 1.0
+    step = parallel.train_step_fn(mesh, config.pass1.bce_eps, resident=False)
+    batch = parallel.shard_batch((feats, labels), mesh)
+    first = None
+    for _ in range(15):
+        state, m = step(state, *batch)
+        first = first if first is not None else float(m["loss_sum"] / m["count"])
+    assert float(m["loss_sum"] / m["count"]) < 0.5 * first
+
+
+def test_bce_matches_formula_and_clips():
+    p = jnp.array([0.0, 0.25, 1.0])
+    t = jnp.array([1.0, 0.0, 1.0])
+    out = np.asarray(steps.bce(p, t, 1e-7))
+    np.testing.assert_allclose(out, [-np.log(1e-7), -np.log(0.75), -np.log1p(-1e-7)], rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_differs_between_steps_but_not_between_reruns():
+    mesh, state, config = _setup(jax.devices()[:1], clip_level=False, dropout=0.3)
+    feats = np.ones((4, 20, 64), np.float32)
+    labels = np.ones((4, 10), np.float32)
+    step = parallel.train_step_fn(mesh, config.pass1.bce_eps, resident=False)
+    batch = parallel.shard_batch((feats, labels), mesh)
+    runs = []
+    for _ in range(2):
+        s = parallel.replicate(jax.device_get(state), mesh)
+        out = []
+        for _ in range(2):
+            s, m = step(s, *batch)
+            out.append(float(m["loss_sum"]))
+        runs.append(out)
+    assert runs[0] == runs[1]
+
+
+def test_eval_step_uses_running_statistics_and_shapes():
+    mesh, state, _ = _setup(jax.devices(), clip_level=False)
+    feats = np.random.default_rng(2).standard_normal((8, 20, 64)).astype(np.float32)
+    probs = parallel.eval_step_fn(mesh, resident=False)(state, parallel.shard_batch(feats, mesh))
+    assert probs.shape == (8, 20, 10)
+    single = parallel.eval_step_fn(mesh, resident=False)(
+        state, parallel.shard_batch(np.concatenate([feats[:1]] * 8), mesh))
+    # running statistics: a clip's output does not depend on the rest of its batch
+    np.testing.assert_allclose(np.asarray(single)[0], np.asarray(probs)[0], atol=1e-5)
