@@ -30,14 +30,17 @@ def _run(devices, clip_level, resident, num_steps=3):
     labels = (rng.random((32, 10)) < 0.3).astype(np.float32)
     step = parallel.train_step_fn(mesh, config.pass1.bce_eps, resident)
     losses = []
-    if resident:
-        all_f, all_l = parallel.replicate((feats, labels), mesh)
+    frames = np.full(32, 20, np.int32)
+    frames[::3] = 13  # some shorter clips: zero padding after normalization
+    stats = parallel.replicate((feats.mean((0, 1)), feats.std((0, 1))), mesh)
+    data = parallel.replicate((feats, frames, labels), mesh)
     for i in range(num_steps):
         index = np.arange(8 * i, 8 * i + 8)
         if resident:
-            state, m = step(state, all_f, all_l, parallel.shard_batch(index, mesh))
+            state, m = step(state, stats, data, parallel.shard_batch(index, mesh))
         else:
-            state, m = step(state, *parallel.shard_batch((feats[index], labels[index]), mesh))
+            batch = parallel.shard_batch((feats[index], frames[index], labels[index]), mesh)
+            state, m = step(state, stats, batch)
         losses.append(float(m["loss_sum"] / m["count"]))
     return jax.device_get(state), losses
 
@@ -68,10 +71,11 @@ def test_loss_decreases_on_a_learnable_batch():
     labels = np.zeros((8, 10), np.float32)
     labels[:, 3] = 1.0
     step = parallel.train_step_fn(mesh, config.pass1.bce_eps, resident=False)
-    batch = parallel.shard_batch((feats, labels), mesh)
+    batch = parallel.shard_batch((feats, np.full(8, 20, np.int32), labels), mesh)
+    stats = parallel.replicate((np.zeros(64, np.float32), np.ones(64, np.float32)), mesh)
     first = None
     for _ in range(15):
-        state, m = step(state, *batch)
+        state, m = step(state, stats, batch)
         first = first if first is not None else float(m["loss_sum"] / m["count"])
     assert float(m["loss_sum"] / m["count"]) < 0.5 * first
 
@@ -88,24 +92,29 @@ def test_dropout_differs_between_steps_but_not_between_reruns():
     feats = np.ones((4, 20, 64), np.float32)
     labels = np.ones((4, 10), np.float32)
     step = parallel.train_step_fn(mesh, config.pass1.bce_eps, resident=False)
-    batch = parallel.shard_batch((feats, labels), mesh)
+    batch = parallel.shard_batch((feats, np.full(4, 20, np.int32), labels), mesh)
+    stats = parallel.replicate((np.zeros(64, np.float32), np.ones(64, np.float32)), mesh)
     runs = []
     for _ in range(2):
         s = parallel.replicate(jax.device_get(state), mesh)
         out = []
         for _ in range(2):
-            s, m = step(s, *batch)
+            s, m = step(s, stats, batch)
             out.append(float(m["loss_sum"]))
         runs.append(out)
     assert runs[0] == runs[1]
+    assert runs[0][0] != runs[0][1]  # a new mask (and new weights) on the second step
 
 
 def test_eval_step_uses_running_statistics_and_shapes():
     mesh, state, _ = _setup(jax.devices(), clip_level=False)
     feats = np.random.default_rng(2).standard_normal((8, 20, 64)).astype(np.float32)
-    probs = parallel.eval_step_fn(mesh, resident=False)(state, parallel.shard_batch(feats, mesh))
+    stats = parallel.replicate((np.zeros(64, np.float32), np.ones(64, np.float32)), mesh)
+    frames, labels = np.full(8, 20, np.int32), np.zeros((8, 10), np.float32)
+    predict = parallel.eval_step_fn(mesh, resident=False)
+    probs = predict(state, stats, parallel.shard_batch((feats, frames, labels), mesh))
     assert probs.shape == (8, 20, 10)
-    single = parallel.eval_step_fn(mesh, resident=False)(
-        state, parallel.shard_batch(np.concatenate([feats[:1]] * 8), mesh))
+    single = predict(state, stats, parallel.shard_batch(
+        (np.concatenate([feats[:1]] * 8), frames, labels), mesh))
     # running statistics: a clip's output does not depend on the rest of its batch
     np.testing.assert_allclose(np.asarray(single)[0], np.asarray(probs)[0], atol=1e-5)

@@ -254,9 +254,11 @@ def band_stats(splits: Sequence[tuple[np.ndarray, np.ndarray]], chunk: int = 256
     return mean.astype(np.float32), np.maximum(std, 1e-8).astype(np.float32)
 
 
-def normalize(feats: np.ndarray, lengths: np.ndarray, mean: np.ndarray, std: np.ndarray
-              ) -> np.ndarray:
-    """(x - mean) / std on valid frames; frames past a clip's end are zero (padding)."""
-    x = (np.asarray(feats, np.float32) - mean) / std
-    mask = np.arange(x.shape[1])[None, :, None] < np.asarray(lengths)[:, None, None]
-    return np.where(mask, x, 0.0).astype(np.float32)
+def normalize(features, frames, mean, std) -> jax.Array:
+    """(x - mean) / std on valid frames, zero after a clip's end (the seed's zero padding).
+
+    Runs inside the jitted steps (jnp), so features stay un-normalized in the cache.
+    """
+    x = (features - mean) / std
+    valid = jnp.arange(x.shape[1])[None, :, None] < jnp.asarray(frames)[:, None, None]
+    return jnp.where(valid, x, 0.0)

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from sedjax.data import features as features_lib
 from sedjax.train import steps
 
 AXIS = steps.AXIS
@@ -48,25 +49,33 @@ def _map(fn, mesh, in_specs, out_specs, donate=()):
 
 
 def train_step_fn(mesh: Mesh, bce_eps: float, resident: bool):
-    """The jitted data-parallel train step.
+    """The jitted data-parallel train step on raw (un-normalized) features.
 
-    resident=False: (state, features (B,T,F), labels (B,C)) with batches sharded over devices.
-    resident=True:  (state, all_features, all_labels, index (B,)) where the split's arrays are
-    replicated on every device and each device gathers its own rows: no host->device copy
-    per step.
+    resident=False: (state, stats, batch) with batch = (features (B,T,F), frames (B,),
+    labels (B,C)) sharded over devices. resident=True: (state, stats, data, index) where data
+    holds the whole split replicated on every device and each device gathers its rows of
+    index (B,): no host->device copy per step. stats = (mean, std), replicated.
     """
-    step = functools.partial(steps.train_step, bce_eps=bce_eps)
+    def step(state, stats, batch):
+        features, frames, labels = batch
+        x = features_lib.normalize(features, frames, *stats)
+        return steps.train_step(state, x, labels, bce_eps)
+
     if resident:
-        def gather_step(state, features, labels, index):
-            return step(state, features[index], labels[index])
+        def gather_step(state, stats, data, index):
+            return step(state, stats, tuple(a[index] for a in data))
         return _map(gather_step, mesh, (P(), P(), P(), P(AXIS)), (P(), P()), donate=(0,))
-    return _map(step, mesh, (P(), P(AXIS), P(AXIS)), (P(), P()), donate=(0,))
+    return _map(step, mesh, (P(), P(), P(AXIS)), (P(), P()), donate=(0,))
 
 
 def eval_step_fn(mesh: Mesh, resident: bool):
-    """The jitted data-parallel prediction step (same two input modes as train_step_fn)."""
+    """The jitted data-parallel prediction step (same input modes as train_step_fn)."""
+    def predict(state, stats, batch):
+        features, frames, _ = batch
+        return steps.eval_step(state, features_lib.normalize(features, frames, *stats))
+
     if resident:
-        def gather_eval(state, features, index):
-            return steps.eval_step(state, features[index])
-        return _map(gather_eval, mesh, (P(), P(), P(AXIS)), P(AXIS))
-    return _map(steps.eval_step, mesh, (P(), P(AXIS)), P(AXIS))
+        def gather_predict(state, stats, data, index):
+            return predict(state, stats, tuple(a[index] for a in data))
+        return _map(gather_predict, mesh, (P(), P(), P(), P(AXIS)), P(AXIS))
+    return _map(predict, mesh, (P(), P(), P(AXIS)), P(AXIS))

@@ -1,0 +1,101 @@
+"""Batches for the data-parallel steps: resident on the device and gathered by index, or streamed.
+
+A split's raw log-mel (memmap), valid-frame counts and targets go to the device once when they
+fit; each step then only receives the (global_batch,) row indices, and normalization and padding
+happen inside the jitted step. Otherwise rows are gathered on the host from the memmap and sent
+with a prefetch of `runtime.prefetch` batches.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import dataclasses
+from typing import Iterator
+
+import jax
+import numpy as np
+from absl import logging
+
+from sedjax.train import parallel
+
+
+@dataclasses.dataclass
+class SplitArrays:
+    """Host view of a split: raw features (N, T, F) memmap, valid frames (N,), targets (N, C)."""
+
+    features: np.ndarray
+    frames: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+def fits_on_device(nbytes: int, runtime_config) -> bool:
+    """Whether `nbytes` of features may live on every device (runtime.features_on_device)."""
+    mode = runtime_config.features_on_device
+    if mode in ("always", "never"):
+        return mode == "always"
+    stats = jax.local_devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    if limit is None:  # CPU: "device" memory is host RAM; stay well below a laptop's
+        limit = 8 << 30
+    return nbytes <= runtime_config.device_memory_fraction * limit
+
+
+class Batches:
+    """Iterates global batches of one split's rows over a device mesh."""
+
+    def __init__(self, arrays: SplitArrays, mesh, stats: tuple[np.ndarray, np.ndarray],
+                 runtime_config):
+        self.arrays, self.mesh, self.runtime = arrays, mesh, runtime_config
+        self.stats = parallel.replicate(tuple(np.asarray(s, np.float32) for s in stats), mesh)
+        nbytes = arrays.features.nbytes * parallel.num_shards(mesh)
+        self.resident = fits_on_device(nbytes, runtime_config)
+        self.device_arrays = None
+        if self.resident:
+            self.device_arrays = parallel.replicate(
+                (np.asarray(arrays.features), np.asarray(arrays.frames, np.int32),
+                 np.asarray(arrays.labels, np.float32)), mesh)
+        logging.info("%d clips %s", len(arrays), "resident on the device(s)" if self.resident
+                     else "streamed from the memmap cache")
+
+    def index_batches(self, rows: np.ndarray, batch_size: int, drop_remainder: bool
+                      ) -> list[np.ndarray]:
+        """Splits `rows` into global batches; the last is padded (with row 0s) unless dropped."""
+        shards = parallel.num_shards(self.mesh)
+        if batch_size % shards:
+            raise ValueError(f"batch size {batch_size} is not divisible by the {shards} devices")
+        n = len(rows) // batch_size * batch_size if drop_remainder else len(rows)
+        out = []
+        for start in range(0, n, batch_size):
+            index = rows[start: start + batch_size]
+            if len(index) < batch_size:
+                index = np.concatenate([index, np.full(batch_size - len(index), rows[0])])
+            out.append(np.asarray(index, np.int32))
+        return out
+
+    def _host_batch(self, index: np.ndarray):
+        order = np.argsort(index)  # memmap reads in file order, then back to batch order
+        inverse = np.argsort(order)
+        a = self.arrays
+        feats = np.asarray(a.features[index[order]])[inverse]
+        return feats, np.asarray(a.frames[index], np.int32), np.asarray(a.labels[index],
+                                                                         np.float32)
+
+    def __call__(self, rows: np.ndarray, batch_size: int, drop_remainder: bool
+                 ) -> Iterator[tuple]:
+        """Yields step inputs: (data, index) when resident, else (batch,) streamed."""
+        batches = self.index_batches(rows, batch_size, drop_remainder)
+        if self.resident:
+            for index in batches:
+                yield self.device_arrays, parallel.shard_batch(index, self.mesh)
+            return
+        with futures.ThreadPoolExecutor(1) as pool:
+            ahead = [pool.submit(self._host_batch, b) for b in batches[: self.runtime.prefetch]]
+            for i in range(len(batches)):
+                batch = ahead.pop(0).result()
+                nxt = i + self.runtime.prefetch
+                if nxt < len(batches):
+                    ahead.append(pool.submit(self._host_batch, batches[nxt]))
+                yield (parallel.shard_batch(batch, self.mesh),)

@@ -1,0 +1,34 @@
+"""Runs the whole system: python -m sedjax.main --config=configs/demo.py --workdir=DIR."""
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from sedjax.train import trainer
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for features, checkpoints and results.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _quiet_libraries(record) -> bool:
+    """Drops INFO chatter of orbax/jax internals (a dozen lines per checkpoint)."""
+    return record.levelno >= logging.WARNING or not any(
+        name in record.pathname for name in ("orbax", "jax/_src", "absl/"))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.get_absl_handler().addFilter(_quiet_libraries)
+    if FLAGS.distributed:
+        jax.distributed.initialize()
+    logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
+                 jax.process_count(), jax.local_devices())
+    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)
