@@ -22,7 +22,7 @@ def _quiet_libraries(record) -> bool:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_quiet_libraries)
+    logging.get_absl_handler().python_handler.addFilter(_quiet_libraries)
     if FLAGS.distributed:
         jax.distributed.initialize()
     logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),

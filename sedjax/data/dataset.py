@@ -100,7 +100,7 @@ def read_strong_csv(path, classes: Sequence[str]) -> tuple[list[str], list[list[
     """Reads `filename<TAB>onset<TAB>offset<TAB>event_label`; empty fields = clip without event."""
     order: dict[str, list[Event]] = {}
     for line, row in _rows(path, ("filename", "onset", "offset", "event_label")):
-        row = row + [""] * (4 - len(row)) if len(row) in (1, 3) else row
+        row = row + [""] * 3 if len(row) == 1 else row  # a bare filename: clip without event
         if len(row) != 4:
             raise DatasetError(f"{path}:{line}: expected 4 tab-separated fields, got {len(row)}")
         name, onset, offset, label = (x.strip() for x in row)

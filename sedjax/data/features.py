@@ -6,6 +6,7 @@ import concurrent.futures as futures
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import pathlib
 from typing import Callable, Sequence
@@ -101,6 +102,7 @@ def log_mel(waveform: np.ndarray, sample_rate: int, config=None) -> np.ndarray:
 def make_jax_frontend(config) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """Returns a jitted fn (waves (B, S) f32, lengths (B,) i32) -> (B, num_frames, n_mels).
 
+    Equal to `log_mel` row by row, zeros past each clip's last frame included.
     The same arithmetic as `log_mel`: reflect/zero padding at each clip's own end, framing,
     the periodic window zero-padded to n_fft, rfft, magnitude, librosa's mel matrix, log.
     """
@@ -131,7 +133,9 @@ def make_jax_frontend(config) -> Callable[[jax.Array, jax.Array], jax.Array]:
             spec = spec * spec
         # HIGHEST: accelerators default to reduced-precision matmuls, which would break 1e-4
         mel = jnp.matmul(spec, basis, precision=jax.lax.Precision.HIGHEST)
-        return jnp.log(mel + config.log_eps)
+        logmel = jnp.log(mel + config.log_eps)
+        valid_frames = jnp.minimum(frames, 1 + length // hop)
+        return jnp.where(jnp.arange(frames)[:, None] < valid_frames, logmel, 0.0)
 
     @jax.jit
     def frontend(waves, lengths):
@@ -160,7 +164,9 @@ def _librosa_item(path, config):
 
 def _fill_librosa(paths, out, lengths, config, bar):
     workers = num_workers(config)
-    with futures.ProcessPoolExecutor(workers) as pool:
+    # spawn: forking a process that runs JAX's threads can deadlock
+    with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")
+                                     ) as pool:
         for i, (mel, n) in enumerate(pool.map(_librosa_item, paths, [config] * len(paths),
                                               chunksize=4)):
             out[i], lengths[i] = mel, n

@@ -1,0 +1,47 @@
+"""The baseline config holds the seed's values (shared/SEED.md); the variants derive from it."""
+
+import numpy as np
+import pytest
+
+from configs import baseline, demo, tiny
+
+
+def test_baseline_holds_the_seed_values():
+    c = baseline.get_config()
+    assert c.data.classes == ("Alarm_bell_ringing", "Blender", "Cat", "Dishes", "Dog",
+                              "Electric_shaver_toothbrush", "Frying", "Running_water", "Speech",
+                              "Vacuum_cleaner")
+    assert c.data.dataset == "dcase2018"
+    f = c.features
+    assert (f.sample_rate, f.n_fft, f.win_length, f.hop_length) == (44100, 2048, 1764, 882)
+    assert (f.window, f.center, f.spectrogram) == ("hamming", True, "magnitude")
+    assert (f.n_mels, f.fmin, f.fmax, f.htk, f.mel_norm) == (64, 0.0, 22050.0, False, "slaney")
+    assert f.log_eps == np.spacing(1) and f.num_frames == 500
+    m = c.model
+    assert tuple(m.conv_features) == (64, 64, 64) and tuple(m.conv_kernel) == (3, 3)
+    assert [tuple(p) for p in m.pool_sizes] == [(1, 4)] * 3
+    assert m.conv_dropout == m.gru_input_dropout == 0.3
+    assert m.gru_units == 64 and m.num_classes == 10
+    for p, batch in ((c.pass1, 16), (c.pass2, 128)):
+        assert p.batch_size == batch and p.num_epochs == 100 and p.learning_rate == 1e-3
+        assert (p.early_stopping_patience, p.early_stopping_min_delta,
+                p.early_stopping_start_epoch) == (15, 0.01, 5)
+    assert c.pass1.val_fraction == 0.2
+    assert c.pass1.threshold_grid == pytest.approx([i / 10 for i in range(11)])
+    assert (c.postprocess.threshold, c.postprocess.median_filter,
+            c.postprocess.frame_seconds) == (0.5, 51, 0.02)
+    e = c.evaluation
+    assert (e.t_collar, e.percentage_of_length, e.evaluate_onset, e.evaluate_offset) == (
+        0.2, 0.2, True, True)
+    assert (c.data.synthetic.num_weak, c.data.synthetic.num_unlabeled,
+            c.data.synthetic.num_test) == (1578, 14412, 288)
+
+
+def test_demo_and_tiny_change_only_data_sizes_and_schedule():
+    base, d, t = baseline.get_config(), demo.get_config(), tiny.get_config()
+    assert d.data.dataset == t.data.dataset == "synthetic"
+    for c in (d, t):  # the system itself is the seed's
+        assert c.features == base.features
+        assert c.model == base.model
+        assert c.postprocess == base.postprocess and c.evaluation == base.evaluation
+    assert t.data.synthetic.num_weak < d.data.synthetic.num_weak < base.data.synthetic.num_weak

@@ -1,0 +1,122 @@
+"""DCASE-layout reader on hand-written fixtures, including every kind of bad input."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from configs.baseline import CLASSES
+from sedjax.data import dataset
+
+WEAK = "filename\tevent_labels\na.wav\tDog,Speech\nb.wav\t\nc.wav\tBlender\n"
+UNL = "filename\nu1.wav\nu2.wav\n"
+TEST = ("filename\tonset\toffset\tevent_label\n"
+        "t1.wav\t0.5\t1.25\tDog\n"
+        "t1.wav\t3.0\t9.5\tVacuum_cleaner\n"
+        "t2.wav\t\t\t\n"
+        "t3.wav\t0.0\t10.0\tFrying\n")
+
+
+def make_root(tmp_path: pathlib.Path, weak=WEAK, unl=UNL, test=TEST, eval_=None,
+              missing=()) -> pathlib.Path:
+    root = tmp_path / "dcase"
+    files = {"weak": weak, "unlabel_in_domain": unl, "test": test, "eval": eval_}
+    for split, text in files.items():
+        if text is None:
+            continue
+        meta, audio, _ = dataset.SPLITS[split]
+        (root / meta).parent.mkdir(parents=True, exist_ok=True)
+        (root / meta).write_text(text)
+        (root / audio).mkdir(parents=True, exist_ok=True)
+        for line in text.splitlines()[1:]:
+            name = line.split("\t")[0]
+            if name and name not in missing:
+                (root / audio / name).write_bytes(b"")
+    return root
+
+
+def test_reads_all_splits_and_encodes_labels(tmp_path):
+    splits = dataset.load_dataset(make_root(tmp_path), CLASSES, tmp_path / "work")
+    assert set(splits) == {"weak", "unlabel_in_domain", "test"}  # no eval.csv: skipped
+    weak = splits["weak"]
+    assert weak.filenames == ["a.wav", "b.wav", "c.wav"]
+    expected = np.zeros((3, 10), np.float32)
+    expected[0, [CLASSES.index("Dog"), CLASSES.index("Speech")]] = 1
+    expected[2, CLASSES.index("Blender")] = 1
+    np.testing.assert_array_equal(weak.weak, expected)
+    assert splits["unlabel_in_domain"].filenames == ["u1.wav", "u2.wav"]
+    test = splits["test"]
+    assert test.filenames == ["t1.wav", "t2.wav", "t3.wav"]
+    assert test.events[0] == [(0.5, 1.25, "Dog"), (3.0, 9.5, "Vacuum_cleaner")]
+    assert test.events[1] == []
+    strong = dataset.strong_labels(test.events, CLASSES, 500, 0.02)
+    dog = strong[0, :, CLASSES.index("Dog")]
+    assert dog[25:62].all() and dog.sum() == 37 and not dog[24] and not dog[62]
+    assert strong[1].sum() == 0
+    assert strong[2, :, CLASSES.index("Frying")].all()
+    assert test.weak[0, CLASSES.index("Vacuum_cleaner")] == 1
+
+
+def test_eval_split_read_when_present(tmp_path):
+    root = make_root(tmp_path, eval_=TEST.replace("t1", "e1").replace("t2", "e2")
+                     .replace("t3", "e3"))
+    splits = dataset.load_dataset(root, CLASSES, tmp_path / "w")
+    assert splits["eval"].filenames == ["e1.wav", "e2.wav", "e3.wav"]
+    assert "eval" not in dataset.load_dataset(root, CLASSES, tmp_path / "w", use_eval=False)
+
+
+def test_missing_audio_is_logged_and_skipped(tmp_path, caplog):
+    root = make_root(tmp_path, missing=("b.wav", "u2.wav", "t3.wav"))
+    work = tmp_path / "work"
+    splits = dataset.load_dataset(root, CLASSES, work)
+    assert splits["weak"].filenames == ["a.wav", "c.wav"]
+    assert splits["weak"].weak.shape == (2, 10)
+    assert splits["weak"].weak[1, CLASSES.index("Blender")] == 1  # labels stay aligned
+    assert splits["unlabel_in_domain"].filenames == ["u1.wav"]
+    assert len(splits["test"].events) == 2
+    log = (work / dataset.ERROR_LOG).read_text().splitlines()
+    assert log[0] == "filename\tsplit\terror"
+    assert [line.split("\t")[:2] for line in log[1:]] == [
+        ["b.wav", "weak"], ["u2.wav", "unlabel_in_domain"], ["t3.wav", "test"]]
+    # a rerun rewrites the log instead of appending duplicates
+    dataset.load_dataset(root, CLASSES, work)
+    assert len((work / dataset.ERROR_LOG).read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("split,text,message", [
+    ("weak", "filename\tevent_labels\na.wav\tDog,Hamster\n", "weak.csv:2: unknown event label"),
+    ("weak", "filename\tlabels\na.wav\tDog\n", "weak.csv:1: expected header"),
+    ("weak", "filename\tevent_labels\na.wav\tDog\textra\n", "weak.csv:2: expected 2"),
+    ("weak", "filename\tevent_labels\n", "weak.csv: split 'weak' lists no clips"),
+    ("test", "filename\tonset\toffset\tevent_label\nt.wav\t1.0\tabc\tDog\n",
+     "test.csv:2: onset/offset must be numbers"),
+    ("test", "filename\tonset\toffset\tevent_label\nt.wav\t1.0\t2.0\tDog\nt.wav\t5\t2\tCat\n",
+     "test.csv:3: need 0 <= onset <= offset"),
+    ("test", "filename\tonset\toffset\tevent_label\nt.wav\t1.0\t2.0\n",
+     "test.csv:2: expected 4"),
+    ("test", "filename\tonset\toffset\tevent_label\nt.wav\t1.0\t2.0\tdog\n",
+     "test.csv:2: unknown event label 'dog'"),
+    ("unlabel_in_domain", "filename\na.wav\tDog\n", "unlabel_in_domain.csv:2: expected 1"),
+    ("unlabel_in_domain", "", "unlabel_in_domain.csv:1: expected header"),
+])
+def test_bad_input_names_file_and_line(tmp_path, split, text, message):
+    kwargs = {"weak": WEAK, "unl": UNL, "test": TEST}
+    kwargs[{"unlabel_in_domain": "unl"}.get(split, split)] = text
+    root = make_root(tmp_path, **kwargs)
+    with pytest.raises(dataset.DatasetError, match=message.replace(".", r"\.")
+                       .replace("(", r"\(").replace(")", r"\)")):
+        dataset.load_dataset(root, CLASSES, tmp_path / "w")
+
+
+def test_all_audio_missing_is_an_error(tmp_path):
+    root = make_root(tmp_path, missing=("u1.wav", "u2.wav"))
+    with pytest.raises(dataset.DatasetError, match="none of the 2 audio files"):
+        dataset.load_dataset(root, CLASSES, tmp_path / "w")
+
+
+def test_missing_root_says_how_to_get_data(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        dataset.load_dataset(tmp_path / "nowhere", CLASSES, tmp_path / "w")
+    text = str(err.value)
+    assert str(tmp_path / "nowhere") in text
+    assert "configs/demo.py" in text and "dcase2018_baseline" in text

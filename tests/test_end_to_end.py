@@ -1,0 +1,87 @@
+"""Both passes on a tiny synthetic set through `python -m sedjax.main`: artefacts, score, resume."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+def run_main(workdir: pathlib.Path, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "sedjax.main", "--config=configs/tiny.py",
+           f"--workdir={workdir}", *overrides]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("e2e")
+    proc = run_main(path)
+    return path, proc
+
+
+def test_every_artefact_exists(workdir):
+    path, _ = workdir
+    for rel in ("config.json", "synthetic/.complete", "synthetic/metadata/train/weak.csv",
+                "pass1/result.json", "pass2/result.json", "pseudo_labels.npy",
+                "predictions/test_probs.npy", "predictions/test_events.csv",
+                "results.json", "results.txt", "class_scores.png"):
+        assert (path / rel).exists(), rel
+    assert list((path / "features").glob("weak-*.npy"))
+    assert list((path / "features").glob("stats-*.npy"))
+    for p in ("pass1", "pass2"):
+        for kind in ("latest", "best"):
+            assert any((path / p / "checkpoints" / kind).iterdir()), (p, kind)
+    assert not list(path.rglob("*.partial"))
+
+
+def test_score_is_computed_and_consistent(workdir):
+    path, proc = workdir
+    results = json.loads((path / "results.json").read_text())
+    f1 = results["test"]["event_based"]["f_measure_macro"]
+    assert f1 is not None and 0.0 <= f1 <= 1.0
+    assert set(results["test"]["event_based"]["class_wise"]) >= {"Dog", "Speech"}
+    assert f"event-based macro F1 {100 * f1:.2f} %" in proc.stdout
+    probs = np.load(path / "predictions" / "test_probs.npy")
+    assert probs.shape == (8, 500, 10) and 0 <= probs.min() and probs.max() <= 1
+    pseudo = np.load(path / "pseudo_labels.npy")
+    assert pseudo.shape == (16, 10) and set(np.unique(pseudo)) <= {0.0, 1.0}
+    thresholds = results["pass1"]["thresholds"]
+    assert len(thresholds) == 10 and all(0 <= t <= 1 for t in thresholds.values())
+    # the scorer command gives the same numbers from the written files
+    ref = path / "synthetic" / "metadata" / "test" / "test.csv"
+    out = path / "rescored.json"
+    subprocess.run([sys.executable, "-m", "sedjax.evaluate", str(ref),
+                    str(path / "predictions" / "test_events.csv"), "--json", str(out)],
+                   cwd=ROOT, check=True, capture_output=True)
+    assert json.loads(out.read_text())["event_based"]["f_measure_macro"] == pytest.approx(f1)
+
+
+def test_rerun_skips_finished_stages_and_gives_the_same_score(workdir):
+    path, _ = workdir
+    before = json.loads((path / "results.json").read_text())
+    stamp = (path / "pseudo_labels.npy").stat().st_mtime_ns
+    proc = run_main(path)
+    assert (path / "pseudo_labels.npy").stat().st_mtime_ns == stamp
+    assert "pass1: done before" in proc.stderr and "pass2: done before" in proc.stderr
+    after = json.loads((path / "results.json").read_text())
+    assert after["test"] == before["test"]
+
+
+def test_resume_after_losing_pass2_outputs_gives_the_same_score(workdir, tmp_path):
+    """Pass 2 interrupted after its last epoch's checkpoint: resumes, same numbers."""
+    path, _ = workdir
+    before = json.loads((path / "results.json").read_text())
+    (path / "pass2" / "result.json").unlink()
+    (path / "predictions" / "test_probs.npy").unlink()
+    (path / "results.json").unlink()
+    proc = run_main(path)
+    assert "pass2: resuming after epoch" in proc.stderr
+    after = json.loads((path / "results.json").read_text())
+    assert after["test"] == before["test"]
