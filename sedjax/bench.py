@@ -1,8 +1,4 @@
-"""Speed bench: train step vs PyTorch, jnp vs librosa log-mel, pipeline stage wall times.
-
-python -m sedjax.bench [--batch_sizes 32,128] [--steps 10] [--warmup 2] [--logmel_clips 64]
-    [--config configs/tiny.py] [--dtype bfloat16] [--json OUT] [--skip_torch] [--skip_pipeline]
-"""
+"""Speed bench (python -m sedjax.bench): train step vs PyTorch, log-mel vs librosa, stages."""
 
 from __future__ import annotations
 
@@ -59,21 +55,14 @@ def _torch_reference():
     return torch_reference
 
 
-def _version(module_name: str) -> str | None:
-    try:
-        return __import__(module_name).__version__
-    except ImportError:
-        return None
-
-
 def environment() -> dict:
     """Backend, devices, library versions and CPU count."""
-    devices = jax.devices()
+    devices, ref = jax.devices(), _torch_reference()
     return {"backend": jax.default_backend(), "device_kind": devices[0].device_kind,
             "device_count": len(devices), "local_device_count": jax.local_device_count(),
             "cpu_count": os.cpu_count(),
             "versions": {"jax": jax.__version__, "flax": flax.__version__,
-                         "torch": _version("torch"), "librosa": librosa.__version__}}
+                         "torch": ref and ref.torch.__version__, "librosa": librosa.__version__}}
 
 
 def _rate(run: Callable[[int], None], clips_per_call: int, calls: int, warmup: int,
@@ -91,7 +80,7 @@ def _rate(run: Callable[[int], None], clips_per_call: int, calls: int, warmup: i
 def sedjax_train_throughput(config, batch_size: int, steps: int, warmup: int, repeats: int
                             ) -> tuple[float, int]:
     """(clips/s, params) of the jitted data-parallel pass-2 step on a pre-sharded batch."""
-    mesh = parallel.make_mesh(jax.local_devices())
+    mesh = parallel.make_mesh()  # all devices (one host: all local ones)
     if batch_size % parallel.num_shards(mesh):
         raise app.UsageError(f"batch size {batch_size} is not divisible by "
                              f"{parallel.num_shards(mesh)} devices")
@@ -194,10 +183,6 @@ def pipeline_bench(config) -> dict:
             "test_event_f1_macro": summary["test"]["event_based"]["f_measure_macro"]}
 
 
-def _ratio(a, b):
-    return None if a is None or b is None else a / b
-
-
 def _fmt(x, spec: str = ".1f") -> str:
     return "n/a" if x is None else format(x, spec)
 
@@ -206,7 +191,11 @@ def run(batch_sizes: Sequence[int] = (32, 128), steps: int = 10, warmup: int = 2
         repeats: int = 3, logmel_clips: int = 64, config=None, dtype: str = "float32",
         json_path: str | None = None, skip_torch: bool = False, skip_pipeline: bool = False
         ) -> dict:
-    """Runs every section, prints tables and returns (and optionally writes) all figures."""
+    """Runs every section, prints tables, returns (and optionally writes) all figures.
+
+    config: the pipeline section's config (configs/tiny.py when None); the train-step section
+    always uses configs/baseline.py's model, with `dtype` as its compute dtype.
+    """
     env = environment()
     v = env["versions"]
     print(f"== environment\n backend {env['backend']}: {env['device_count']} x "
@@ -222,7 +211,7 @@ def run(batch_sizes: Sequence[int] = (32, 128), steps: int = 10, warmup: int = 2
           f"(median of {repeats} x {steps} steps)\n params: sedjax {p['sedjax']:,} | torch "
           + (note if p["torch"] is None else
              f"{p['torch']:,} ({100 * (p['torch'] / p['sedjax'] - 1):+.2f} %)"))
-    print(f" {'batch':>6} {'sedjax':>10} {'torch':>10} {'sedjax/torch':>13}")
+    print(f" {'batch':>6} {'sedjax':>10} {'torch cpu':>10} {'sedjax/torch':>13}")
     for b, r in train["clips_per_s"].items():
         print(f" {b:>6} {r['sedjax']:>10.1f} {_fmt(r['torch']):>10} "
               f"{_fmt(train['speedup'][b], '.2f') + 'x':>13}")
@@ -239,6 +228,9 @@ def run(batch_sizes: Sequence[int] = (32, 128), steps: int = 10, warmup: int = 2
           f"({'ok' if mel['max_abs_diff'] < 1e-4 else 'ABOVE 1e-4'})")
     pipe = None
     if not skip_pipeline:
+        if config is None:
+            from configs import tiny
+            config = tiny.get_config()
         pipe = pipeline_bench(config)
         print(f"== pipeline stages, wall s ({pipe['devices']} devices)")
         for stage, seconds in pipe["timings_s"].items():
@@ -250,9 +242,8 @@ def run(batch_sizes: Sequence[int] = (32, 128), steps: int = 10, warmup: int = 2
               "train_step_speedup_vs_torch_by_batch_size": train["speedup"],
               "train_step_clips_per_s": train["clips_per_s"], "params": train["params"],
               "train_steps": steps, "train_warmup": warmup, "repeats": repeats,
-              "logmel_speedup_vs_librosa": _ratio(rates["jax"], rates["librosa_serial"]),
-              "logmel_speedup_vs_librosa_all_cores": _ratio(rates["jax"],
-                                                            rates["librosa_all_cores"]),
+              "logmel_speedup_vs_librosa": rates["jax"] / rates["librosa_serial"],
+              "logmel_speedup_vs_librosa_all_cores": rates["jax"] / rates["librosa_all_cores"],
               "logmel": mel, "pipeline": pipe}
     if json_path:
         with open(json_path, "w") as f:

@@ -122,7 +122,7 @@ import sys
 from configs import baseline
 from sedjax.data import features
 cfg = baseline.get_config().features
-cfg.frontend, cfg.batch_size, cfg.num_workers = 'librosa', 1, 1
+cfg.frontend, cfg.batch_size, cfg.num_workers = 'jax', 1, 1  # threads only: nothing outlives the kill
 paths = {[str(p) for p in paths]!r}
 features.extract_split('weak', paths, paths, cfg, {str(tmp_path / 'cache')!r})
 """

@@ -32,10 +32,19 @@ def replicate(tree, mesh: Mesh):
 
 
 def shard_batch(tree, mesh: Mesh):
-    """Splits this process's rows (leading axis) over its devices into global arrays."""
+    """Global batch (the same rows on every process) -> arrays sharded over all devices.
+
+    Each process passes only its own slice of rows to its local devices (multi-host).
+    """
     sharding = NamedSharding(mesh, P(AXIS))
-    return jax.tree_util.tree_map(
-        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+    count, index = jax.process_count(), jax.process_index()
+
+    def put(x):
+        x = np.asarray(x)
+        local = len(x) // count
+        return jax.make_array_from_process_local_data(
+            sharding, x[index * local: (index + 1) * local], x.shape)
+    return jax.tree_util.tree_map(put, tree)
 
 
 def num_shards(mesh: Mesh) -> int:

@@ -13,6 +13,7 @@ workdir/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -28,15 +29,12 @@ from sedjax.models import crnn
 from sedjax.train import fit, parallel, steps
 
 
+@contextlib.contextmanager
 def _timed(timings: dict, name: str):
-    """Context manager recording a stage's wall time into `timings`."""
-    class _T:
-        def __enter__(self):
-            self.start = time.time()
-
-        def __exit__(self, *exc):
-            timings[name] = round(time.time() - self.start, 2)
-    return _T()
+    """Records the wall time of the block into timings[name] (seconds)."""
+    start = time.time()
+    yield
+    timings[name] = round(time.time() - start, 2)
 
 
 def _save_npy_atomic(path: pathlib.Path, array: np.ndarray) -> None:
@@ -48,12 +46,18 @@ def _save_npy_atomic(path: pathlib.Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
+def load_data(config, workdir: pathlib.Path, timings: dict) -> dict:
     """Dataset splits (real or synthetic) and their features: {split: (Split, SplitArrays)}."""
     root = config.data.root
-    if config.data.dataset == "synthetic":
-        root = synthetic.ensure_dataset(config.data, workdir / "synthetic")
-    splits = dataset.load_dataset(root, config.data.classes, workdir, config.data.use_eval)
+    with _timed(timings, "dataset"):
+        if config.data.dataset == "synthetic":
+            root = synthetic.ensure_dataset(config.data, workdir / "synthetic")
+        splits = dataset.load_dataset(root, config.data.classes, workdir, config.data.use_eval)
+    with _timed(timings, "features"):
+        return _featurize(config, splits, workdir)
+
+
+def _featurize(config, splits, workdir):
     out = {}
     for name, split in splits.items():
         feats, frames = features.extract_split(name, split.paths, split.filenames,
@@ -149,9 +153,8 @@ def train_and_evaluate(config, workdir) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     timings: dict = {}
-    with _timed(timings, "data_and_features"):
-        data = load_data(config, workdir)
-        stats = normalization_stats(config, data, workdir)
+    data = load_data(config, workdir, timings)
+    stats = normalization_stats(config, data, workdir)
     mesh = parallel.make_mesh()
     logging.info("devices: %d x %s", mesh.devices.size, jax.devices()[0].device_kind)
     batches = {name: pipeline.Batches(arrays, mesh, stats, config.runtime)
@@ -162,7 +165,8 @@ def train_and_evaluate(config, workdir) -> dict:
     with _timed(timings, "pass1"):
         if pass1_done is None or not pseudo_path.exists():
             state1, meta1, thresholds = run_pass1(config, data, batches, mesh, workdir)
-            make_pseudo_labels(config, state1, batches, thresholds, pseudo_path)
+            with _timed(timings, "pseudo_labels"):
+                make_pseudo_labels(config, state1, batches, thresholds, pseudo_path)
             report.write_json(workdir / "pass1" / "result.json", meta1)
             pass1_done = meta1
         else:
@@ -179,11 +183,13 @@ def train_and_evaluate(config, workdir) -> dict:
         meta2 = _read_json(workdir / "pass2" / "result.json")
         if meta2 is None or not all((pred_dir / f"{n}_probs.npy").exists() for n in scored):
             state2, meta2 = run_pass2(config, data, batches, mesh, workdir)
+            start = time.time()
             for name in scored:
                 b = batches[name]
                 probs = fit.predict(state2, b, np.arange(len(b.arrays)),
                                     config.pass2.eval_batch_size)
                 _save_npy_atomic(pred_dir / f"{name}_probs.npy", probs.astype(np.float32))
+            timings["predict"] = round(time.time() - start, 2)
             report.write_json(workdir / "pass2" / "result.json", meta2)
         else:
             logging.info("pass2: done before (best val F1 %.4f)", meta2["best_f1"])
