@@ -1,5 +1,7 @@
 """Runs the whole system: python -m sedjax.main --config=configs/demo.py --workdir=DIR."""
 
+import logging as pylogging
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -15,7 +17,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _quiet_libraries(record) -> bool:
     """Drops INFO chatter of orbax/jax internals (a dozen lines per checkpoint)."""
-    return record.levelno >= logging.WARNING or not any(
+    # Python's level numbers: absl's own logging.WARNING constant is -1.
+    return record.levelno >= pylogging.WARNING or not any(
         name in record.pathname for name in ("orbax", "jax/_src", "absl/"))
 
 

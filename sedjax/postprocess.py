@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import scipy.ndimage
 from absl import logging
+
+from sedjax import files
 
 CSV_HEADER = ("filename", "onset", "offset", "event_label")
 
@@ -133,19 +134,7 @@ def write_events_csv(
         for e in sorted(file_events, key=lambda e: (e["onset"], e["offset"], e["event_label"])):
             lines.append(f"{name}\t{e['onset']:.3f}\t{e['offset']:.3f}\t{e['event_label']}")
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # Temp file in the same directory + rename: a crash never leaves a half-written CSV.
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    files.write_text(path, "\n".join(lines) + "\n")  # a crash never leaves a half-written CSV
     logging.info("Wrote %d events for %d files to %s", len(events), len(by_file), path)
 
 

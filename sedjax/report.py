@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from absl import logging
+
+from sedjax import files
 
 RESULTS_FILENAME = "results.json"
 
@@ -34,26 +35,11 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes data to path via a temp file in the same directory and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_json(path: str | os.PathLike, obj: Any) -> str:
     """Writes obj as pretty-printed strict JSON, atomically; returns the path."""
     path = os.fspath(path)
     text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False, allow_nan=False)
-    _atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+    files.write_text(path, text + "\n")
     return path
 
 
@@ -108,16 +94,7 @@ def plot_class_scores(results: Mapping[str, Any], path: str | os.PathLike) -> st
     ax.set_ylim(0, 100)
     ax.legend(loc="upper right", fontsize="small")
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
-    try:
+    with files.atomic_path(path) as tmp:
         canvas.print_figure(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     logging.info("Wrote %s", path)
     return path

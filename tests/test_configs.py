@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from configs import baseline, demo, tiny
+from configs import baseline, dcase_scale_synthetic, demo, tiny
 
 
 def test_baseline_holds_the_seed_values():
@@ -45,3 +45,11 @@ def test_demo_and_tiny_change_only_data_sizes_and_schedule():
         assert c.model == base.model
         assert c.postprocess == base.postprocess and c.evaluation == base.evaluation
     assert t.data.synthetic.num_weak < d.data.synthetic.num_weak < base.data.synthetic.num_weak
+
+
+def test_dcase_scale_synthetic_is_the_baseline_on_synthetic_data():
+    base, c = baseline.get_config(), dcase_scale_synthetic.get_config()
+    assert c.data.dataset == "synthetic"
+    for section in ("features", "model", "pass1", "pass2", "postprocess", "evaluation"):
+        assert c[section] == base[section], section
+    assert c.data.synthetic == base.data.synthetic  # the real set's sizes

@@ -20,6 +20,8 @@ import soundfile
 from absl import logging
 from tqdm import tqdm
 
+from sedjax import files
+
 # Feature-config fields that change the numbers (the others are speed knobs).
 _KEY_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "window", "center",
                "pad_mode", "spectrogram", "n_mels", "fmin", "fmax", "htk", "mel_norm",
@@ -219,27 +221,20 @@ def extract_split(name: str, paths: Sequence[pathlib.Path], filenames: Sequence[
     if final.exists() and len_path.exists():
         logging.info("features %s: reusing %s", name, final)
         return np.load(final, mmap_mode="r"), np.load(len_path)
-    tmp = stem.with_suffix(".npy.partial")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                    shape=(len(paths), config.num_frames, config.n_mels))
     lengths = np.zeros(len(paths), np.int32)
     fill = _fill_jax if config.frontend == "jax" else _fill_librosa
-    with tqdm(total=len(paths), desc=f"log-mel {name} ({config.frontend})", unit="clip",
-              disable=None) as bar:
-        fill(list(paths), out, lengths, config, bar)
-    out.flush()
-    del out
-    _save_atomic(len_path, lengths)
-    os.replace(tmp, final)  # the main file appears only when complete
+    # The main file appears under its name only when complete (a killed build leaves *.partial).
+    with files.atomic_path(final) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                        shape=(len(paths), config.num_frames, config.n_mels))
+        with tqdm(total=len(paths), desc=f"log-mel {name} ({config.frontend})", unit="clip",
+                  disable=None) as bar:
+            fill(list(paths), out, lengths, config, bar)
+        out.flush()
+        del out
+        files.save_npy(len_path, lengths)
     logging.info("features %s: wrote %s", name, final)
     return np.load(final, mmap_mode="r"), lengths
-
-
-def _save_atomic(path: pathlib.Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------- normalization

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pathlib
 import time
 
@@ -23,7 +22,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax import evaluation, postprocess, report
+from sedjax import evaluation, files, postprocess, report
 from sedjax.data import dataset, features, pipeline, synthetic
 from sedjax.models import crnn
 from sedjax.train import fit, parallel, steps
@@ -35,15 +34,6 @@ def _timed(timings: dict, name: str):
     start = time.time()
     yield
     timings[name] = round(time.time() - start, 2)
-
-
-def _save_npy_atomic(path: pathlib.Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=array.dtype, shape=array.shape)
-    out[...] = array
-    out.flush()
-    del out
-    os.replace(tmp, path)
 
 
 def load_data(config, workdir: pathlib.Path, timings: dict) -> dict:
@@ -76,7 +66,7 @@ def normalization_stats(config, data: dict, workdir: pathlib.Path) -> tuple:
     if not path.exists():
         mean, std = features.band_stats([(data[n][1].features, data[n][1].frames)
                                          for n in ("weak", "unlabel_in_domain")])
-        _save_npy_atomic(path, np.stack([mean, std]))
+        files.save_npy(path, np.stack([mean, std]))
     mean, std = np.load(path)
     return mean, std
 
@@ -115,7 +105,7 @@ def make_pseudo_labels(config, state, batches, thresholds, path: pathlib.Path) -
     b = batches["unlabel_in_domain"]
     probs = fit.predict(state, b, np.arange(len(b.arrays)), config.pass1.eval_batch_size)
     labels = (probs >= thresholds).astype(np.float32)
-    _save_npy_atomic(path, labels)
+    files.save_npy(path, labels)
     logging.info("pseudo-labels: %d clips, %.2f labels per clip, written to %s",
                  len(labels), labels.sum(1).mean(), path)
     return labels
@@ -188,7 +178,7 @@ def train_and_evaluate(config, workdir) -> dict:
                 b = batches[name]
                 probs = fit.predict(state2, b, np.arange(len(b.arrays)),
                                     config.pass2.eval_batch_size)
-                _save_npy_atomic(pred_dir / f"{name}_probs.npy", probs.astype(np.float32))
+                files.save_npy(pred_dir / f"{name}_probs.npy", probs.astype(np.float32))
             timings["predict"] = round(time.time() - start, 2)
             report.write_json(workdir / "pass2" / "result.json", meta2)
         else:
