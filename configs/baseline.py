@@ -98,6 +98,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.pass1.val_fraction = 0.2  # random 20 % of the weak clips held out for validation
     c.pass1.threshold_grid = tuple(round(0.1 * i, 1) for i in range(11))  # per-class thresholds
     c.pass2 = pass_config(batch_size=128)
+    # The seed trains pass 2 from scratch; True starts it from the best pass-1 weights instead
+    # (a sedjax option for short CPU runs, off in the baseline).
+    c.pass2.init_from_pass1 = False
 
     # ---- post-processing and evaluation -----------------------------------------------------
     c.postprocess = pp = ml_collections.ConfigDict()

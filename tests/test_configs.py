@@ -37,13 +37,22 @@ def test_baseline_holds_the_seed_values():
             c.data.synthetic.num_test) == (1578, 14412, 288)
 
 
-def test_demo_and_tiny_change_only_data_sizes_and_schedule():
+def _changed(section, base_section) -> set:
+    return {k for k in base_section if section[k] != base_section[k]}
+
+
+def test_demo_and_tiny_keep_the_system_and_change_only_the_documented_training_fields():
     base, d, t = baseline.get_config(), demo.get_config(), tiny.get_config()
     assert d.data.dataset == t.data.dataset == "synthetic"
     for c in (d, t):  # the system itself is the seed's
         assert c.features == base.features
         assert c.model == base.model
         assert c.postprocess == base.postprocess and c.evaluation == base.evaluation
+    # schedule and sizes, plus the two changes demo.py's docstring gives a reason for
+    assert _changed(d.pass1, base.pass1) == {"num_epochs", "learning_rate"}
+    assert _changed(d.pass2, base.pass2) == {"num_epochs", "batch_size",
+                                             "early_stopping_patience", "init_from_pass1"}
+    assert not base.pass2.init_from_pass1 and d.pass2.init_from_pass1
     assert t.data.synthetic.num_weak < d.data.synthetic.num_weak < base.data.synthetic.num_weak
 
 

@@ -25,7 +25,7 @@ from absl import logging
 from sedjax import evaluation, files, postprocess, report
 from sedjax.data import dataset, features, pipeline, synthetic
 from sedjax.models import crnn
-from sedjax.train import fit, parallel, steps
+from sedjax.train import checkpoint, fit, parallel, steps
 
 
 @contextlib.contextmanager
@@ -119,7 +119,25 @@ def run_pass2(config, data, batches, mesh, workdir):
         unl, np.arange(len(unl.arrays)), batches["weak"], np.arange(len(weak)),
         lambda probs: np.broadcast_to(weak.labels[:, None, :], probs.shape))
     state = _new_state(config, "pass2", False, mesh)
+    if config.pass2.init_from_pass1:
+        state = _warm_start(config, state, mesh, workdir)
     return fit.fit("pass2", state, config.pass2, pass_data, workdir / "pass2", config.seed + 2)
+
+
+def _warm_start(config, state, mesh, workdir: pathlib.Path):
+    """`state` with the best pass-1 weights and BatchNorm statistics (a fresh optimizer).
+
+    Both passes share one architecture (pass 1 only adds the mean over time, which has no
+    weights), so the pass-1 tree fits the pass-2 model as it is.
+    """
+    ckpts = checkpoint.PassCheckpoints(workdir / "pass1")
+    restored = ckpts.restore("best", _new_state(config, "pass1", True, mesh))
+    ckpts.close()
+    if restored is None:
+        raise FileNotFoundError(f"{workdir / 'pass1'}: no best checkpoint to start pass 2 from")
+    logging.info("pass2: starting from the best pass-1 weights (epoch %d)",
+                 restored[1]["best_epoch"] + 1)
+    return state.replace(params=restored[0].params, batch_stats=restored[0].batch_stats)
 
 
 def score_split(config, name, split, arrays, probs, out_dir: pathlib.Path) -> dict:
