@@ -19,6 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from configs import baseline
+from sedjax import host
 from sedjax.data import features
 from sedjax.models import crnn
 from sedjax.train import parallel, trainer
@@ -60,7 +61,7 @@ def environment() -> dict:
     devices, ref = jax.devices(), _torch_reference()
     return {"backend": jax.default_backend(), "device_kind": devices[0].device_kind,
             "device_count": len(devices), "local_device_count": jax.local_device_count(),
-            "cpu_count": os.cpu_count(),
+            "cpu_count": os.cpu_count(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
             "versions": {"jax": jax.__version__, "flax": flax.__version__,
                          "torch": ref and ref.torch.__version__, "librosa": librosa.__version__}}
 
@@ -266,5 +267,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    host.reexec_with_huge_pages("sedjax.bench")  # both models run with the same allocator
     define_flags()
     app.run(main)

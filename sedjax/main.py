@@ -6,6 +6,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from sedjax import host
 from sedjax.train import trainer
 
 FLAGS = flags.FLAGS
@@ -34,4 +35,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    host.reexec_with_huge_pages("sedjax.main")
     app.run(main)
