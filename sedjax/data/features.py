@@ -114,14 +114,17 @@ def make_jax_frontend(config) -> Callable[[jax.Array, jax.Array], jax.Array]:
     lpad = (n_fft - config.win_length) // 2  # librosa centres the short window in n_fft
     win[lpad: lpad + config.win_length] = _window(config.window, config.win_length)
     basis = jnp.asarray(mel_basis(config).T, jnp.float32)  # (bins, mels)
-    # sample index (relative to the clip start) read by every (frame, tap)
-    positions = (np.arange(frames)[:, None] * hop + np.arange(n_fft)[None, :] - half)
-    positions = jnp.asarray(positions, jnp.int32)
+    # Two gathers: the padded signal from a per-sample index map (the padding depends on each
+    # clip's own length), then the frames from fixed positions in it. Indexing every
+    # (frame, tap) through the padding arithmetic instead costs as much as the FFT on CPU.
+    taps = np.arange(frames)[:, None] * hop + np.arange(n_fft)[None, :]
+    taps = jnp.asarray(taps, jnp.int32)  # (frames, n_fft) positions in the padded signal
+    padded_len = (frames - 1) * hop + n_fft
     window = jnp.asarray(win)
     reflect = config.pad_mode == "reflect"
 
     def one_clip(wave, length):
-        p = positions
+        p = jnp.arange(padded_len, dtype=jnp.int32) - half  # sample index of each padded slot
         if reflect:  # numpy 'reflect' (edge sample not repeated), as np.pad does it
             period = jnp.maximum(2 * (length - 1), 1)
             q = jnp.mod(p, period)
@@ -129,7 +132,8 @@ def make_jax_frontend(config) -> Callable[[jax.Array, jax.Array], jax.Array]:
             valid = jnp.ones_like(p, bool)
         else:
             valid = (p >= 0) & (p < length)
-        x = jnp.where(valid, wave[jnp.clip(p, 0, wave.shape[0] - 1)], 0.0) * window
+        padded = jnp.where(valid, wave[jnp.clip(p, 0, wave.shape[0] - 1)], 0.0)
+        x = padded[taps] * window
         spec = jnp.abs(jnp.fft.rfft(x, axis=-1))
         if config.spectrogram == "power":
             spec = spec * spec
