@@ -216,10 +216,12 @@ def train_and_evaluate(config, workdir) -> dict:
         summary["eval"] = results["eval"]
     report.write_results(workdir, summary)
     table = evaluation.format_table(results["test"])
-    (workdir / "results.txt").write_text(table + "\n")
+    files.write_text(workdir / "results.txt", table + "\n")
     report.plot_class_scores(results["test"], workdir / "class_scores.png")
     print(table)
-    print(f"event-based macro F1 {100 * results['test']['event_based']['f_measure_macro']:.2f} %"
-          f"  ER {results['test']['event_based']['error_rate_macro']:.3f}  (test, "
+    ev = results["test"]["event_based"]
+    er = (f"{ev['error_rate_macro']:.3f}" if ev["error_rate_macro"] < 100 else
+          f"{ev['error_rate_macro']:.0e} (sed_eval's ER of a class without reference events)")
+    print(f"event-based macro F1 {100 * ev['f_measure_macro']:.2f} %  ER {er}  (test, "
           f"{len(data['test'][0])} clips)  -> {workdir / 'results.json'}")
     return summary
