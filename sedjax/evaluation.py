@@ -8,32 +8,12 @@ from typing import Any
 
 import sed_eval
 
+from configs import baseline
 from sedjax.report import to_jsonable
 
-# configs/baseline.py holds the same names; the package cannot import configs, so the literal
-# is repeated here once, as the default class list of `python -m sedjax.evaluate`.
-DCASE2018_CLASSES = (
-    "Alarm_bell_ringing",
-    "Blender",
-    "Cat",
-    "Dishes",
-    "Dog",
-    "Electric_shaver_toothbrush",
-    "Frying",
-    "Running_water",
-    "Speech",
-    "Vacuum_cleaner",
-)
-
+DCASE2018_CLASSES = baseline.CLASSES  # the default class list of `python -m sedjax.evaluate`
 # The challenge's settings (configs/baseline.py, section `evaluation`).
-DEFAULT_EVALUATION = {
-    "t_collar": 0.2,
-    "percentage_of_length": 0.2,
-    "evaluate_onset": True,
-    "evaluate_offset": True,
-    "event_matching_type": "optimal",
-    "segment_seconds": 1.0,
-}
+DEFAULT_EVALUATION = baseline.get_config().evaluation.to_dict()
 
 
 def _settings(evaluation_config: Any) -> dict[str, Any]:

@@ -19,8 +19,9 @@ import soundfile as sf
 import tqdm
 from absl import logging
 
-CLASSES = ("Alarm_bell_ringing", "Blender", "Cat", "Dishes", "Dog", "Electric_shaver_toothbrush",
-           "Frying", "Running_water", "Speech", "Vacuum_cleaner")
+from configs import baseline
+
+CLASSES = baseline.CLASSES
 SPLITS = {"weak": 0, "unlabel_in_domain": 1, "test": 2}  # split id: part of each clip's rng seed
 AUDIO_DIRS = {"weak": "audio/train/weak", "unlabel_in_domain": "audio/train/unlabel_in_domain",
               "test": "audio/test"}
