@@ -8,7 +8,6 @@ hosts after jax.distributed.initialize(), and buffer donation works as for any j
 
 from __future__ import annotations
 
-
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
