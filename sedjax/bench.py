@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from sedjax import host
+
+if __name__ == "__main__":  # before the heavy imports; both models then share the allocator
+    host.reexec_with_huge_pages("sedjax.bench")
+
 import concurrent.futures as futures
 import json
 import multiprocessing
@@ -19,7 +24,6 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from configs import baseline
-from sedjax import host
 from sedjax.data import features
 from sedjax.models import crnn
 from sedjax.train import parallel, trainer
@@ -267,6 +271,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    host.reexec_with_huge_pages("sedjax.bench")  # both models run with the same allocator
     define_flags()
     app.run(main)

@@ -144,7 +144,12 @@ def _num(x: float | None) -> str:
         return "    -"
     # sed_eval divides by (Nref + eps): false alarms of a class without reference events give
     # an ER near 1e15, which would wreck the table's columns.
-    return f"{x:5.2f}" if abs(x) < 100 else f"{x:5.0e}"
+    return f"{x:5.2f}" if error_rate_is_defined(x) else f"{x:5.0e}"
+
+
+def error_rate_is_defined(x: float) -> bool:
+    """False for sed_eval's ~1e15 ER of a class with false alarms but no reference events."""
+    return abs(x) < 100
 
 
 def format_table(results: Mapping[str, Any]) -> str:

@@ -1,12 +1,16 @@
 """Runs the whole system: python -m sedjax.main --config=configs/demo.py --workdir=DIR."""
 
+from sedjax import host
+
+if __name__ == "__main__":  # before the heavy imports (~3 s): this process is replaced
+    host.reexec_with_huge_pages("sedjax.main")
+
 import logging as pylogging
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sedjax import host
 from sedjax.train import trainer
 
 FLAGS = flags.FLAGS
@@ -35,5 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    host.reexec_with_huge_pages("sedjax.main")
     app.run(main)

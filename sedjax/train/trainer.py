@@ -131,7 +131,7 @@ def _warm_start(config, state, mesh, workdir: pathlib.Path):
     weights), so the pass-1 tree fits the pass-2 model as it is.
     """
     ckpts = checkpoint.PassCheckpoints(workdir / "pass1")
-    restored = ckpts.restore("best", _new_state(config, "pass1", True, mesh))
+    restored = ckpts.restore("best", state)  # same tree and shardings as the pass-1 state
     ckpts.close()
     if restored is None:
         raise FileNotFoundError(f"{workdir / 'pass1'}: no best checkpoint to start pass 2 from")
@@ -220,8 +220,9 @@ def train_and_evaluate(config, workdir) -> dict:
     report.plot_class_scores(results["test"], workdir / "class_scores.png")
     print(table)
     ev = results["test"]["event_based"]
-    er = (f"{ev['error_rate_macro']:.3f}" if ev["error_rate_macro"] < 100 else
-          f"{ev['error_rate_macro']:.0e} (sed_eval's ER of a class without reference events)")
+    er = ev["error_rate_macro"]
+    er = (f"{er:.3f}" if evaluation.error_rate_is_defined(er) else
+          f"{er:.0e} (sed_eval's ER of a class without reference events)")
     print(f"event-based macro F1 {100 * ev['f_measure_macro']:.2f} %  ER {er}  (test, "
           f"{len(data['test'][0])} clips)  -> {workdir / 'results.json'}")
     return summary
