@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     """Returns the seed system's configuration."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.recipe = "two_pass"  # how the system is trained: sedjax/recipes/<recipe>.py
 
     # ---- data -------------------------------------------------------------------------------
     c.data = d = ml_collections.ConfigDict()
@@ -64,14 +65,16 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = m = ml_collections.ConfigDict()
     m.conv_features = (64, 64, 64)
     m.conv_kernel = (3, 3)
-    m.pool_sizes = ((1, 4), (1, 4), (1, 4))  # (time, frequency)
+    # (time, frequency); time pooling > 1 lowers the frame outputs' rate (DCASE2019: x8)
+    m.pool_sizes = ((1, 4), (1, 4), (1, 4))
     m.conv_dropout = 0.3
     m.batchnorm_momentum = 0.99  # Keras defaults
     m.batchnorm_epsilon = 1e-3
     m.gru_units = 64  # per direction
     m.gru_input_dropout = 0.3
     m.gru_unroll = 1  # nn.scan unroll factor; a speed knob, not a modelling choice
-    m.num_classes = len(CLASSES)
+    # frames -> clip output: 'mean' (the seed), 'max', 'linear_softmax' or 'attention'
+    m.pooling = "mean"
     m.dtype = "float32"  # compute dtype of matmuls/convs ('bfloat16' keeps float32 params)
     # 'xla' (lax.conv), 'im2col' (one matmul over 9 shifted inputs: the same numbers, faster on
     # CPU) or 'auto' (im2col on CPU, xla on GPU/TPU)
@@ -105,8 +108,9 @@ def get_config() -> ml_collections.ConfigDict:
     # ---- post-processing and evaluation -----------------------------------------------------
     c.postprocess = pp = ml_collections.ConfigDict()
     pp.threshold = 0.5
-    pp.median_filter = 51  # frames (~1 s)
-    pp.frame_seconds = 0.02  # frame i starts at i * 0.02 s
+    # in output frames (~1 s): one length, or one per class in data.classes' order. Output frame
+    # i starts at i * hop_length * time pooling / sample_rate seconds (0.02 s here).
+    pp.median_filter = ml_collections.FieldReference(51, field_type=object)  # int or tuple
 
     c.evaluation = e = ml_collections.ConfigDict()
     e.t_collar = 0.2
@@ -122,4 +126,5 @@ def get_config() -> ml_collections.ConfigDict:
     r.device_memory_fraction = 0.5  # share of device memory the resident features may take
     r.prefetch = 2  # batches prefetched when streaming from the memmap cache
     r.log_every_epochs = 1
+    r.predict_batch_size = 128  # clips per prediction step on the test/eval splits
     return c

@@ -13,5 +13,5 @@ def get_config():
     c.pass1.batch_size = 8
     c.pass2.num_epochs = 1
     c.pass2.batch_size = 8
-    c.pass1.eval_batch_size = c.pass2.eval_batch_size = 8
+    c.pass1.eval_batch_size = c.pass2.eval_batch_size = c.runtime.predict_batch_size = 8
     return c

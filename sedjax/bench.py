@@ -8,6 +8,7 @@ if __name__ == "__main__":  # before the heavy imports; both models then share t
     host.reexec_with_huge_pages("sedjax.bench")
 
 import concurrent.futures as futures
+import functools
 import json
 import multiprocessing
 import os
@@ -23,13 +24,13 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from configs import baseline
 from sedjax.data import features
 from sedjax.models import crnn
-from sedjax.train import parallel, trainer
-from sedjax.train import steps as train_steps
+from sedjax import configfile, run as run_lib, sharding
+from sedjax.recipes import common, two_pass
+from sedjax.train import parallel
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(baseline.__file__), "tiny.py")
+_DEFAULT_CONFIG = str(configfile.default_path("tiny"))
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -85,21 +86,21 @@ def _rate(run: Callable[[int], None], clips_per_call: int, calls: int, warmup: i
 def sedjax_train_throughput(config, batch_size: int, steps: int, warmup: int, repeats: int
                             ) -> tuple[float, int]:
     """(clips/s, params) of the jitted data-parallel pass-2 step on a pre-sharded batch."""
-    mesh = parallel.make_mesh()  # all devices (one host: all local ones)
-    if batch_size % parallel.num_shards(mesh):
+    mesh = sharding.make_mesh()  # all devices (one host: all local ones)
+    if batch_size % sharding.num_shards(mesh):
         raise app.UsageError(f"batch size {batch_size} is not divisible by "
-                             f"{parallel.num_shards(mesh)} devices")
-    t, f, c = config.features.num_frames, config.features.n_mels, config.model.num_classes
-    model = crnn.from_config(config.model, clip_level=False, axis_name=parallel.AXIS)
-    state = train_steps.create_train_state(jax.random.PRNGKey(0), model, config.pass2, (t, f))
+                             f"{sharding.num_shards(mesh)} devices")
+    t, f, c = config.features.num_frames, config.features.n_mels, len(config.data.classes)
+    state = common.new_state(config, "pass2", 0, mesh)
     num_params = crnn.count_params(state.params)
-    state = parallel.replicate(state, mesh)
     rng = np.random.default_rng(0)
-    batch = parallel.shard_batch((rng.normal(size=(batch_size, t, f)).astype(np.float32),
-                                  np.full(batch_size, t, np.int32),
-                                  (rng.random((batch_size, c)) < 0.3).astype(np.float32)), mesh)
-    stats = parallel.replicate((np.zeros(f, np.float32), np.ones(f, np.float32)), mesh)
-    step = parallel.train_step_fn(mesh, config.pass2.bce_eps, resident=False)
+    batch = sharding.shard_batch({
+        "features": rng.normal(size=(batch_size, t, f)).astype(np.float32),
+        "frames": np.full(batch_size, t, np.int32),
+        "labels": (rng.random((batch_size, c)) < 0.3).astype(np.float32)}, mesh)
+    stats = sharding.replicate((np.zeros(f, np.float32), np.ones(f, np.float32)), mesh)
+    step = parallel.train_step_fn(functools.partial(
+        two_pass.train_step, bce_eps=config.pass2.bce_eps, output="frame"), mesh, resident=False)
 
     def run(n):
         nonlocal state  # the state is donated: always carry the new one
@@ -117,12 +118,12 @@ def train_bench(config, batch_sizes: Sequence[int], steps: int, warmup: int, rep
     out = {"clips_per_s": {}, "speedup": {}, "params": {"sedjax": None, "torch": None}}
     if ref is not None:
         out["params"]["torch"] = ref.count_params(ref.build_model(
-            n_mels=config.features.n_mels, num_classes=config.model.num_classes))
+            n_mels=config.features.n_mels, num_classes=len(config.data.classes)))
     for b in batch_sizes:
         ours, out["params"]["sedjax"] = sedjax_train_throughput(config, b, steps, warmup, repeats)
         theirs = None if ref is None else ref.measure_train_throughput(
             b, steps, warmup, repeats, config.features.num_frames, config.features.n_mels,
-            config.model.num_classes)
+            len(config.data.classes))
         out["clips_per_s"][str(b)] = {"sedjax": ours, "torch": theirs}
         out["speedup"][str(b)] = None if theirs is None else ours / theirs
     return out
@@ -183,7 +184,7 @@ def logmel_bench(n: int, config, repeats: int) -> dict:
 def pipeline_bench(config) -> dict:
     """Wall time of each trainer stage on `config`, in a temporary workdir, and the test F1."""
     with tempfile.TemporaryDirectory(prefix="sedjax-bench-") as workdir:
-        summary = trainer.train_and_evaluate(config, workdir)
+        summary = run_lib.train_and_evaluate(config, workdir)
     return {"timings_s": summary["timings_s"], "devices": summary["devices"],
             "test_event_f1_macro": summary["test"]["event_based"]["f_measure_macro"]}
 
@@ -207,7 +208,7 @@ def run(batch_sizes: Sequence[int] = (32, 128), steps: int = 10, warmup: int = 2
           f"{env['device_kind']} | jax {v['jax']}  flax {v['flax']}  "
           f"torch {v['torch'] or 'not installed'}  librosa {v['librosa']} | "
           f"{env['cpu_count']} CPUs")
-    model_config = baseline.get_config()
+    model_config = configfile.load(configfile.default_path("baseline"))
     model_config.model.dtype = dtype
     train = train_bench(model_config, batch_sizes, steps, warmup, repeats, skip_torch)
     p = train["params"]
@@ -234,8 +235,7 @@ def run(batch_sizes: Sequence[int] = (32, 128), steps: int = 10, warmup: int = 2
     pipe = None
     if not skip_pipeline:
         if config is None:
-            from configs import tiny
-            config = tiny.get_config()
+            config = configfile.load(_DEFAULT_CONFIG)
         pipe = pipeline_bench(config)
         print(f"== pipeline stages, wall s ({pipe['devices']} devices)")
         for stage, seconds in pipe["timings_s"].items():

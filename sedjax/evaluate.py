@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from absl import logging
 
-from sedjax import evaluation, postprocess, report
+from sedjax import configfile, evaluation, postprocess, report
 
 EXIT_BAD_INPUT = 2
 
@@ -19,7 +19,6 @@ class BadInput(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     """Returns the command-line parser."""
-    d = evaluation.DEFAULT_EVALUATION
     p = argparse.ArgumentParser(
         prog="python -m sedjax.evaluate",
         description="DCASE2018 Task 4 event-based (and segment-based) scores via sed_eval.",
@@ -28,14 +27,52 @@ def _parser() -> argparse.ArgumentParser:
                    help="reference events CSV (DCASE format, e.g. metadata/test/test.csv)")
     p.add_argument("estimated", help="estimated events CSV (same format)")
     p.add_argument("--json", default=None, help="write the results dict to this JSON file")
-    p.add_argument("--classes", default=",".join(evaluation.DCASE2018_CLASSES),
-                   help="comma-separated class labels (default: the 10 DCASE2018 classes)")
-    p.add_argument("--t_collar", type=float, default=d["t_collar"], help="onset collar, seconds")
-    p.add_argument("--percentage_of_length", type=float, default=d["percentage_of_length"],
-                   help="offset collar as a fraction of the reference length (max with t_collar)")
-    p.add_argument("--segment_seconds", type=float, default=d["segment_seconds"],
-                   help="segment length of the segment-based metric, seconds")
+    p.add_argument("--config", default=str(configfile.default_path("baseline")),
+                   help="ml_collections config file whose data.classes and evaluation section "
+                        "are used (default: %(default)s)")
+    p.add_argument("--classes", default=None,
+                   help="comma-separated class labels (default: the config's data.classes)")
+    p.add_argument("--t_collar", type=float, default=None,
+                   help="onset collar, seconds (default: the config's evaluation.t_collar)")
+    p.add_argument("--percentage_of_length", type=float, default=None,
+                   help="offset collar as a fraction of the reference length (max with t_collar;"
+                        " default: the config's evaluation.percentage_of_length)")
+    p.add_argument("--segment_seconds", type=float, default=None,
+                   help="segment length of the segment-based metric, seconds (default: the "
+                        "config's evaluation.segment_seconds)")
     return p
+
+
+def _classes_and_settings(args: argparse.Namespace) -> tuple[list[str], str, dict]:
+    """Returns (classes, where they come from, evaluation settings): the config, then options."""
+    try:
+        config = configfile.load(args.config)
+    except configfile.ConfigFileError as e:
+        raise BadInput(str(e)) from None
+    if args.classes is not None:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+        if not classes:
+            raise BadInput("--classes is empty")
+        source = "--classes"
+    else:
+        try:
+            classes = [str(c) for c in config.data.classes]
+        except (AttributeError, KeyError, TypeError):
+            raise BadInput(f"config file {args.config} has no data.classes "
+                           "(give the class list with --classes)") from None
+        if not classes:
+            raise BadInput(f"data.classes of config file {args.config} is empty")
+        source = f"data.classes of {args.config}"
+    try:
+        settings = evaluation.evaluation_settings(config.evaluation)
+    except (AttributeError, KeyError):
+        raise BadInput(f"config file {args.config} has no evaluation section") from None
+    except ValueError as e:
+        raise BadInput(f"config file {args.config}: {e}") from None
+    for key in ("t_collar", "percentage_of_length", "segment_seconds"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    return classes, source, settings
 
 
 def _read(path: str, what: str) -> tuple[list[dict], list[str]]:
@@ -52,9 +89,7 @@ def _read(path: str, what: str) -> tuple[list[dict], list[str]]:
 
 def score(args: argparse.Namespace) -> dict:
     """Reads both CSVs, checks them against each other and returns evaluate_events' dict."""
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-    if not classes:
-        raise BadInput("--classes is empty")
+    classes, source, config = _classes_and_settings(args)
     ref_events, ref_files = _read(args.reference, "reference")
     est_events, est_files = _read(args.estimated, "estimated")
     known = set(ref_files)
@@ -69,10 +104,7 @@ def score(args: argparse.Namespace) -> dict:
     for path, events in ((args.reference, ref_events), (args.estimated, est_events)):
         bad = sorted({e["event_label"] for e in events} - set(classes))
         if bad:
-            raise BadInput(f"{path}: event labels not in --classes: {', '.join(bad)}")
-    config = dict(evaluation.DEFAULT_EVALUATION, t_collar=args.t_collar,
-                  percentage_of_length=args.percentage_of_length,
-                  segment_seconds=args.segment_seconds)
+            raise BadInput(f"{path}: event labels not in {source}: {', '.join(bad)}")
     try:
         # Reference files absent from the estimate are scored as files with no estimated events.
         return evaluation.evaluate_events(ref_events, est_events, ref_files, classes, config)

@@ -8,26 +8,36 @@ from typing import Any
 
 import sed_eval
 
-from configs import baseline
 from sedjax.report import to_jsonable
 
-DCASE2018_CLASSES = baseline.CLASSES  # the default class list of `python -m sedjax.evaluate`
-# The challenge's settings (configs/baseline.py, section `evaluation`).
-DEFAULT_EVALUATION = baseline.get_config().evaluation.to_dict()
+# The settings evaluate_events reads from its evaluation config (a config's `evaluation`
+# section, e.g. configs/baseline.py's); every one must be given.
+SETTING_KEYS = ("t_collar", "percentage_of_length", "evaluate_onset", "evaluate_offset",
+                "event_matching_type", "segment_seconds")
 
 
-def _settings(evaluation_config: Any) -> dict[str, Any]:
-    """Returns the evaluation settings from a ConfigDict / mapping, defaults for missing keys."""
-    settings = dict(DEFAULT_EVALUATION)
+def evaluation_settings(evaluation_config: Any) -> dict[str, Any]:
+    """Returns the SETTING_KEYS values of a ConfigDict / mapping; ValueError when one is missing.
+
+    Other keys are ignored.
+    """
     if evaluation_config is None:
-        return settings
-    for key in settings:
+        raise ValueError(f"no evaluation settings given (need {', '.join(SETTING_KEYS)})")
+    values, missing = {}, []
+    for key in SETTING_KEYS:
         if isinstance(evaluation_config, Mapping):
-            if key in evaluation_config:
-                settings[key] = evaluation_config[key]
-        elif hasattr(evaluation_config, key):
-            settings[key] = getattr(evaluation_config, key)
-    return settings
+            found = key in evaluation_config
+            value = evaluation_config[key] if found else None
+        else:
+            found = hasattr(evaluation_config, key)
+            value = getattr(evaluation_config, key, None)
+        if found:
+            values[key] = value
+        else:
+            missing.append(key)
+    if missing:
+        raise ValueError(f"evaluation settings lack {', '.join(missing)}")
+    return values
 
 
 def _group_by_file(
@@ -86,11 +96,16 @@ def evaluate_events(
     reference_events: Sequence[Mapping[str, Any]],
     estimated_events: Sequence[Mapping[str, Any]],
     filenames: Sequence[str],
-    classes: Sequence[str] = DCASE2018_CLASSES,
-    evaluation_config: Any = None,
+    classes: Sequence[str],
+    evaluation_config: Any,
 ) -> dict[str, Any]:
-    """Scores estimated against reference events file by file with sed_eval; JSON-ready dict."""
-    s = _settings(evaluation_config)
+    """Scores estimated against reference events file by file with sed_eval; JSON-ready dict.
+
+    classes: the class labels scored (every event label must be one of them).
+    evaluation_config: the evaluation settings, a ConfigDict or mapping with SETTING_KEYS
+    (e.g. a config's `evaluation` section); ValueError when one is missing.
+    """
+    s = evaluation_settings(evaluation_config)
     classes = list(classes)
     files = list(dict.fromkeys(filenames))
     reference = _group_by_file(reference_events, set(files), set(classes), "reference")

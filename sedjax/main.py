@@ -6,12 +6,14 @@ if __name__ == "__main__":  # before the heavy imports (~3 s): this process is r
     host.reexec_with_huge_pages("sedjax.main")
 
 import logging as pylogging
+import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sedjax.train import trainer
+from sedjax import run, validation
+from sedjax.data import dataset
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -35,7 +37,11 @@ def main(argv):
         jax.distributed.initialize()
     logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())
-    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    try:
+        run.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except (validation.ConfigError, dataset.DatasetError) as e:
+        # a user's mistake (config or data): one message naming the field or file
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

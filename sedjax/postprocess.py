@@ -33,16 +33,26 @@ def binarize(probs: np.ndarray, threshold: float) -> np.ndarray:
     return (np.asarray(probs) >= threshold).astype(np.uint8)
 
 
-def median_filter(binary: np.ndarray, size: int) -> np.ndarray:
-    """Median-filters binary activity (..., T, C) along time only, per clip and class."""
+def median_filter(binary: np.ndarray, size) -> np.ndarray:
+    """Median-filters binary activity (..., T, C) along time only, per clip and class.
+
+    `size`: one window length in frames for every class, or one per class (C lengths).
+    """
     binary = np.asarray(binary)
+    if binary.ndim < 2:
+        raise ValueError(f"median_filter expects (..., T, C), got shape {binary.shape}")
+    if np.ndim(size) == 1:
+        sizes = [int(s) for s in size]
+        if len(sizes) != binary.shape[-1]:
+            raise ValueError(f"median_filter: {len(sizes)} lengths for {binary.shape[-1]} classes")
+        return np.stack([median_filter(binary[..., c:c + 1], s)[..., 0]
+                         for c, s in enumerate(sizes)], axis=-1)
+    size = int(size)
     if size <= 1:
         return binary.copy()
     if binary.ndim == 2:
         # The seed's call: a (size, 1) window, so classes never mix; scipy's 'reflect' ends.
         return scipy.ndimage.median_filter(binary, size=(size, 1))
-    if binary.ndim < 2:
-        raise ValueError(f"median_filter expects (..., T, C), got shape {binary.shape}")
     flat = binary.reshape((-1,) + binary.shape[-2:])
     out = np.stack([scipy.ndimage.median_filter(clip, size=(size, 1)) for clip in flat])
     return out.reshape(binary.shape)
@@ -79,9 +89,14 @@ def probabilities_to_events(
     probs: np.ndarray,
     postprocess_config: Any,
     classes: Sequence[str],
+    frame_seconds: float,
     num_valid_frames: Sequence[int] | np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """Thresholds, median-filters and decodes (N, T, C) frame probabilities into event dicts."""
+    """Thresholds, median-filters and decodes (N, T, C) frame probabilities into event dicts.
+
+    frame_seconds: the length of one frame of `probs` (the model's output rate);
+    num_valid_frames: frames of each clip that hold audio (the rest is padding).
+    """
     probs = np.asarray(probs)
     if probs.ndim != 3 or probs.shape[0] != len(filenames) or probs.shape[2] != len(classes):
         raise ValueError(
@@ -96,8 +111,8 @@ def probabilities_to_events(
         raise ValueError(f"num_valid_frames must have shape ({len(filenames)},)")
 
     threshold = float(_cfg(postprocess_config, "threshold"))
-    size = int(_cfg(postprocess_config, "median_filter"))
-    frame_seconds = float(_cfg(postprocess_config, "frame_seconds"))
+    size = _cfg(postprocess_config, "median_filter")
+    frame_seconds = float(frame_seconds)
 
     events = []
     for name, clip, n in zip(filenames, probs, num_valid_frames):

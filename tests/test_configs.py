@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from configs import baseline, dcase_scale_synthetic, demo, tiny
+from sedjax.models import crnn
 
 
 def test_baseline_holds_the_seed_values():
@@ -21,7 +22,8 @@ def test_baseline_holds_the_seed_values():
     assert tuple(m.conv_features) == (64, 64, 64) and tuple(m.conv_kernel) == (3, 3)
     assert [tuple(p) for p in m.pool_sizes] == [(1, 4)] * 3
     assert m.conv_dropout == m.gru_input_dropout == 0.3
-    assert m.gru_units == 64 and m.num_classes == 10
+    assert m.gru_units == 64 and m.pooling == "mean" and "num_classes" not in m
+    assert c.recipe == "two_pass"
     for p, batch in ((c.pass1, 16), (c.pass2, 128)):
         assert p.batch_size == batch and p.num_epochs == 100 and p.learning_rate == 1e-3
         assert (p.early_stopping_patience, p.early_stopping_min_delta,
@@ -29,7 +31,7 @@ def test_baseline_holds_the_seed_values():
     assert c.pass1.val_fraction == 0.2
     assert c.pass1.threshold_grid == pytest.approx([i / 10 for i in range(11)])
     assert (c.postprocess.threshold, c.postprocess.median_filter,
-            c.postprocess.frame_seconds) == (0.5, 51, 0.02)
+            crnn.frame_seconds(c)) == (0.5, 51, 0.02)
     e = c.evaluation
     assert (e.t_collar, e.percentage_of_length, e.evaluate_onset, e.evaluate_offset) == (
         0.2, 0.2, True, True)

@@ -17,30 +17,87 @@ def _init(model, shape=(2, 500, 64)):
 
 
 def test_parameter_count_within_one_percent_of_keras():
-    variables = _init(crnn.from_config(baseline.get_config().model, clip_level=False))
+    variables = _init(crnn.from_config(baseline.get_config().model, 10))
     n = crnn.count_params(variables["params"])
     assert abs(n - KERAS_TRAINABLE) / KERAS_TRAINABLE < 0.01, n
     # BatchNorm running statistics are state, not parameters: 3 blocks x 64 x (mean, var)
     assert crnn.count_params(variables["batch_stats"]) == 3 * 64 * 2
 
 
-@pytest.mark.parametrize("clip_level,expected", [(True, (3, 10)), (False, (3, 500, 10))])
-def test_output_shapes_and_range(clip_level, expected):
-    model = crnn.from_config(baseline.get_config().model, clip_level=clip_level)
+@pytest.mark.parametrize("pooling", crnn.POOLINGS)
+def test_output_shapes_and_range(pooling):
+    cfg = baseline.get_config().model
+    cfg.pooling = pooling
+    model = crnn.from_config(cfg, 10)
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 500, 64))
     variables = _init(model, x.shape)
-    probs = model.apply(variables, x, train=False)
-    assert probs.shape == expected
-    assert bool(((probs > 0) & (probs < 1)).all())
+    frames, clip = model.apply(variables, x, train=False)
+    assert frames.shape == (3, 500, 10) and clip.shape == (3, 10)
+    for probs in (frames, clip):
+        assert bool(((probs > 0) & (probs < 1)).all())
 
 
-def test_clip_output_is_the_time_mean_of_the_frame_output():
-    cfg = baseline.get_config().model
+def test_mean_pooled_clip_output_is_the_time_mean_of_the_frame_output():
+    model = crnn.from_config(baseline.get_config().model, 10)
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 500, 64))
-    frames = crnn.from_config(cfg, clip_level=False)
-    variables = _init(frames)
-    clips = crnn.from_config(cfg, clip_level=True).apply(variables, x, train=False)
-    np.testing.assert_allclose(clips, frames.apply(variables, x, train=False).mean(1), atol=1e-6)
+    frames, clip = model.apply(_init(model), x, train=False)
+    np.testing.assert_allclose(clip, frames.mean(1), atol=1e-6)
+
+
+def _frames_and_weights(seed=0, shape=(3, 7, 4)):
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.01, 0.99, shape).astype(np.float32)
+    w = rng.uniform(0.05, 1.0, shape).astype(np.float32)
+    return p, w
+
+
+def test_each_pooling_equals_its_numpy_formula():
+    p, w = _frames_and_weights()
+    expected = {"mean": p.mean(1), "max": p.max(1),
+                "linear_softmax": (p ** 2).sum(1) / p.sum(1),
+                "attention": (p * w).sum(1) / w.sum(1)}
+    for pooling, want in expected.items():
+        got = crnn.pool_frames(jnp.asarray(p), pooling, jnp.asarray(w))
+        np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=pooling)
+    # linear softmax sits between mean and max: loud frames count more
+    ls = expected["linear_softmax"]
+    assert (ls >= expected["mean"] - 1e-6).all() and (ls <= expected["max"] + 1e-6).all()
+    with pytest.raises(ValueError, match="model.pooling"):
+        crnn.pool_frames(jnp.asarray(p), "median")
+
+
+def test_attention_weights_are_a_clamped_softmax_over_classes():
+    """The model's attention: softmax over classes per frame, clamped at 1e-7 (DCASE2019)."""
+    cfg = baseline.get_config().model
+    cfg.pooling = "attention"
+    model = crnn.from_config(cfg, 10)
+    x = jax.random.normal(jax.random.PRNGKey(8), (2, 40, 64))
+    variables = _init(model, x.shape)
+    assert "attention" in variables["params"]
+    _, inter = model.apply(variables, x, train=False, capture_intermediates=True)
+    (frames, clip), = inter["intermediates"]["__call__"]
+    gru = inter["intermediates"]["BiGRU_0"]["__call__"][0]
+    att = variables["params"]["attention"]
+    w = jax.nn.softmax(gru @ att["kernel"] + att["bias"], axis=-1)
+    w = np.clip(np.asarray(w), 1e-7, 1.0)
+    np.testing.assert_allclose(clip, (frames * w).sum(1) / w.sum(1), rtol=1e-5)
+
+
+def test_time_pooling_lowers_the_frame_rate_and_maps_to_seconds():
+    config = baseline.get_config()
+    config.model.pool_sizes = ((2, 4), (2, 4), (1, 4))
+    model = crnn.from_config(config.model, 10)
+    x = jax.random.normal(jax.random.PRNGKey(9), (1, 500, 64))
+    frames, clip = model.apply(_init(model, x.shape), x, train=False)
+    assert frames.shape == (1, 125, 10) and clip.shape == (1, 10)
+    assert crnn.time_pooling(config.model) == 4
+    assert crnn.output_frames(500, config.model) == 125
+    assert crnn.frame_seconds(config) == pytest.approx(0.08)
+    np.testing.assert_array_equal(crnn.valid_output_frames([500, 101, 4, 1], 500, config.model),
+                                  [125, 26, 1, 1])
+    config.model.pool_sizes = ((8, 4), (1, 4), (1, 4))  # 500 / 8: the last 4 frames dropped
+    assert crnn.output_frames(500, config.model) == 62
+    np.testing.assert_array_equal(crnn.valid_output_frames([500], 500, config.model), [62])
 
 
 def test_im2col_conv_equals_xla_conv_and_shares_its_parameters():

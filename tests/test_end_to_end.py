@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from sedjax import postprocess
+
 ROOT = pathlib.Path(__file__).parents[1]
 
 
@@ -29,7 +31,7 @@ def workdir(tmp_path_factory):
 def test_every_artefact_exists(workdir):
     path, _ = workdir
     for rel in ("config.json", "synthetic/.complete", "synthetic/metadata/train/weak.csv",
-                "pass1/result.json", "pass2/result.json", "pseudo_labels.npy",
+                "pass1/result.json", "pass2/result.json", "pseudo_labels.npy", "training.json",
                 "predictions/test_probs.npy", "predictions/test_events.csv",
                 "results.json", "results.txt", "class_scores.png"):
         assert (path / rel).exists(), rel
@@ -69,7 +71,7 @@ def test_rerun_skips_finished_stages_and_gives_the_same_score(workdir):
     stamp = (path / "pseudo_labels.npy").stat().st_mtime_ns
     proc = run_main(path)
     assert (path / "pseudo_labels.npy").stat().st_mtime_ns == stamp
-    assert "pass1: done before" in proc.stderr and "pass2: done before" in proc.stderr
+    assert "training: done before (recipe two_pass)" in proc.stderr
     after = json.loads((path / "results.json").read_text())
     assert after["test"] == before["test"]
 
@@ -79,9 +81,47 @@ def test_resume_after_losing_pass2_outputs_gives_the_same_score(workdir, tmp_pat
     path, _ = workdir
     before = json.loads((path / "results.json").read_text())
     (path / "pass2" / "result.json").unlink()
+    (path / "training.json").unlink()
     (path / "predictions" / "test_probs.npy").unlink()
     (path / "results.json").unlink()
     proc = run_main(path)
-    assert "pass2: resuming after epoch" in proc.stderr
+    assert "pass1: done before" in proc.stderr and "pass2: resuming after epoch" in proc.stderr
     after = json.loads((path / "results.json").read_text())
     assert after["test"] == before["test"]
+
+
+FOUR = ("Alarm_bell_ringing", "Cat", "Dog", "Speech")
+
+
+def test_a_class_list_override_runs_on_a_dcase_layout_folder(tmp_path):
+    """The real-data path (dataset=dcase2018) on a DCASE-layout folder holding four classes."""
+    from sedjax.data import synthetic
+
+    root = synthetic.generate(tmp_path / "dcase", num_weak=20, num_unlabeled=16, num_test=8,
+                              seed=3, classes=FOUR)
+    workdir = tmp_path / "run"
+    run_main(workdir, "--config.data.dataset=dcase2018", f"--config.data.root={root}",
+             "--config.data.classes=" + repr(FOUR).replace(" ", ""))
+    assert not (workdir / "synthetic").exists()  # read from root, nothing generated
+    assert np.load(workdir / "predictions" / "test_probs.npy").shape == (8, 500, 4)
+    assert np.load(workdir / "pseudo_labels.npy").shape == (16, 4)
+    results = json.loads((workdir / "results.json").read_text())
+    assert set(results["test"]["event_based"]["class_wise"]) == set(FOUR)
+    assert list(results["pass1"]["thresholds"]) == list(FOUR)
+
+
+def test_attention_pooling_with_time_pooling_and_per_class_median_filters(tmp_path):
+    """Frame outputs at 80 ms (time pooled x4) reach events and scores in seconds."""
+    workdir = tmp_path / "run"
+    run_main(workdir, "--config.model.pooling=attention",
+             "--config.model.pool_sizes=((2,4),(2,4),(1,4))",
+             "--config.postprocess.median_filter=(1,3,3,3,3,3,3,3,3,13)")
+    probs = np.load(workdir / "predictions" / "test_probs.npy")
+    assert probs.shape == (8, 125, 10)
+    events, _ = postprocess.read_events_csv(workdir / "predictions" / "test_events.csv")
+    for e in events:  # every boundary is a multiple of the 0.08 s output frame
+        for t in (e["onset"], e["offset"]):
+            assert abs(t / 0.08 - round(t / 0.08)) < 1e-6, e
+    assert max((e["offset"] for e in events), default=0) <= 10.0 + 1e-6
+    training = json.loads((workdir / "training.json").read_text())
+    assert training["recipe"] == "two_pass" and 0 <= training["pass2"]["best_score"] <= 1

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import sed_eval
 
+from configs import baseline
 from sedjax import evaluation, postprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLASSES = list(evaluation.DCASE2018_CLASSES)
+CLASSES = list(baseline.CLASSES)  # the default class list of `python -m sedjax.evaluate`
 CONFIG = {
     "t_collar": 0.2,
     "percentage_of_length": 0.2,
@@ -146,6 +147,21 @@ def test_rejects_unknown_file_and_label():
                                    CONFIG)
 
 
+def test_settings_are_required_and_read_from_config_or_mapping():
+    assert evaluation.evaluation_settings(baseline.get_config().evaluation) == CONFIG
+    assert evaluation.evaluation_settings(dict(CONFIG, extra=1)) == CONFIG  # others ignored
+    partial = {k: v for k, v in CONFIG.items() if k != "t_collar"}
+    with pytest.raises(ValueError, match="t_collar"):
+        evaluation.evaluate_events(REFERENCE, REFERENCE, FILES, CLASSES, partial)
+    with pytest.raises(ValueError, match="segment_seconds"):
+        evaluation.evaluate_events(REFERENCE, REFERENCE, FILES, CLASSES, None)
+    with pytest.raises(TypeError):  # no default class list or settings any more
+        evaluation.evaluate_events(REFERENCE, REFERENCE, FILES)
+    config = baseline.get_config().evaluation  # a ConfigDict scores as the same dict
+    assert (evaluation.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, config)
+            == evaluation.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, CONFIG))
+
+
 def test_format_table_lists_classes_and_averages():
     results = evaluation.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, CONFIG)
     table = evaluation.format_table(results)
@@ -205,6 +221,63 @@ def test_cli_missing_file_and_unknown_estimate_file(tmp_path):
     bad.write_text("filename\tonset\toffset\tevent_label\nf1.wav\tx\t1\tCat\n")
     proc = run_cli(ref_csv, bad)
     assert proc.returncode == 2 and "bad.csv:2" in proc.stderr
+
+
+def write_config(path, classes=("Cat", "Dog", "Speech", "Blender", "Dishes"), t_collar=0.5,
+                 evaluation=True):
+    """A config file deriving from the baseline (as configs/*.py do), with other settings."""
+    lines = ["from configs import baseline", "", "", "def get_config():",
+             "    c = baseline.get_config()", f"    c.data.classes = {tuple(classes)!r}",
+             f"    c.evaluation.t_collar = {t_collar!r}"]
+    if not evaluation:
+        lines.append("    del c.evaluation")
+    path.write_text("\n".join(lines + ["    return c", ""]))
+    return path
+
+
+def test_cli_reads_classes_and_settings_from_config(tmp_path):
+    ref_csv, est_csv, out = tmp_path / "ref.csv", tmp_path / "est.csv", tmp_path / "res.json"
+    postprocess.write_events_csv(ref_csv, REFERENCE, FILES)
+    postprocess.write_events_csv(est_csv, ESTIMATED, FILES)
+    config = write_config(tmp_path / "five.py")
+    proc = run_cli(ref_csv, est_csv, "--json", out, "--config", config)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    assert sorted(results["event_based"]["class_wise"]) == sorted(
+        ["Cat", "Dog", "Speech", "Blender", "Dishes"])
+    assert "Vacuum_cleaner" not in proc.stdout
+    assert results["settings"]["t_collar"] == 0.5  # the config's collar: the Dog onset is a hit
+    assert results["event_based"]["class_wise"]["Dog"]["f_measure"] == 1.0
+    # Options override the config: --t_collar and --classes.
+    proc = run_cli(ref_csv, est_csv, "--json", out, "--config", config, "--t_collar", "0.2",
+                   "--classes", ",".join(CLASSES))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text()) == json.loads(json.dumps(
+        evaluation.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, CONFIG)))
+    # A label outside the config's classes is bad input that names where the list came from.
+    small = write_config(tmp_path / "small.py", classes=("Cat", "Dog"))
+    proc = run_cli(ref_csv, est_csv, "--config", small)
+    assert proc.returncode == 2 and "Speech" in proc.stderr and "small.py" in proc.stderr
+
+
+def test_cli_bad_config_is_one_message(tmp_path):
+    ref_csv = tmp_path / "ref.csv"
+    postprocess.write_events_csv(ref_csv, REFERENCE, FILES)
+    no_get_config = tmp_path / "no_get_config.py"
+    no_get_config.write_text("X = 1\n")
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n")
+    cases = [(tmp_path / "missing_config.py", "missing_config.py"),
+             (no_get_config, "get_config"), (broken, "broken.py"),
+             (write_config(tmp_path / "no_eval.py", evaluation=False), "evaluation")]
+    for config, needle in cases:
+        proc = run_cli(ref_csv, ref_csv, "--config", config)
+        assert proc.returncode == 2, (config, proc.stderr)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert needle in errors[0] and config.name in errors[0], errors
+    proc = run_cli(ref_csv, ref_csv, "--classes", " , ")
+    assert proc.returncode == 2 and "--classes is empty" in proc.stderr
 
 
 def test_results_are_plain_numbers():

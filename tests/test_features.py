@@ -45,6 +45,11 @@ def test_log_mel_equals_the_seed_recipe(cfg):
     assert np.abs(out - seed_recipe(y)).max() < 1e-4
 
 
+def test_log_mel_needs_the_feature_config():
+    with pytest.raises(TypeError):  # no default config: the library does not read configs/
+        features.log_mel(signal(4410), 44100)
+
+
 def test_log_mel_converts_rate_and_channels(cfg):
     y = signal(441000)
     stereo_22k = np.stack([librosa.resample(y, orig_sr=44100, target_sr=22050)] * 2, axis=1)

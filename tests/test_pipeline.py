@@ -7,8 +7,9 @@ import pytest
 
 from configs import baseline
 from sedjax.data import pipeline
-from sedjax.models import crnn
-from sedjax.train import fit, parallel, steps
+from sedjax import sharding
+from sedjax.recipes import common
+from sedjax.train import loop
 
 
 def _runtime(mode: str, fraction: float = 0.5, prefetch: int = 2):
@@ -28,7 +29,7 @@ def _arrays(tmp_path, n=13, t=20):
 
 
 def test_index_batches_pad_or_drop_and_check_divisibility(tmp_path):
-    mesh = parallel.make_mesh(jax.devices())  # 4 fake devices
+    mesh = sharding.make_mesh(jax.devices())  # 4 fake devices
     b = pipeline.Batches(_arrays(tmp_path), mesh, (np.zeros(64), np.ones(64)), _runtime("never"))
     rows = np.array([5, 3, 8, 1, 0, 12, 7, 2, 9, 4])
     kept = b.index_batches(rows, 4, drop_remainder=False)
@@ -40,29 +41,28 @@ def test_index_batches_pad_or_drop_and_check_divisibility(tmp_path):
 
 def test_streamed_host_batch_keeps_batch_order(tmp_path):
     arrays = _arrays(tmp_path)
-    b = pipeline.Batches(arrays, parallel.make_mesh(jax.devices()[:1]),
+    b = pipeline.Batches(arrays, sharding.make_mesh(jax.devices()[:1]),
                          (np.zeros(64), np.ones(64)), _runtime("never"))
     index = np.array([9, 2, 11, 2], np.int32)  # unsorted, with a repeat (padding)
-    feats, frames, labels = b._host_batch(index)
-    np.testing.assert_array_equal(feats, np.asarray(arrays.features)[index])
-    np.testing.assert_array_equal(frames, arrays.frames[index])
-    np.testing.assert_array_equal(labels, arrays.labels[index])
+    batch = b.arrays.rows(index)
+    np.testing.assert_array_equal(batch["features"], np.asarray(arrays.features)[index])
+    np.testing.assert_array_equal(batch["frames"], arrays.frames[index])
+    np.testing.assert_array_equal(batch["labels"], arrays.labels[index])
 
 
 def test_resident_and_streamed_predictions_are_equal(tmp_path):
     arrays = _arrays(tmp_path)
-    mesh = parallel.make_mesh(jax.devices())
+    mesh = sharding.make_mesh(jax.devices())
     stats = (np.asarray(arrays.features).mean((0, 1)), np.asarray(arrays.features).std((0, 1)))
     config = baseline.get_config()
-    model = crnn.from_config(config.model, clip_level=False, axis_name=parallel.AXIS)
-    state = parallel.replicate(steps.create_train_state(jax.random.key(0), model, config.pass2,
-                                                        (20, 64)), mesh)
+    config.features.num_frames = 20
+    state = common.new_state(config, "pass2", 0, mesh)
     rows = np.random.default_rng(1).permutation(len(arrays))
     out = {}
     for mode in ("always", "never"):
         b = pipeline.Batches(arrays, mesh, stats, _runtime(mode, prefetch=1))
         assert b.resident == (mode == "always")
-        out[mode] = fit.predict(state, b, rows, 8)
+        out[mode] = loop.predict(common.eval_fn("frame", b), state, b, rows, 8)
     assert out["always"].shape == (len(rows), 20, 10)
     np.testing.assert_allclose(out["always"], out["never"], atol=1e-6)
 

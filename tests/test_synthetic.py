@@ -154,6 +154,27 @@ def test_metadata_matches_rendered_events(dataset):
         assert test[name] == sorted(events)
 
 
+def test_default_classes_are_the_renderable_dcase_classes():
+    # The generator's own class list (its renderers' order) is the configs' DCASE2018 list.
+    assert synthetic.CLASSES == tuple(synthetic.FAMILIES) == tuple(baseline.CLASSES)
+    for i in range(3):
+        x, events = synthetic.render_clip(2, synthetic.SPLITS["test"], i)
+        y, same = synthetic.render_clip(2, synthetic.SPLITS["test"], i, SR, baseline.CLASSES)
+        assert x.tobytes() == y.tobytes() and events == same
+
+
+def test_unknown_class_is_a_clear_error(tmp_path):
+    for call in (lambda: synthetic.render_clip(1, 0, 0, classes=("Dog", "Unicorn")),
+                 lambda: synthetic.generate(tmp_path / "d", num_weak=1, num_unlabeled=1,
+                                            num_test=1, seed=1, classes=("Unicorn", "Cat"),
+                                            num_workers=1)):
+        with pytest.raises(ValueError, match="Unicorn") as info:
+            call()
+        assert "Dog" not in str(info.value).split(";")[0]  # only the unknown class is named
+        assert all(c in str(info.value) for c in synthetic.CLASSES)  # ... then the known ones
+    assert not (tmp_path / "d").exists()  # refused before writing anything
+
+
 def test_empty_clips_format(dataset):
     lines = (dataset / "metadata/test/test.csv").read_text().splitlines()
     empty = [line for line in lines[1:] if line.split("\t")[3] == ""]

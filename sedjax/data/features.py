@@ -28,12 +28,6 @@ _KEY_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "window", "ce
                "log_eps", "num_frames", "frontend")
 
 
-def default_config():
-    """The feature section of configs/baseline.py."""
-    from configs import baseline  # lazy: the package must not need configs/ at import time
-    return baseline.get_config().features
-
-
 def num_workers(config) -> int:
     """Worker count from the config (0 = all cores)."""
     return config.num_workers or os.cpu_count() or 1
@@ -83,9 +77,11 @@ def mel_basis(config) -> np.ndarray:
                       config.fmax, config.htk, norm)
 
 
-def log_mel(waveform: np.ndarray, sample_rate: int, config=None) -> np.ndarray:
-    """One clip -> (num_frames, n_mels) float32 log-mel via librosa; zeros past the clip's end."""
-    config = config or default_config()
+def log_mel(waveform: np.ndarray, sample_rate: int, config) -> np.ndarray:
+    """One clip -> (num_frames, n_mels) float32 log-mel via librosa; zeros past the clip's end.
+
+    `config`: the feature settings (a config's `features` section, e.g. configs/baseline.py's).
+    """
     y = to_mono_resampled(waveform, sample_rate, config)
     stft = librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length,
                         win_length=config.win_length,

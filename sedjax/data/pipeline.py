@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax.train import parallel
+from sedjax import sharding
 
 
 @dataclasses.dataclass
@@ -29,6 +29,14 @@ class SplitArrays:
 
     def __len__(self) -> int:
         return len(self.features)
+
+    def rows(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """The step inputs of rows `index` as a dict (features read in file order)."""
+        order = np.argsort(index)  # memmap reads in file order, then back to batch order
+        inverse = np.argsort(order)
+        return {"features": np.asarray(self.features[index[order]])[inverse],
+                "frames": np.asarray(self.frames[index], np.int32),
+                "labels": np.asarray(self.labels[index], np.float32)}
 
 
 def fits_on_device(nbytes: int, runtime_config) -> bool:
@@ -49,21 +57,19 @@ class Batches:
     def __init__(self, arrays: SplitArrays, mesh, stats: tuple[np.ndarray, np.ndarray],
                  runtime_config):
         self.arrays, self.mesh, self.runtime = arrays, mesh, runtime_config
-        self.stats = parallel.replicate(tuple(np.asarray(s, np.float32) for s in stats), mesh)
-        nbytes = arrays.features.nbytes * parallel.num_shards(mesh)
+        self.stats = sharding.replicate(tuple(np.asarray(s, np.float32) for s in stats), mesh)
+        nbytes = arrays.features.nbytes * sharding.num_shards(mesh)
         self.resident = fits_on_device(nbytes, runtime_config)
         self.device_arrays = None
         if self.resident:
-            self.device_arrays = parallel.replicate(
-                (np.asarray(arrays.features), np.asarray(arrays.frames, np.int32),
-                 np.asarray(arrays.labels, np.float32)), mesh)
+            self.device_arrays = sharding.replicate(arrays.rows(np.arange(len(arrays))), mesh)
         logging.info("%d clips %s", len(arrays), "resident on the device(s)" if self.resident
                      else "streamed from the memmap cache")
 
     def index_batches(self, rows: np.ndarray, batch_size: int, drop_remainder: bool
                       ) -> list[np.ndarray]:
         """Splits `rows` into global batches; the last is padded (with row 0s) unless dropped."""
-        shards = parallel.num_shards(self.mesh)
+        shards = sharding.num_shards(self.mesh)
         if batch_size % shards:
             raise ValueError(f"batch size {batch_size} is not divisible by the {shards} devices")
         n = len(rows) // batch_size * batch_size if drop_remainder else len(rows)
@@ -75,27 +81,19 @@ class Batches:
             out.append(np.asarray(index, np.int32))
         return out
 
-    def _host_batch(self, index: np.ndarray):
-        order = np.argsort(index)  # memmap reads in file order, then back to batch order
-        inverse = np.argsort(order)
-        a = self.arrays
-        feats = np.asarray(a.features[index[order]])[inverse]
-        return feats, np.asarray(a.frames[index], np.int32), np.asarray(a.labels[index],
-                                                                         np.float32)
-
     def __call__(self, rows: np.ndarray, batch_size: int, drop_remainder: bool
                  ) -> Iterator[tuple]:
-        """Yields step inputs: (data, index) when resident, else (batch,) streamed."""
+        """Yields step inputs: (data, index) when resident, else (batch,) streamed (dicts)."""
         batches = self.index_batches(rows, batch_size, drop_remainder)
         if self.resident:
             for index in batches:
-                yield self.device_arrays, parallel.shard_batch(index, self.mesh)
+                yield self.device_arrays, sharding.shard_batch(index, self.mesh)
             return
         with futures.ThreadPoolExecutor(1) as pool:
-            ahead = [pool.submit(self._host_batch, b) for b in batches[: self.runtime.prefetch]]
+            ahead = [pool.submit(self.arrays.rows, b) for b in batches[: self.runtime.prefetch]]
             for i in range(len(batches)):
                 batch = ahead.pop(0).result()
                 nxt = i + self.runtime.prefetch
                 if nxt < len(batches):
-                    ahead.append(pool.submit(self._host_batch, batches[nxt]))
-                yield (parallel.shard_batch(batch, self.mesh),)
+                    ahead.append(pool.submit(self.arrays.rows, batches[nxt]))
+                yield (sharding.shard_batch(batch, self.mesh),)

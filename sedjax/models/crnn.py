@@ -1,14 +1,23 @@
-"""The DCASE2018 baseline CRNN in Flax linen: conv blocks, bidirectional GRU (nn.scan), sigmoid."""
+"""The DCASE2018 baseline CRNN in Flax linen: conv blocks, bidirectional GRU (nn.scan), sigmoid.
+
+The model returns frame probabilities and a clip probability pooled from them; how frames are
+pooled into the clip (`model.pooling`) decides how well a weakly trained model localizes.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 glorot = nn.initializers.glorot_uniform()  # Keras' default for conv, dense and GRU kernels
+
+POOLINGS = ("mean", "max", "linear_softmax", "attention")
+CONV_IMPLS = ("xla", "im2col", "auto")
 
 
 class Im2ColConv(nn.Module):
@@ -102,8 +111,30 @@ class BiGRU(nn.Module):
         return jnp.concatenate(outputs, axis=-1)
 
 
+def pool_frames(frames: jax.Array, pooling: str, weights: jax.Array | None = None) -> jax.Array:
+    """Clip probabilities (B, C) from frame probabilities (B, T, C).
+
+    mean: the seed's global average. max: the loudest frame. linear_softmax: sum p^2 / sum p
+    (Wang, Li & Metze, ICASSP 2019), which weights each frame by its own probability.
+    attention: sum p w / sum w with per-frame weights w (B, T, C) from the model.
+    """
+    if pooling == "mean":
+        return frames.mean(axis=1)
+    if pooling == "max":
+        return frames.max(axis=1)
+    if pooling == "linear_softmax":
+        # the floor only matters when every frame's sigmoid underflowed to 0 (0/0)
+        return (frames * frames).sum(axis=1) / jnp.maximum(frames.sum(axis=1), 1e-12)
+    if pooling == "attention":
+        return (frames * weights).sum(axis=1) / weights.sum(axis=1)
+    raise ValueError(f"model.pooling: unknown pooling {pooling!r}; choose one of {POOLINGS}")
+
+
 class CRNN(nn.Module):
-    """Log-mel (B, T, F) -> event probabilities, (B, T, C) frames or (B, C) clips."""
+    """Log-mel (B, T, F) -> (frame probabilities (B, T', C), clip probabilities (B, C)).
+
+    T' = T / (product of the time pool sizes): the frame outputs' resolution.
+    """
 
     num_classes: int = 10
     conv_features: Sequence[int] = (64, 64, 64)
@@ -115,7 +146,7 @@ class CRNN(nn.Module):
     gru_units: int = 64
     gru_input_dropout: float = 0.3
     gru_unroll: int = 1
-    clip_level: bool = False
+    pooling: str = "mean"
     conv_impl: str = "xla"
     dtype: Any = jnp.float32
     axis_name: str | None = None
@@ -127,25 +158,49 @@ class CRNN(nn.Module):
             x = ConvBlock(features, self.conv_kernel, pool, self.conv_dropout, self.bn_momentum,
                           self.bn_epsilon, self.conv_impl, self.dtype, self.axis_name)(x, train)
         b, t, f, c = x.shape
-        x = x.reshape(b, t, f * c)  # frequency pooled to 1: (B, T, 64)
+        x = x.reshape(b, t, f * c)  # frequency pooled to 1: (B, T', 64)
         # Keras' GRU input dropout: one mask per sequence, shared by all time steps
         x = nn.Dropout(self.gru_input_dropout, broadcast_dims=(1,), deterministic=not train)(x)
         x = BiGRU(self.gru_units, self.gru_unroll, self.dtype)(x)
         logits = nn.Dense(self.num_classes, kernel_init=glorot, dtype=self.dtype)(x)
-        probs = nn.sigmoid(logits.astype(jnp.float32))
-        return probs.mean(axis=1) if self.clip_level else probs
+        frames = nn.sigmoid(logits.astype(jnp.float32))
+        weights = None
+        if self.pooling == "attention":
+            # DCASE2019 baseline: a softmax over classes per frame, clamped away from 0
+            scores = nn.Dense(self.num_classes, kernel_init=glorot, dtype=self.dtype,
+                              name="attention")(x)
+            weights = jnp.clip(nn.softmax(scores.astype(jnp.float32), axis=-1), 1e-7, 1.0)
+        return frames, pool_frames(frames, self.pooling, weights)
 
 
-def from_config(model_config, clip_level: bool, axis_name: str | None = None) -> CRNN:
-    """Builds the CRNN of config.model; clip_level=True for pass 1."""
+def from_config(model_config, num_classes: int, axis_name: str | None = None) -> CRNN:
+    """Builds the CRNN of config.model with `num_classes` outputs (len(config.data.classes))."""
     m = model_config
-    return CRNN(num_classes=m.num_classes, conv_features=tuple(m.conv_features),
+    return CRNN(num_classes=num_classes, conv_features=tuple(m.conv_features),
                 conv_kernel=tuple(m.conv_kernel),
                 pool_sizes=tuple(tuple(p) for p in m.pool_sizes), conv_dropout=m.conv_dropout,
                 bn_momentum=m.batchnorm_momentum, bn_epsilon=m.batchnorm_epsilon,
                 gru_units=m.gru_units, gru_input_dropout=m.gru_input_dropout,
-                gru_unroll=m.gru_unroll, clip_level=clip_level, conv_impl=m.conv_impl,
+                gru_unroll=m.gru_unroll, pooling=m.pooling, conv_impl=m.conv_impl,
                 dtype=jnp.dtype(m.dtype), axis_name=axis_name)
+
+
+def time_pooling(model_config) -> int:
+    """How many input frames one output frame spans (product of the time pool sizes)."""
+    return math.prod(int(p[0]) for p in model_config.pool_sizes)
+
+
+def output_frames(num_frames: int, model_config) -> int:
+    """Output frames of a num_frames input (each max-pool drops an incomplete last window)."""
+    for p in model_config.pool_sizes:
+        num_frames //= int(p[0])
+    return num_frames
+
+
+def frame_seconds(config) -> float:
+    """Seconds per output frame: the feature hop times the model's time pooling."""
+    f = config.features
+    return f.hop_length * time_pooling(config.model) / f.sample_rate
 
 
 def resolve_conv_impl(conv_impl: str) -> str:
@@ -158,3 +213,9 @@ def resolve_conv_impl(conv_impl: str) -> str:
 def count_params(params) -> int:
     """Number of scalars in a parameter tree."""
     return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+def valid_output_frames(frames, num_frames: int, model_config) -> np.ndarray:
+    """Output frames that see real audio, for clips with `frames` valid input frames each."""
+    pool = time_pooling(model_config)
+    return np.minimum(-(-np.asarray(frames) // pool), output_frames(num_frames, model_config))

@@ -1,4 +1,7 @@
-"""Train/eval steps: data-parallel equivalence over device counts, loss and BatchNorm state."""
+"""The seed's steps through the shared data-parallel mapping: equal over device counts, loss,
+BatchNorm state, dropout keys, prediction."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +9,19 @@ import numpy as np
 import pytest
 
 from configs import baseline
-from sedjax.models import crnn
-from sedjax.train import parallel, steps
+from sedjax import sharding
+from sedjax.recipes import common, two_pass
+from sedjax.train import parallel, state as state_lib
+
+
+def _step_fn(mesh, config, clip_level, resident):
+    step = functools.partial(two_pass.train_step, bce_eps=config.pass1.bce_eps,
+                             output="clip" if clip_level else "frame")
+    return parallel.train_step_fn(step, mesh, resident)
+
+
+def _batch(feats, frames, labels):
+    return {"features": feats, "frames": frames, "labels": labels}
 
 
 def _setup(devices, clip_level, dropout=0.0):
@@ -17,10 +31,9 @@ def _setup(devices, clip_level, dropout=0.0):
     # float32 noise (~1e-8, e.g. a conv bias right before BatchNorm, whose true gradient is 0)
     # moves by up to lr * 0.1 either way. A larger eps keeps this test about data parallelism.
     config.pass1.adam_eps = 1e-4
-    mesh = parallel.make_mesh(devices)
-    model = crnn.from_config(config.model, clip_level=clip_level, axis_name=parallel.AXIS)
-    state = steps.create_train_state(jax.random.key(0), model, config.pass1, (20, 64))
-    return mesh, parallel.replicate(state, mesh), config
+    config.features.num_frames = 20
+    mesh = sharding.make_mesh(devices)
+    return mesh, common.new_state(config, "pass1", 0, mesh), config
 
 
 def _run(devices, clip_level, resident, num_steps=3):
@@ -28,18 +41,18 @@ def _run(devices, clip_level, resident, num_steps=3):
     rng = np.random.default_rng(0)
     feats = rng.standard_normal((32, 20, 64)).astype(np.float32)
     labels = (rng.random((32, 10)) < 0.3).astype(np.float32)
-    step = parallel.train_step_fn(mesh, config.pass1.bce_eps, resident)
+    step = _step_fn(mesh, config, clip_level, resident)
     losses = []
     frames = np.full(32, 20, np.int32)
     frames[::3] = 13  # some shorter clips: zero padding after normalization
-    stats = parallel.replicate((feats.mean((0, 1)), feats.std((0, 1))), mesh)
-    data = parallel.replicate((feats, frames, labels), mesh)
+    stats = sharding.replicate((feats.mean((0, 1)), feats.std((0, 1))), mesh)
+    data = sharding.replicate(_batch(feats, frames, labels), mesh)
     for i in range(num_steps):
         index = np.arange(8 * i, 8 * i + 8)
         if resident:
-            state, m = step(state, stats, data, parallel.shard_batch(index, mesh))
+            state, m = step(state, stats, data, sharding.shard_batch(index, mesh))
         else:
-            batch = parallel.shard_batch((feats[index], frames[index], labels[index]), mesh)
+            batch = sharding.shard_batch(_batch(feats[index], frames[index], labels[index]), mesh)
             state, m = step(state, stats, batch)
         losses.append(float(m["loss_sum"] / m["count"]))
     return jax.device_get(state), losses
@@ -70,9 +83,9 @@ def test_loss_decreases_on_a_learnable_batch():
     feats = np.random.default_rng(1).standard_normal((8, 20, 64)).astype(np.float32)
     labels = np.zeros((8, 10), np.float32)
     labels[:, 3] = 1.0
-    step = parallel.train_step_fn(mesh, config.pass1.bce_eps, resident=False)
-    batch = parallel.shard_batch((feats, np.full(8, 20, np.int32), labels), mesh)
-    stats = parallel.replicate((np.zeros(64, np.float32), np.ones(64, np.float32)), mesh)
+    step = _step_fn(mesh, config, clip_level=True, resident=False)
+    batch = sharding.shard_batch(_batch(feats, np.full(8, 20, np.int32), labels), mesh)
+    stats = sharding.replicate((np.zeros(64, np.float32), np.ones(64, np.float32)), mesh)
     first = None
     for _ in range(15):
         state, m = step(state, stats, batch)
@@ -83,20 +96,21 @@ def test_loss_decreases_on_a_learnable_batch():
 def test_bce_matches_formula_and_clips():
     p = jnp.array([0.0, 0.25, 1.0])
     t = jnp.array([1.0, 0.0, 1.0])
-    out = np.asarray(steps.bce(p, t, 1e-7))
-    np.testing.assert_allclose(out, [-np.log(1e-7), -np.log(0.75), -np.log1p(-1e-7)], rtol=1e-5, atol=1e-6)
+    out = np.asarray(state_lib.bce(p, t, 1e-7))
+    np.testing.assert_allclose(out, [-np.log(1e-7), -np.log(0.75), -np.log1p(-1e-7)],
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_dropout_differs_between_steps_but_not_between_reruns():
     mesh, state, config = _setup(jax.devices()[:1], clip_level=False, dropout=0.3)
     feats = np.ones((4, 20, 64), np.float32)
     labels = np.ones((4, 10), np.float32)
-    step = parallel.train_step_fn(mesh, config.pass1.bce_eps, resident=False)
-    batch = parallel.shard_batch((feats, np.full(4, 20, np.int32), labels), mesh)
-    stats = parallel.replicate((np.zeros(64, np.float32), np.ones(64, np.float32)), mesh)
+    step = _step_fn(mesh, config, clip_level=False, resident=False)
+    batch = sharding.shard_batch(_batch(feats, np.full(4, 20, np.int32), labels), mesh)
+    stats = sharding.replicate((np.zeros(64, np.float32), np.ones(64, np.float32)), mesh)
     runs = []
     for _ in range(2):
-        s = parallel.replicate(jax.device_get(state), mesh)
+        s = sharding.replicate(jax.device_get(state), mesh)
         out = []
         for _ in range(2):
             s, m = step(s, stats, batch)
@@ -109,12 +123,12 @@ def test_dropout_differs_between_steps_but_not_between_reruns():
 def test_eval_step_uses_running_statistics_and_shapes():
     mesh, state, _ = _setup(jax.devices(), clip_level=False)
     feats = np.random.default_rng(2).standard_normal((8, 20, 64)).astype(np.float32)
-    stats = parallel.replicate((np.zeros(64, np.float32), np.ones(64, np.float32)), mesh)
+    stats = sharding.replicate((np.zeros(64, np.float32), np.ones(64, np.float32)), mesh)
     frames, labels = np.full(8, 20, np.int32), np.zeros((8, 10), np.float32)
-    predict = parallel.eval_step_fn(mesh, resident=False)
-    probs = predict(state, stats, parallel.shard_batch((feats, frames, labels), mesh))
+    predict = parallel.eval_step_fn(common.frame_outputs, mesh, resident=False)
+    probs = predict(state, stats, sharding.shard_batch(_batch(feats, frames, labels), mesh))
     assert probs.shape == (8, 20, 10)
-    single = predict(state, stats, parallel.shard_batch(
-        (np.concatenate([feats[:1]] * 8), frames, labels), mesh))
+    single = predict(state, stats, sharding.shard_batch(
+        _batch(np.concatenate([feats[:1]] * 8), frames, labels), mesh))
     # running statistics: a clip's output does not depend on the rest of its batch
     np.testing.assert_allclose(np.asarray(single)[0], np.asarray(probs)[0], atol=1e-5)

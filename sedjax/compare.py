@@ -1,0 +1,114 @@
+"""Compares finished runs (e.g. one system over several seeds): mean and spread of their scores.
+
+    python -m sedjax.compare mean=runs/mean_s* linear_softmax=runs/lsp_s* [--split test]
+        [--json table.json]
+
+Each argument is LABEL=WORKDIR_GLOB; every matched workdir must hold a results.json. Prints per
+label: the number of runs, event- and segment-based macro F1 (mean, sample std, min-max) and
+each run's figures, so that a difference can be read against the seed-to-seed spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import pathlib
+import statistics
+import sys
+from collections.abc import Sequence
+
+from sedjax import report
+
+METRICS = {"event_f1": ("event_based", "f_measure_macro"),
+           "segment_f1": ("segment_based", "f_measure_macro")}
+
+
+class BadInput(Exception):
+    """A label or a run folder that cannot be read."""
+
+
+def read_run(workdir: pathlib.Path, split: str) -> dict:
+    """{'workdir', 'event_f1', 'segment_f1'} (in %) of one finished run."""
+    path = workdir / report.RESULTS_FILENAME
+    if not path.is_file():
+        raise BadInput(f"{path}: not found (the run did not finish)")
+    try:
+        results = json.loads(path.read_text())[split]
+    except (ValueError, KeyError) as e:
+        raise BadInput(f"{path}: no readable {split!r} results ({e})") from None
+    out = {"workdir": str(workdir)}
+    for name, (section, key) in METRICS.items():
+        value = results[section][key]
+        out[name] = None if value is None else 100.0 * value
+    return out
+
+
+def summarize(values: Sequence[float]) -> dict:
+    """mean, sample std (0 for one run), min and max."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None, "min": None, "max": None}
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values)}
+
+
+def compare(groups: dict[str, Sequence[pathlib.Path]], split: str = "test") -> dict:
+    """{label: {'runs': [...], 'event_f1': summary, 'segment_f1': summary}}."""
+    table = {}
+    for label, workdirs in groups.items():
+        runs = [read_run(w, split) for w in workdirs]
+        table[label] = {"runs": runs, **{m: summarize([r[m] for r in runs]) for m in METRICS}}
+    return table
+
+
+def format_table(table: dict) -> str:
+    """A plain-text table, one line per label, then one per run."""
+    def cell(s):
+        return "n/a" if s["mean"] is None else (
+            f"{s['mean']:5.1f} ± {s['std']:4.1f} ({s['min']:.1f}-{s['max']:.1f})")
+    lines = [f"{'system':<24} {'runs':>4}  {'event F1 % mean ± std (min-max)':<30}  "
+             f"{'segment F1 % mean ± std (min-max)':<30}"]
+    for label, row in table.items():
+        lines.append(f"{label:<24} {len(row['runs']):>4}  {cell(row['event_f1']):<30}  "
+                     f"{cell(row['segment_f1']):<30}")
+    for label, row in table.items():
+        for r in row["runs"]:
+            lines.append(f"  {label:<22} event {r['event_f1']:5.1f}  segment "
+                         f"{r['segment_f1']:5.1f}  {r['workdir']}")
+    return "\n".join(lines)
+
+
+def _groups(specs: Sequence[str]) -> dict[str, list[pathlib.Path]]:
+    groups: dict[str, list[pathlib.Path]] = {}
+    for spec in specs:
+        label, sep, pattern = spec.partition("=")
+        if not sep or not label or not pattern:
+            raise BadInput(f"{spec!r}: expected LABEL=WORKDIR_GLOB")
+        matched = sorted(pathlib.Path(p) for p in glob.glob(pattern) if pathlib.Path(p).is_dir())
+        if not matched:
+            raise BadInput(f"{label}: no run folder matches {pattern!r}")
+        groups.setdefault(label, []).extend(matched)
+    return groups
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sedjax.compare",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("groups", nargs="+", metavar="LABEL=WORKDIR_GLOB")
+    parser.add_argument("--split", default="test", help="results section (test or eval)")
+    parser.add_argument("--json", help="also write the table as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        table = compare(_groups(args.groups), args.split)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(table))
+    if args.json:
+        report.write_json(args.json, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

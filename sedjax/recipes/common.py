@@ -1,0 +1,74 @@
+"""What a recipe is given and gives back, and the model pieces every recipe builds from."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+from typing import Any
+
+import jax
+from absl import logging
+
+from sedjax import sharding
+from sedjax.data import dataset, pipeline
+from sedjax.models import crnn
+from sedjax.train import parallel, state as state_lib
+
+
+@dataclasses.dataclass
+class Inputs:
+    """The shared stages' outputs a recipe trains from."""
+
+    config: Any
+    splits: dict[str, dataset.Split]
+    arrays: dict[str, pipeline.SplitArrays]
+    batches: dict[str, pipeline.Batches]
+    mesh: Any
+    stats: tuple
+    workdir: pathlib.Path
+
+    def batches_of(self, name: str, arrays: pipeline.SplitArrays) -> pipeline.Batches:
+        """Batches of a split with new arrays (e.g. pseudo-labels), registered under `name`."""
+        self.arrays[name] = arrays
+        self.batches[name] = pipeline.Batches(arrays, self.mesh, self.stats, self.config.runtime)
+        return self.batches[name]
+
+
+@dataclasses.dataclass
+class Trained:
+    """A recipe's result: the state that predicts the test frames, and what to report."""
+
+    state: state_lib.TrainState
+    summary: dict
+
+
+def new_state(config, section: str, rng_tag: int, mesh) -> state_lib.TrainState:
+    """A fresh model + Adam (settings of config[section]), replicated over the mesh."""
+    model = crnn.from_config(config.model, len(config.data.classes), axis_name=sharding.AXIS)
+    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), rng_tag)
+    state = state_lib.create_train_state(rng, model, config[section],
+                                         (config.features.num_frames, config.features.n_mels))
+    logging.info("%s model: %d parameters", section, crnn.count_params(state.params))
+    return sharding.replicate(state, mesh)
+
+
+def frame_outputs(state, batch):
+    """Per-device eval step: frame probabilities (B, T', C)."""
+    return state_lib.apply_eval(state, batch["features"])[0]
+
+
+def clip_outputs(state, batch):
+    """Per-device eval step: clip probabilities (B, C)."""
+    return state_lib.apply_eval(state, batch["features"])[1]
+
+
+def eval_fn(output: str, batches: pipeline.Batches):
+    """The jitted data-parallel predictor of 'frame' or 'clip' outputs for these batches."""
+    return _eval_fn(output, batches.mesh, batches.resident)
+
+
+@functools.lru_cache(maxsize=None)  # one compiled program per kind, not one per call
+def _eval_fn(output: str, mesh, resident: bool):
+    step = {"frame": frame_outputs, "clip": clip_outputs}[output]
+    return parallel.eval_step_fn(step, mesh, resident)

@@ -1,0 +1,150 @@
+"""The shared stages in order: validate, data, features, statistics, recipe, predict, score, report.
+
+workdir/
+  config.json                  the resolved config
+  synthetic/                   generated dataset (data.dataset == 'synthetic')
+  item_access_error.log.csv    clips listed in the metadata whose audio is missing
+  features/                    <split>-<hash>.npy log-mel memmaps, stats-<hash>.npy
+  (the recipe's own folders)   e.g. pass1/, pass2/, pseudo_labels.npy for two_pass
+  training.json                the recipe's summary, written once its model predicted
+  predictions/                 <split>_probs.npy (frame probabilities), <split>_events.csv
+  results.json, results.txt, class_scores.png
+
+Every stage is skipped when its output is already there, so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pathlib
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from sedjax import evaluation, files, postprocess, recipes, report, sharding, validation
+from sedjax.data import dataset, features, pipeline, synthetic
+from sedjax.models import crnn
+from sedjax.recipes import common
+from sedjax.train import loop
+
+SCORED_SPLITS = ("test", "eval")
+
+
+@contextlib.contextmanager
+def _timed(timings: dict, name: str):
+    """Records the wall time of the block into timings[name] (seconds)."""
+    start = time.time()
+    yield
+    timings[name] = round(time.time() - start, 2)
+
+
+def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
+    """Dataset splits (real or synthetic) and their features: ({split: Split}, {split: arrays})."""
+    root = config.data.root
+    if config.data.dataset == "synthetic":
+        root = synthetic.ensure_dataset(config.data, workdir / "synthetic")
+    splits = dataset.load_dataset(root, config.data.classes, workdir, config.data.use_eval)
+    arrays = {}
+    for name, split in splits.items():
+        feats, frames = features.extract_split(name, split.paths, split.filenames,
+                                               config.features, workdir / "features")
+        labels = split.weak if split.weak is not None else np.zeros(
+            (len(split), len(config.data.classes)), np.float32)
+        arrays[name] = pipeline.SplitArrays(feats, frames, labels)
+    return splits, arrays
+
+
+def normalization_stats(config, splits: dict, arrays: dict, workdir: pathlib.Path) -> tuple:
+    """Per-band mean/std over the training clips (weak + unlabel_in_domain, each once)."""
+    names = ("weak", "unlabel_in_domain")
+    key = features.cache_key(config.features, [f for n in names for f in splits[n].filenames])
+    path = workdir / "features" / f"stats-{key}.npy"
+    if not path.exists():
+        mean, std = features.band_stats([(arrays[n].features, arrays[n].frames) for n in names])
+        files.save_npy(path, np.stack([mean, std]))
+    mean, std = np.load(path)
+    return mean, std
+
+
+def predict_frames(inputs: common.Inputs, state, name: str) -> np.ndarray:
+    """Frame probabilities (N, T', C) of a split."""
+    b = inputs.batches[name]
+    return loop.predict(common.eval_fn("frame", b), state, b, np.arange(len(b.arrays)),
+                        inputs.config.runtime.predict_batch_size)
+
+
+def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, probs: np.ndarray,
+                events_path: pathlib.Path) -> dict:
+    """Post-processes frame probabilities into events, writes them and scores with sed_eval."""
+    valid = crnn.valid_output_frames(arrays.frames, config.features.num_frames, config.model)
+    events = postprocess.probabilities_to_events(
+        split.filenames, probs, config.postprocess, config.data.classes,
+        crnn.frame_seconds(config), valid)
+    postprocess.write_events_csv(events_path, events, split.filenames)
+    reference = [{"filename": f, "onset": on, "offset": off, "event_label": label}
+                 for f, clip in zip(split.filenames, split.events) for on, off, label in clip]
+    return evaluation.evaluate_events(reference, events, split.filenames, config.data.classes,
+                                      config.evaluation)
+
+
+def _read_json(path: pathlib.Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def train_and_evaluate(config, workdir) -> dict:
+    """Runs (or resumes) every stage and returns the summary written to results.json."""
+    mesh = sharding.make_mesh()
+    validation.validate(config, sharding.num_shards(mesh))
+    recipe = recipes.get(config.recipe)
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    files.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
+    timings: dict = {}
+    with _timed(timings, "data"):
+        splits, arrays = load_data(config, workdir)
+    stats = normalization_stats(config, splits, arrays, workdir)
+    logging.info("devices: %d x %s", sharding.num_shards(mesh), jax.devices()[0].device_kind)
+    batches = {name: pipeline.Batches(a, mesh, stats, config.runtime)
+               for name, a in arrays.items()}
+    inputs = common.Inputs(config, splits, arrays, batches, mesh, stats, workdir)
+
+    pred_dir = workdir / "predictions"
+    pred_dir.mkdir(exist_ok=True)
+    scored = [n for n in SCORED_SPLITS if n in splits]
+    training = _read_json(workdir / "training.json")
+    if training is None or not all((pred_dir / f"{n}_probs.npy").exists() for n in scored):
+        with _timed(timings, "training"):
+            trained = recipe.train(inputs)
+        with _timed(timings, "predict"):
+            for name in scored:
+                files.save_npy(pred_dir / f"{name}_probs.npy",
+                               predict_frames(inputs, trained.state, name).astype(np.float32))
+        training = {"recipe": config.recipe, **trained.summary}
+        report.write_json(workdir / "training.json", training)
+    else:
+        logging.info("training: done before (recipe %s); reusing %s", training["recipe"],
+                     pred_dir)
+
+    results = {}
+    with _timed(timings, "evaluation"):
+        for name in scored:
+            probs = np.load(pred_dir / f"{name}_probs.npy")
+            results[name] = score_split(config, splits[name], arrays[name], probs,
+                                        pred_dir / f"{name}_events.csv")
+    summary = {**results, **training, "timings_s": timings,
+               "devices": sharding.num_shards(mesh)}
+    report.write_results(workdir, summary)
+    table = evaluation.format_table(results["test"])
+    files.write_text(workdir / "results.txt", table + "\n")
+    report.plot_class_scores(results["test"], workdir / "class_scores.png")
+    print(table)
+    ev = results["test"]["event_based"]
+    er = ev["error_rate_macro"]
+    er = (f"{er:.3f}" if evaluation.error_rate_is_defined(er) else
+          f"{er:.0e} (sed_eval's ER of a class without reference events)")
+    print(f"event-based macro F1 {100 * ev['f_measure_macro']:.2f} %  ER {er}  (test, "
+          f"{len(splits['test'])} clips)  -> {workdir / 'results.json'}")
+    return summary

@@ -1,0 +1,45 @@
+"""The device mesh and how arrays are placed on it (shared by data/ and train/, owned by neither).
+
+One 1-D mesh named 'batch' over all global devices: parameters are replicated, batches are
+split along their first axis. Multi-host: each process contributes its own rows.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXIS = "batch"
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh named 'batch' over all (global) devices."""
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), (AXIS,))
+
+
+def num_shards(mesh: Mesh) -> int:
+    """Devices the batch is split over."""
+    return mesh.devices.size
+
+
+def replicate(tree, mesh: Mesh):
+    """Copies a pytree to every device of the mesh (host numpy or jax arrays)."""
+    sharding = NamedSharding(mesh, P())
+    return jax.tree_util.tree_map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def shard_batch(tree, mesh: Mesh):
+    """Global batch (the same rows on every process) -> arrays sharded over all devices.
+
+    Each process passes only its own slice of rows to its local devices (multi-host).
+    """
+    sharding = NamedSharding(mesh, P(AXIS))
+    count, index = jax.process_count(), jax.process_index()
+
+    def put(x):
+        x = np.asarray(x)
+        local = len(x) // count
+        return jax.make_array_from_process_local_data(
+            sharding, x[index * local: (index + 1) * local], x.shape)
+    return jax.tree_util.tree_map(put, tree)

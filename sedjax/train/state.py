@@ -1,0 +1,84 @@
+"""What every recipe's per-device step shares: the train state, the loss, the gradient update.
+
+Steps are written pmap style: per-device functions with collectives over the axis 'batch'
+(sedjax.sharding.AXIS), mapped over the mesh by sedjax.train.parallel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from sedjax.sharding import AXIS
+
+
+class TrainState(train_state.TrainState):
+    """Params, Adam state, BatchNorm running statistics and the dropout key."""
+
+    batch_stats: Any
+    dropout_rng: jax.Array
+
+
+def create_train_state(rng: jax.Array, model: nn.Module, optim_config, input_shape
+                       ) -> TrainState:
+    """Initializes the model (Keras-like init) and Adam with the section's settings."""
+    init_rng, dropout_rng = jax.random.split(rng)
+    variables = model.init({"params": init_rng}, jnp.zeros((1, *input_shape), jnp.float32),
+                           train=False)
+    tx = optax.adam(optim_config.learning_rate, b1=optim_config.adam_b1,
+                    b2=optim_config.adam_b2, eps=optim_config.adam_eps)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables["batch_stats"], dropout_rng=dropout_rng)
+
+
+def bce(probs: jax.Array, targets: jax.Array, eps: float) -> jax.Array:
+    """Per-element binary cross-entropy on probabilities clipped to [eps, 1 - eps] (Keras)."""
+    p = jnp.clip(probs, eps, 1.0 - eps)
+    return -(targets * jnp.log(p) + (1.0 - targets) * jnp.log1p(-p))
+
+
+def step_key(state: TrainState) -> jax.Array:
+    """A different key on every step and device, reproducible from the state (dropout, masks)."""
+    return jax.random.fold_in(jax.random.fold_in(state.dropout_rng, state.step),
+                              jax.lax.axis_index(AXIS))
+
+
+def apply_train(state: TrainState, params, features: jax.Array, rng: jax.Array):
+    """Training-mode forward pass: ((frames, clip), new BatchNorm statistics)."""
+    outputs, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
+                                      features, train=True, rngs={"dropout": rng},
+                                      mutable=["batch_stats"])
+    return outputs, updates["batch_stats"]
+
+
+def apply_eval(state: TrainState, features: jax.Array):
+    """Inference-mode forward pass (running BatchNorm statistics): (frames, clip)."""
+    return state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, features,
+                          train=False)
+
+
+def gradient_step(state: TrainState, loss_fn: Callable, batch_size: int
+                  ) -> tuple[TrainState, dict]:
+    """One data-parallel update; loss_fn(params) -> (loss, (batch_stats, metrics dict)).
+
+    Gradients and BatchNorm statistics are averaged over devices; `metrics` (per-device means)
+    come back summed over the global batch, with `count`, so that epochs can add them up.
+    """
+    # Mark the replicated params as per-device values so that grads are this device's own
+    # (pmap semantics); differentiating the replicated value would make shard_map psum them.
+    params = jax.lax.pcast(state.params, AXIS, to="varying")
+    (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    grads = jax.lax.pmean(grads, AXIS)
+    # BatchNorm already averages its batch moments over 'batch'; the pmean makes the running
+    # statistics provably identical on every device
+    batch_stats = jax.lax.pmean(batch_stats, AXIS)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    sums = {f"{k}_sum": jax.lax.psum(v * batch_size, AXIS)
+            for k, v in {"loss": loss, **metrics}.items()}
+    sums["count"] = jax.lax.psum(jnp.float32(batch_size), AXIS)
+    return state, sums

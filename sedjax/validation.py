@@ -1,0 +1,96 @@
+"""validate(config): every choice and size checked before any work, each error naming its field."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sedjax import recipes
+from sedjax.models import crnn
+
+CHOICES = {  # field -> allowed values
+    "recipe": tuple(recipes.RECIPES),
+    "data.dataset": ("dcase2018", "synthetic"),
+    "features.frontend": ("jax", "librosa"),
+    "features.spectrogram": ("magnitude", "power"),
+    "features.pad_mode": ("reflect", "constant"),
+    "model.pooling": crnn.POOLINGS,
+    "model.conv_impl": crnn.CONV_IMPLS,
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "runtime.features_on_device": ("auto", "always", "never"),
+}
+# batch sizes split over the devices (features.batch_size is the frontend's, not sharded)
+_NOT_SHARDED = ("features.batch_size",)
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field."""
+
+
+def _get(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if part not in node:
+            raise ConfigError(f"{dotted}: missing from the config")
+        node = node[part]
+    return node
+
+
+def _fields(config, prefix: str = ""):
+    """Yields (dotted name, value) of every leaf of a ConfigDict / mapping."""
+    for key in config:
+        value = config[key]
+        name = f"{prefix}{key}"
+        if hasattr(value, "keys"):  # a ConfigDict or a mapping
+            yield from _fields(value, name + ".")
+        else:
+            yield name, value
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+    return value
+
+
+def validate(config, num_devices: int = 1) -> None:
+    """Raises ConfigError for the first value that cannot work on `num_devices` devices."""
+    for field, allowed in CHOICES.items():
+        value = _get(config, field)
+        if value not in allowed:
+            raise ConfigError(f"{field}: unknown value {value!r}; choose one of "
+                              f"{', '.join(map(repr, allowed))}")
+    classes = _get(config, "data.classes")
+    if (isinstance(classes, str) or not isinstance(classes, Sequence) or not classes
+            or not all(isinstance(c, str) and c for c in classes)):
+        raise ConfigError(f"data.classes: expected a non-empty tuple of class names, "
+                          f"got {classes!r}")
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"data.classes: repeated class names in {classes!r}")
+    if "num_classes" in config.model:
+        raise ConfigError("model.num_classes: the model's output size follows data.classes; "
+                          "remove the field")
+    for name, value in _fields(config):
+        if name.split(".")[-1].endswith("batch_size") and name not in _NOT_SHARDED:
+            if _positive_int(name, value) % num_devices:
+                raise ConfigError(f"{name}: {value} is not divisible by the {num_devices} "
+                                  f"devices the batch is split over")
+    model = config.model
+    if len(model.pool_sizes) != len(model.conv_features):
+        raise ConfigError(f"model.pool_sizes: {len(model.pool_sizes)} pool sizes for "
+                          f"{len(model.conv_features)} conv blocks")
+    for p in model.pool_sizes:
+        if len(p) != 2:
+            raise ConfigError(f"model.pool_sizes: expected (time, frequency) pairs, got {p!r}")
+        _positive_int("model.pool_sizes", p[0]), _positive_int("model.pool_sizes", p[1])
+    if crnn.output_frames(config.features.num_frames, model) < 1:
+        raise ConfigError(f"model.pool_sizes: time pooling x{crnn.time_pooling(model)} leaves "
+                          f"no output frame of {config.features.num_frames} input frames")
+    median = config.postprocess.median_filter
+    if isinstance(median, Sequence) and not isinstance(median, str):
+        if len(median) != len(classes):
+            raise ConfigError(f"postprocess.median_filter: {len(median)} lengths for "
+                              f"{len(classes)} classes")
+        for m in median:
+            _positive_int("postprocess.median_filter", m)
+    else:
+        _positive_int("postprocess.median_filter", median)
