@@ -235,3 +235,16 @@ def test_cli(tmp_path):
         capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert "clips/s" in out.stdout
     assert (tmp_path / "d" / synthetic.MARKER).exists()
+    out = subprocess.run(
+        [sys.executable, "-m", "sedjax.data.synthetic", f"--out={tmp_path / 'four'}",
+         "--num_weak=6", "--num_unlabeled=1", "--num_test=1", "--workers=1",
+         "--classes=Cat,Dog,Speech,Alarm_bell_ringing"],
+        capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    labels = {x for line in (tmp_path / "four/metadata/train/weak.csv").read_text().splitlines()[1:]
+              for x in line.split("\t")[1].split(",") if x}
+    assert labels and labels <= {"Cat", "Dog", "Speech", "Alarm_bell_ringing"}
+    bad = subprocess.run(
+        [sys.executable, "-m", "sedjax.data.synthetic", f"--out={tmp_path / 'bad'}",
+         "--classes=Cat,Unicorn"], capture_output=True, text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert bad.returncode != 0 and "Unicorn" in bad.stderr and "Traceback" not in bad.stderr

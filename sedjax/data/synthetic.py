@@ -403,8 +403,12 @@ def main(argv: Sequence[str]) -> None:
     del argv
     f = flags.FLAGS
     t0 = time.time()
-    out = generate(f.out, num_weak=f.num_weak, num_unlabeled=f.num_unlabeled, num_test=f.num_test,
-                   seed=f.seed, sample_rate=f.sample_rate, num_workers=f.workers)
+    try:
+        out = generate(f.out, num_weak=f.num_weak, num_unlabeled=f.num_unlabeled,
+                       num_test=f.num_test, seed=f.seed, sample_rate=f.sample_rate,
+                       classes=tuple(f.classes), num_workers=f.workers)
+    except ValueError as e:  # an unknown class: one message
+        sys.exit(f"error: {e}")
     n, dt = f.num_weak + f.num_unlabeled + f.num_test, time.time() - t0
     print(f"wrote {f.num_weak} weak, {f.num_unlabeled} unlabel_in_domain, {f.num_test} test clips"
           f" to {out} in {dt:.1f} s: {n / dt:.1f} clips/s ({f.workers or os.cpu_count()} workers)")
@@ -420,4 +424,5 @@ if __name__ == "__main__":
     flags.DEFINE_integer("seed", 1234, "Random seed.")
     flags.DEFINE_integer("sample_rate", 44100, "Sample rate in Hz.")
     flags.DEFINE_integer("workers", 0, "Worker processes; 0 = all cores.")
+    flags.DEFINE_list("classes", list(CLASSES), "Comma-separated classes (default: all ten).")
     app.run(main)
