@@ -29,12 +29,16 @@ def get_config() -> ml_collections.ConfigDict:
     d.classes = CLASSES
     d.clip_seconds = 10.0
     d.use_eval = True  # score metadata/eval/eval.csv too when it is present
+    # read metadata/train/synthetic.csv (strongly labelled clips, DCASE2019 layout) when present;
+    # the 2018 task had none
+    d.use_strong = False
     # Synthetic soundscapes (used when dataset == 'synthetic'; written to <workdir>/synthetic
     # unless root is set). Sizes of the real DCASE2018 set.
     d.synthetic = s = ml_collections.ConfigDict()
     s.num_weak = 1578
     s.num_unlabeled = 14412
     s.num_test = 288
+    s.num_strong = 0  # strongly labelled clips (metadata/train/synthetic.csv)
     s.seed = 1234
     s.sample_rate = 44100
 

@@ -46,7 +46,8 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
     root = config.data.root
     if config.data.dataset == "synthetic":
         root = synthetic.ensure_dataset(config.data, workdir / "synthetic")
-    splits = dataset.load_dataset(root, config.data.classes, workdir, config.data.use_eval)
+    splits = dataset.load_dataset(root, config.data.classes, workdir, config.data.use_eval,
+                                  config.data.get("use_strong", False))
     arrays = {}
     for name, split in splits.items():
         feats, frames = features.extract_split(name, split.paths, split.filenames,

@@ -1,5 +1,6 @@
 """DCASE-layout reader on hand-written fixtures, including every kind of bad input."""
 
+import logging
 import pathlib
 
 import numpy as np
@@ -15,12 +16,18 @@ TEST = ("filename\tonset\toffset\tevent_label\n"
         "t1.wav\t3.0\t9.5\tVacuum_cleaner\n"
         "t2.wav\t\t\t\n"
         "t3.wav\t0.0\t10.0\tFrying\n")
+SYN = ("filename\tonset\toffset\tevent_label\n"  # the DCASE2019 strong training split
+       "s1.wav\t0.5\t1.0\tCat\n"
+       "s1.wav\t2.0\t3.3\tSpeech\n"
+       "s2.wav\t\t\t\n"
+       "s3.wav\t9.5\t10.0\tDishes\n")
 
 
-def make_root(tmp_path: pathlib.Path, weak=WEAK, unl=UNL, test=TEST, eval_=None,
+def make_root(tmp_path: pathlib.Path, weak=WEAK, unl=UNL, test=TEST, eval_=None, synthetic=None,
               missing=()) -> pathlib.Path:
     root = tmp_path / "dcase"
-    files = {"weak": weak, "unlabel_in_domain": unl, "test": test, "eval": eval_}
+    files = {"weak": weak, "unlabel_in_domain": unl, "synthetic": synthetic, "test": test,
+             "eval": eval_}
     for split, text in files.items():
         if text is None:
             continue
@@ -63,6 +70,86 @@ def test_eval_split_read_when_present(tmp_path):
     splits = dataset.load_dataset(root, CLASSES, tmp_path / "w")
     assert splits["eval"].filenames == ["e1.wav", "e2.wav", "e3.wav"]
     assert "eval" not in dataset.load_dataset(root, CLASSES, tmp_path / "w", use_eval=False)
+
+
+def test_strong_split_read_when_asked_and_present(tmp_path):
+    root = make_root(tmp_path, synthetic=SYN,
+                     eval_=TEST.replace("t1", "e1").replace("t2", "e2").replace("t3", "e3"))
+    assert list(dataset.load_dataset(root, CLASSES, tmp_path / "w")) == [
+        "weak", "unlabel_in_domain", "test", "eval"]  # use_strong defaults to False
+    splits = dataset.load_dataset(root, CLASSES, tmp_path / "w", use_strong=True)
+    assert list(splits) == ["weak", "unlabel_in_domain", "synthetic", "test", "eval"]
+    syn = splits["synthetic"]
+    assert syn.filenames == ["s1.wav", "s2.wav", "s3.wav"]
+    assert syn.paths == [root / "audio/train/synthetic" / n for n in syn.filenames]
+    assert syn.events == [[(0.5, 1.0, "Cat"), (2.0, 3.3, "Speech")], [], [(9.5, 10.0, "Dishes")]]
+    expected = np.zeros((3, 10), np.float32)
+    expected[0, [CLASSES.index("Cat"), CLASSES.index("Speech")]] = 1
+    expected[2, CLASSES.index("Dishes")] = 1
+    np.testing.assert_array_equal(syn.weak, expected)
+    frames = dataset.strong_labels(syn.events, CLASSES, 125, 0.08)
+    assert np.flatnonzero(frames[0, :, CLASSES.index("Cat")]).tolist() == list(range(6, 12))
+    assert np.flatnonzero(frames[0, :, CLASSES.index("Speech")]).tolist() == list(range(25, 41))
+    assert not frames[1].any()
+    assert np.flatnonzero(frames[2, :, CLASSES.index("Dishes")]).tolist() == list(range(119, 125))
+    no_eval = dataset.load_dataset(root, CLASSES, tmp_path / "w", use_eval=False, use_strong=True)
+    assert list(no_eval) == ["weak", "unlabel_in_domain", "synthetic", "test"]
+
+
+def test_strong_split_absent_goes_on_without_it(tmp_path, caplog):
+    root = make_root(tmp_path)  # the DCASE2018 layout: no metadata/train/synthetic.csv
+    with caplog.at_level(logging.INFO):
+        splits = dataset.load_dataset(root, CLASSES, tmp_path / "w", use_strong=True)
+    assert list(splits) == ["weak", "unlabel_in_domain", "test"]
+    said = [r.getMessage() for r in caplog.records if "synthetic.csv" in r.getMessage()]
+    assert len(said) == 1 and caplog.records[[r.getMessage() for r in caplog.records].index(
+        said[0])].levelno == logging.INFO
+    assert not (tmp_path / "w" / dataset.ERROR_LOG).exists()
+
+
+def test_strong_split_missing_audio_is_logged_and_skipped(tmp_path):
+    root = make_root(tmp_path, synthetic=SYN, missing=("s1.wav",))
+    splits = dataset.load_dataset(root, CLASSES, tmp_path / "w", use_strong=True)
+    assert splits["synthetic"].filenames == ["s2.wav", "s3.wav"]
+    assert splits["synthetic"].events == [[], [(9.5, 10.0, "Dishes")]]  # events stay aligned
+    log = (tmp_path / "w" / dataset.ERROR_LOG).read_text().splitlines()
+    assert [line.split("\t")[:2] for line in log[1:]] == [["s1.wav", "synthetic"]]
+
+
+def _frames(events, num_frames, frame_seconds, label="Dog"):
+    out = dataset.strong_labels([events], CLASSES, num_frames, frame_seconds)
+    assert out.dtype == np.float32 and out.shape == (1, num_frames, 10)
+    assert out[0, :, [i for i, c in enumerate(CLASSES) if c != label]].sum() == 0
+    return np.flatnonzero(out[0, :, CLASSES.index(label)]).tolist()
+
+
+def test_strong_labels_frames_at_20_ms():
+    # frame i covers [0.02 i, 0.02 (i + 1)); active when the event covers >= half of it
+    assert _frames([(0.5, 1.25, "Dog")], 500, 0.02) == list(range(25, 62))  # 62.5: half, to even
+    assert _frames([(0.013, 0.5, "Dog")], 500, 0.02) == list(range(1, 25))  # 0.65 -> from 1
+    assert _frames([(0.011, 0.049, "Dog")], 500, 0.02) == [1]  # 0.55 .. 2.45
+    assert _frames([(0.5, 0.504, "Dog")], 500, 0.02) == [25]  # shorter than a frame: one frame
+    assert _frames([(0.0, 10.0, "Dog")], 500, 0.02) == list(range(500))
+    assert _frames([(0.0, 0.3, "Dog"), (0.2, 0.5, "Dog")], 500, 0.02) == list(range(25))
+
+
+def test_strong_labels_frames_at_80_ms():
+    # 0.5 / 0.08 = 6.25 -> 6; 1.0 / 0.08 = 12.5 -> 12: frames 6..11
+    assert _frames([(0.5, 1.0, "Dog")], 125, 0.08) == list(range(6, 12))
+    assert _frames([(2.0, 3.3, "Dog")], 125, 0.08) == list(range(25, 41))  # 41.25 -> 41
+    assert _frames([(0.03, 0.13, "Dog")], 125, 0.08) == [0, 1]  # 0.375 .. 1.625: 50 ms of each
+    assert _frames([(0.05, 0.13, "Dog")], 125, 0.08) == [1]  # 0.625 .. 1.625: 30 ms of frame 0
+
+
+def test_strong_labels_clip_events_past_the_end():
+    assert _frames([(9.5, 12.0, "Dog")], 125, 0.08) == list(range(119, 125))  # cut at frame 124
+    assert _frames([(9.7, 10.0, "Dog")], 500, 0.02) == list(range(485, 500))
+    assert _frames([(10.5, 11.0, "Dog")], 125, 0.08) == []  # wholly past the end: no frame
+    assert _frames([(9.99, 10.3, "Dog")], 125, 0.08) == []  # covers < half of the last frame
+    assert _frames([(9.95, 10.3, "Dog")], 125, 0.08) == [124]
+    assert _frames([(-0.1, 0.2, "Dog")], 125, 0.08) == [0, 1]  # before the start: cut, no wrap
+    empty = dataset.strong_labels([[], []], CLASSES, 7, 0.02)
+    assert empty.shape == (2, 7, 10) and empty.dtype == np.float32 and not empty.any()
 
 
 def test_missing_audio_is_logged_and_skipped(tmp_path, caplog):

@@ -79,15 +79,137 @@ def test_layout_headers_and_wavs(dataset):
 
 
 def test_same_seed_is_byte_identical_whatever_the_workers(tmp_path):
-    kw = dict(num_weak=3, num_unlabeled=2, num_test=3)
+    kw = dict(num_weak=3, num_unlabeled=2, num_test=3, num_strong=2)
     a = _tree_hashes(synthetic.generate(tmp_path / "a", seed=11, num_workers=1, **kw))
     b = _tree_hashes(synthetic.generate(tmp_path / "b", seed=11, num_workers=2, **kw))
     c = _tree_hashes(synthetic.generate(tmp_path / "c", seed=12, num_workers=1, **kw))
-    assert len([k for k in a if k.endswith(".wav")]) == 8
+    assert len([k for k in a if k.endswith(".wav")]) == 10
     assert a == b
     metadata = [k for k in a if k.startswith("metadata")]
     assert [a[k] for k in metadata] != [c[k] for k in metadata]
     assert not set(v for k, v in a.items() if k.endswith(".wav")) & set(c.values())
+
+
+# What the generator wrote for seed 11, 3 weak, 2 unlabeled, 3 test clips before the strong split
+# existed. The strong split must not change the other splits; a deliberate change of the generated
+# content must bump synthetic.VERSION and update these.
+GOLDEN_WEAK = """filename\tevent_labels
+Ysyn_w00000_0.000_10.000.wav\tElectric_shaver_toothbrush,Speech
+Ysyn_w00001_0.000_10.000.wav\tBlender,Dishes
+Ysyn_w00002_0.000_10.000.wav\tBlender,Dishes,Frying
+"""
+GOLDEN_TEST = """filename\tonset\toffset\tevent_label
+Ysyn_t00000_0.000_10.000.wav\t1.782\t6.311\tFrying
+Ysyn_t00001_0.000_10.000.wav\t3.669\t5.885\tDishes
+Ysyn_t00001_0.000_10.000.wav\t6.755\t7.950\tAlarm_bell_ringing
+Ysyn_t00002_0.000_10.000.wav\t1.578\t5.413\tBlender
+Ysyn_t00002_0.000_10.000.wav\t9.682\t10.000\tAlarm_bell_ringing
+"""
+# Each clip's (RMS, mean |first difference|) of its int16 samples: a fingerprint of the audio
+# that float rounding across machines does not move (a byte hash would be machine-dependent).
+GOLDEN_AUDIO = {
+    "audio/test/Ysyn_t00000_0.000_10.000.wav": (97.437, 16.834),
+    "audio/test/Ysyn_t00001_0.000_10.000.wav": (1001.294, 306.637),
+    "audio/test/Ysyn_t00002_0.000_10.000.wav": (515.95, 95.952),
+    "audio/train/unlabel_in_domain/Ysyn_u00000_0.000_10.000.wav": (1230.441, 168.35),
+    "audio/train/unlabel_in_domain/Ysyn_u00001_0.000_10.000.wav": (122.214, 59.616),
+    "audio/train/weak/Ysyn_w00000_0.000_10.000.wav": (635.888, 87.095),
+    "audio/train/weak/Ysyn_w00001_0.000_10.000.wav": (532.649, 103.389),
+    "audio/train/weak/Ysyn_w00002_0.000_10.000.wav": (291.993, 82.605),
+}
+SMALL = dict(num_weak=3, num_unlabeled=2, num_test=3, seed=11)
+
+
+@pytest.fixture(scope="module")
+def strong_pair(tmp_path_factory):
+    """The same small dataset without and with a strong split: (plain root, strong root)."""
+    base = tmp_path_factory.mktemp("strong")
+    plain = synthetic.generate(base / "plain", **SMALL, num_workers=1)
+    strong = synthetic.generate(base / "strong", **SMALL, num_strong=8, num_workers=2)
+    return plain, strong
+
+
+def _strong_csv_lines(clips):
+    """test.csv's format: one row per event, or one row with empty fields for a clip without."""
+    lines = ["filename\tonset\toffset\tevent_label"]
+    for name, events in clips:
+        lines += [f"{name}\t{a:.3f}\t{b:.3f}\t{c}" for a, b, c in events] or [f"{name}\t\t\t"]
+    return lines
+
+
+def test_strong_split_csv_matches_rendered_events(strong_pair):
+    _, root = strong_pair
+    names = sorted(p.name for p in (root / "audio/train/synthetic").glob("*.wav"))
+    assert len(names) == 8 and all(n.startswith("Ysyn_s") for n in names)
+    clips = []
+    for i, name in enumerate(names):
+        x, events = synthetic.render_clip(11, synthetic.SPLITS["synthetic"], i)
+        assert name == f"Ysyn_s{i:05d}_0.000_{x.size / SR:.3f}.wav"
+        clips.append((name, events))
+        if i < 2:  # the audio is the rendered clip
+            pcm, sr = sf.read(str(root / "audio/train/synthetic" / name), dtype="int16")
+            assert sr == SR
+            np.testing.assert_array_equal(pcm, np.clip(np.round(x * 32767.0), -32768, 32767))
+    text = (root / "metadata/train/synthetic.csv").read_text()
+    assert text.splitlines() == _strong_csv_lines(clips) and text.endswith("\n")
+    assert any(not ev for _, ev in clips) and any(len(ev) > 1 for _, ev in clips)
+    # the same writer and format as test.csv
+    test_names = sorted(p.name for p in (root / "audio/test").glob("*.wav"))
+    test_clips = [(n, synthetic.render_clip(11, synthetic.SPLITS["test"], i)[1])
+                  for i, n in enumerate(test_names)]
+    assert (root / "metadata/test/test.csv").read_text().splitlines() == _strong_csv_lines(
+        test_clips)
+
+
+def test_strong_clips_differ_from_other_splits(strong_pair):
+    _, root = strong_pair
+    hashes = _tree_hashes(root)
+    strong = {v for k, v in hashes.items() if k.startswith("audio/train/synthetic/")}
+    others = {v for k, v in hashes.items() if k.endswith(".wav") and "synthetic" not in k}
+    assert len(strong) == 8 and len(others) == 8 and not strong & others
+    assert len(set(synthetic.SPLITS.values())) == len(synthetic.SPLITS)
+    assert len(set(synthetic._PREFIX.values())) == len(synthetic._PREFIX)
+    for i in range(3):
+        x, _ = synthetic.render_clip(11, synthetic.SPLITS["synthetic"], i)
+        for split in ("weak", "unlabel_in_domain", "test"):
+            y, _ = synthetic.render_clip(11, synthetic.SPLITS[split], i)
+            assert x.tobytes() != y.tobytes()
+
+
+def test_other_splits_do_not_depend_on_num_strong(strong_pair):
+    plain, strong = strong_pair
+    a, b = _tree_hashes(plain), _tree_hashes(strong)
+    assert not any("synthetic" in k for k in a)
+    assert not (plain / "audio/train/synthetic").exists()
+    assert {k for k in b if "synthetic" in k} == {
+        "metadata/train/synthetic.csv", *(f"audio/train/synthetic/{p.name}"
+                                          for p in (strong / "audio/train/synthetic").iterdir())}
+    others = {k: v for k, v in b.items() if "synthetic" not in k and k != synthetic.MARKER}
+    assert len(others) == 11 and others == {k: v for k, v in a.items() if k != synthetic.MARKER}
+    for root in (plain, strong):  # ... and are what they were before the strong split existed
+        assert (root / "metadata/train/weak.csv").read_text() == GOLDEN_WEAK
+        assert (root / "metadata/test/test.csv").read_text() == GOLDEN_TEST
+        assert (root / "metadata/train/unlabel_in_domain.csv").read_text() == (
+            "filename\nYsyn_u00000_0.000_10.000.wav\nYsyn_u00001_0.000_10.000.wav\n")
+        for rel, golden in GOLDEN_AUDIO.items():
+            x = sf.read(str(root / rel), dtype="int16")[0].astype(np.float64)
+            np.testing.assert_allclose(
+                [np.sqrt(np.mean(x ** 2)), np.mean(np.abs(np.diff(x)))], golden, rtol=1e-4,
+                err_msg=rel)
+
+
+def test_marker_without_strong_split_is_unchanged(strong_pair):
+    plain, strong = strong_pair
+    # the marker format from before the strong split: existing datasets stay complete
+    old = json.dumps(dict(num_weak=3, num_unlabeled=2, num_test=3, seed=11, sample_rate=SR,
+                          classes=list(synthetic.CLASSES), clip_seconds=10.0,
+                          version=synthetic.VERSION), indent=1)
+    assert (plain / synthetic.MARKER).read_text() == old
+    kw = dict(SMALL, sample_rate=SR, classes=synthetic.CLASSES, clip_seconds=10.0)
+    assert synthetic._params(**kw, num_strong=0) == synthetic._params(**kw) == old
+    marker = json.loads((strong / synthetic.MARKER).read_text())
+    assert marker["num_strong"] == 8
+    assert {k: v for k, v in marker.items() if k != "num_strong"} == json.loads(old)
 
 
 def test_event_band_energy_rises_during_annotated_events(dataset):
@@ -215,26 +337,65 @@ def test_ensure_dataset_reuses_and_regenerates(tmp_path):
     assert len(mtimes()) == 6 and min(mtimes()) > old
 
 
+def test_ensure_dataset_num_strong(tmp_path):
+    root = tmp_path / "syn"
+    synthetic.ensure_dataset(_config(), root)  # num_strong 0 (or unset): no strong split
+    plain_marker = (root / synthetic.MARKER).read_text()
+    assert not (root / "metadata/train/synthetic.csv").exists()
+    synthetic.ensure_dataset(_config(num_strong=0), root)  # the same marker: reused
+    assert (root / synthetic.MARKER).read_text() == plain_marker
+    synthetic.ensure_dataset(_config(num_strong=2), root)  # regenerated with a strong split
+    assert json.loads((root / synthetic.MARKER).read_text())["num_strong"] == 2
+    assert len(_rows(root / "metadata/train/synthetic.csv")) >= 3
+    assert len(list((root / "audio/train/synthetic").glob("*.wav"))) == 2
+    old = _age(root)
+    synthetic.ensure_dataset(_config(num_strong=2), root)  # reused
+    assert (root / synthetic.MARKER).stat().st_mtime == old
+    synthetic.ensure_dataset(_config(), root)  # back to none: the strong split is removed
+    assert (root / synthetic.MARKER).read_text() == plain_marker
+    assert not (root / "metadata/train/synthetic.csv").exists()
+    assert not (root / "audio/train/synthetic").exists()
+
+
 def test_regeneration_removes_stale_clips_and_spares_real_data(tmp_path):
     root = tmp_path / "syn"
     synthetic.generate(root, num_weak=3, num_unlabeled=1, num_test=1, seed=1, num_workers=1)
     synthetic.generate(root, num_weak=1, num_unlabeled=1, num_test=1, seed=1, num_workers=1)
     assert len(list((root / "audio/train/weak").glob("*.wav"))) == 1
+    synthetic.generate(root, num_weak=1, num_unlabeled=1, num_test=1, seed=1, num_workers=1,
+                       num_strong=3)
+    synthetic.generate(root, num_weak=1, num_unlabeled=1, num_test=1, seed=1, num_workers=1,
+                       num_strong=1)
+    assert len(list((root / "audio/train/synthetic").glob("*.wav"))) == 1
+    assert len(_rows(root / "metadata/train/synthetic.csv")) >= 2
+    synthetic.generate(root, num_weak=1, num_unlabeled=1, num_test=1, seed=1, num_workers=1)
+    assert not (root / "metadata/train/synthetic.csv").exists()
+    assert not (root / "audio/train/synthetic").exists()
     real = tmp_path / "real"
     (real / "metadata/train").mkdir(parents=True)
     (real / "metadata/train/weak.csv").write_text(
         "filename\tevent_labels\nY-abc_30.000_40.000.wav\tDog\n")
     with pytest.raises(RuntimeError, match="real"):
         synthetic.generate(real, num_weak=1, num_unlabeled=1, num_test=1, seed=1, num_workers=1)
+    real2019 = tmp_path / "real2019"  # a real strong split is not overwritten either
+    (real2019 / "metadata/train").mkdir(parents=True)
+    (real2019 / "metadata/train/synthetic.csv").write_text(
+        "filename\tonset\toffset\tevent_label\n0.wav\t1.0\t2.0\tDog\n")
+    with pytest.raises(RuntimeError, match="real"):
+        synthetic.generate(real2019, num_weak=1, num_unlabeled=1, num_test=1, seed=1,
+                           num_workers=1)
+    assert (real2019 / "metadata/train/synthetic.csv").exists()
 
 
 def test_cli(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "sedjax.data.synthetic", f"--out={tmp_path / 'd'}", "--num_weak=2",
-         "--num_unlabeled=1", "--num_test=1", "--workers=1"],
+         "--num_unlabeled=1", "--num_test=1", "--workers=1", "--num_strong=2"],
         capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert "clips/s" in out.stdout
+    assert "clips/s" in out.stdout and "2 synthetic (strong)" in out.stdout
     assert (tmp_path / "d" / synthetic.MARKER).exists()
+    assert len(list((tmp_path / "d/audio/train/synthetic").glob("*.wav"))) == 2
+    assert (tmp_path / "d/metadata/train/synthetic.csv").exists()
     out = subprocess.run(
         [sys.executable, "-m", "sedjax.data.synthetic", f"--out={tmp_path / 'four'}",
          "--num_weak=6", "--num_unlabeled=1", "--num_test=1", "--workers=1",
@@ -243,6 +404,7 @@ def test_cli(tmp_path):
     labels = {x for line in (tmp_path / "four/metadata/train/weak.csv").read_text().splitlines()[1:]
               for x in line.split("\t")[1].split(",") if x}
     assert labels and labels <= {"Cat", "Dog", "Speech", "Alarm_bell_ringing"}
+    assert not (tmp_path / "four/metadata/train/synthetic.csv").exists()  # default: none
     bad = subprocess.run(
         [sys.executable, "-m", "sedjax.data.synthetic", f"--out={tmp_path / 'bad'}",
          "--classes=Cat,Unicorn"], capture_output=True, text=True,

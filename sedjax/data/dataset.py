@@ -1,4 +1,8 @@
-"""Reads a dataset in the DCASE2018 Task 4 layout and encodes its labels as arrays."""
+"""Reads a dataset in the DCASE2018 Task 4 layout and encodes its labels as arrays.
+
+The DCASE2019 Task 4 (DESED) layout adds a strongly labelled training split, "synthetic"
+(metadata/train/synthetic.csv, audio/train/synthetic/), read when asked for and present.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ SPLITS = {
     "weak": ("metadata/train/weak.csv", "audio/train/weak", "weak"),
     "unlabel_in_domain": ("metadata/train/unlabel_in_domain.csv",
                           "audio/train/unlabel_in_domain", "none"),
+    "synthetic": ("metadata/train/synthetic.csv", "audio/train/synthetic", "strong"),
     "test": ("metadata/test/test.csv", "audio/test", "strong"),
     "eval": ("metadata/eval/eval.csv", "audio/eval", "strong"),
 }
@@ -130,14 +135,20 @@ def multi_hot(labels: Sequence[Sequence[str]], classes: Sequence[str]) -> np.nda
 
 def strong_labels(events: Sequence[Sequence[Event]], classes: Sequence[str], num_frames: int,
                   frame_seconds: float) -> np.ndarray:
-    """Strong events -> (N, num_frames, C) float32 frame targets (frame i covers i*hop..)."""
+    """Strong events -> (N, num_frames, C) float32 frame targets.
+
+    Frame i covers [i * frame_seconds, (i + 1) * frame_seconds); it is active for an event that
+    covers at least half of it: frames round(onset / frame_seconds) up to (not including)
+    round(offset / frame_seconds), at least one frame, clipped to the num_frames frames (an event
+    running past the last frame is cut). Python's round: an exact half rounds to even.
+    """
     index = {c: i for i, c in enumerate(classes)}
     out = np.zeros((len(events), num_frames, len(classes)), np.float32)
     for n, clip in enumerate(events):
         for onset, offset, label in clip:
-            start = int(round(onset / frame_seconds))
-            stop = max(int(round(offset / frame_seconds)), start + 1)
-            out[n, start:stop, index[label]] = 1.0
+            start = max(int(round(onset / frame_seconds)), 0)  # >= 0: a slice never wraps
+            stop = min(max(int(round(offset / frame_seconds)), start + 1), num_frames)
+            out[n, start:stop, index[label]] = 1.0  # empty when start >= num_frames
     return out
 
 
@@ -195,9 +206,14 @@ def _append_error_log(path: pathlib.Path, split: str, folder: pathlib.Path,
             writer.writerow([name, split, f"audio file not found in {folder}"])
 
 
-def load_dataset(root, classes: Sequence[str], workdir, use_eval: bool = True
-                 ) -> dict[str, Split]:
-    """Reads weak, unlabel_in_domain, test (and eval when present) from a DCASE-layout root."""
+def load_dataset(root, classes: Sequence[str], workdir, use_eval: bool = True,
+                 use_strong: bool = False) -> dict[str, Split]:
+    """Reads the splits of a DCASE-layout root: {name: Split}, in the order weak,
+    unlabel_in_domain, synthetic, test, eval.
+
+    synthetic (strongly labelled training clips, DCASE2019 layout) only with use_strong and when
+    its metadata file is present; eval only with use_eval and when present.
+    """
     root = dataset_root(root)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -205,8 +221,14 @@ def load_dataset(root, classes: Sequence[str], workdir, use_eval: bool = True
     if error_log.exists():
         error_log.unlink()  # rewritten from scratch: it lists what is missing now
     splits = {}
-    for name in ("weak", "unlabel_in_domain", "test", "eval"):
+    for name in ("weak", "unlabel_in_domain", "synthetic", "test", "eval"):
         if name == "eval" and not (use_eval and (root / SPLITS["eval"][0]).is_file()):
+            continue
+        if name == "synthetic" and not use_strong:
+            continue
+        if name == "synthetic" and not (root / SPLITS["synthetic"][0]).is_file():
+            logging.info("no strongly labelled training split (%s not found; a DCASE2018 "
+                         "layout has none): going on without it", root / SPLITS["synthetic"][0])
             continue
         splits[name] = load_split(root, name, classes, error_log)
         logging.info("split %-18s %6d clips", name, len(splits[name]))

@@ -21,11 +21,15 @@ from sedjax import sharding
 
 @dataclasses.dataclass
 class SplitArrays:
-    """Host view of a split: raw features (N, T, F) memmap, valid frames (N,), targets (N, C)."""
+    """Host view of a split: raw features (N, T, F) memmap, valid frames (N,), targets (N, C).
+
+    `extra`: more per-row arrays a recipe's step reads (e.g. frame targets, the clip's kind).
+    """
 
     features: np.ndarray
     frames: np.ndarray
     labels: np.ndarray
+    extra: dict = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -36,7 +40,34 @@ class SplitArrays:
         inverse = np.argsort(order)
         return {"features": np.asarray(self.features[index[order]])[inverse],
                 "frames": np.asarray(self.frames[index], np.int32),
-                "labels": np.asarray(self.labels[index], np.float32)}
+                "labels": np.asarray(self.labels[index], np.float32),
+                **{k: np.asarray(v[index]) for k, v in self.extra.items()}}
+
+
+class ConcatRows:
+    """Several arrays (e.g. the feature memmaps of several splits) read as one, without a copy."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        self.shape = (int(self.offsets[-1]), *self.parts[0].shape[1:])
+        self.dtype = self.parts[0].dtype
+        self.nbytes = sum(p.nbytes for p in self.parts)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = np.asarray(index)
+        out = np.empty((len(index), *self.shape[1:]), self.dtype)
+        part = np.searchsorted(self.offsets, index, side="right") - 1
+        for k in np.unique(part):
+            mask = part == k
+            out[mask] = self.parts[k][index[mask] - self.offsets[k]]
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        return self[np.arange(len(self))].astype(dtype or self.dtype, copy=False)
 
 
 def fits_on_device(nbytes: int, runtime_config) -> bool:

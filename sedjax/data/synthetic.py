@@ -1,4 +1,8 @@
-"""Synthetic domestic soundscapes in the DCASE2018 Task 4 layout, standing in for the real data."""
+"""Synthetic domestic soundscapes in the DCASE2018 Task 4 layout, standing in for the real data.
+
+With num_strong > 0 it also writes a strongly labelled training split, "synthetic", where
+DCASE2019 Task 4 (DESED) has it: audio/train/synthetic/ and metadata/train/synthetic.csv.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +23,14 @@ import soundfile as sf
 import tqdm
 from absl import logging
 
-SPLITS = {"weak": 0, "unlabel_in_domain": 1, "test": 2}  # split id: part of each clip's rng seed
+# split id: part of each clip's rng seed, so the splits' clips differ; never renumber one
+SPLITS = {"weak": 0, "unlabel_in_domain": 1, "test": 2, "synthetic": 3}
 AUDIO_DIRS = {"weak": "audio/train/weak", "unlabel_in_domain": "audio/train/unlabel_in_domain",
-              "test": "audio/test"}
-_PREFIX = {"weak": "w", "unlabel_in_domain": "u", "test": "t"}
+              "test": "audio/test", "synthetic": "audio/train/synthetic"}
+METADATA = {"weak": "metadata/train/weak.csv",
+            "unlabel_in_domain": "metadata/train/unlabel_in_domain.csv",
+            "test": "metadata/test/test.csv", "synthetic": "metadata/train/synthetic.csv"}
+_PREFIX = {"weak": "w", "unlabel_in_domain": "u", "test": "t", "synthetic": "s"}
 MARKER = ".complete"
 VERSION = 1  # bump whenever the generated content changes, so cached datasets are regenerated
 MIN_EVENT_MS, MERGE_GAP_MS = 250, 150  # DCASE annotation rules (SEED.md)
@@ -322,24 +330,47 @@ def _write_clip(job: tuple) -> tuple[str, list[Event]]:
     return name, events
 
 
-def _params(**kw) -> str:
-    # The generation parameters as the completion marker holds them (JSON).
-    return json.dumps(dict(kw, classes=list(kw["classes"]), version=VERSION), indent=1)
+def _params(*, num_weak: int, num_unlabeled: int, num_test: int, seed: int, sample_rate: int,
+            classes: Sequence[str], clip_seconds: float, num_strong: int = 0) -> str:
+    # The generation parameters as the completion marker holds them (JSON). num_strong only when
+    # > 0: the markers of datasets written before the strong split existed stay valid.
+    strong = {"num_strong": num_strong} if num_strong else {}
+    return json.dumps(dict(num_weak=num_weak, num_unlabeled=num_unlabeled, num_test=num_test,
+                           **strong, seed=seed, sample_rate=sample_rate, classes=list(classes),
+                           clip_seconds=clip_seconds, version=VERSION), indent=1)
+
+
+def _write_strong_csv(path: pathlib.Path, clips: Sequence[tuple[str, list[Event]]]) -> None:
+    with open(path, "w") as f:
+        f.write("filename\tonset\toffset\tevent_label\n")
+        for n, ev in clips:  # a clip without events: one row with empty fields
+            f.writelines([f"{n}\t{a:.3f}\t{b:.3f}\t{c}\n" for a, b, c in ev] or [f"{n}\t\t\t\n"])
 
 
 def generate(out_dir: str | os.PathLike, *, num_weak: int, num_unlabeled: int, num_test: int,
              seed: int, sample_rate: int = 44100, classes: Sequence[str] = CLASSES,
-             num_workers: int = 0, clip_seconds: float = 10.0) -> pathlib.Path:
-    """Writes a synthetic dataset in the DCASE2018 Task 4 layout to out_dir; returns out_dir."""
+             num_workers: int = 0, clip_seconds: float = 10.0, num_strong: int = 0
+             ) -> pathlib.Path:
+    """Writes a synthetic dataset in the DCASE2018 Task 4 layout to out_dir; returns out_dir.
+
+    num_strong > 0 adds that many strongly labelled training clips (split "synthetic", the
+    DCASE2019 layout's place); the other splits' files do not depend on it.
+    """
     out, classes = pathlib.Path(out_dir).expanduser(), tuple(classes)
     check_classes(classes)
-    weak_csv = out / "metadata/train/weak.csv"
-    if weak_csv.exists() and any(not line.startswith("Ysyn_")
-                                 for line in weak_csv.read_text().splitlines()[1:]):
-        raise RuntimeError(f"{weak_csv} lists real (non-synthetic) clips; refusing to overwrite")
+    if num_strong < 0:
+        raise ValueError(f"num_strong must be >= 0, got {num_strong}")
+    for split in ("weak", "synthetic"):
+        csv_path = out / METADATA[split]
+        if csv_path.exists() and any(not line.startswith("Ysyn_")
+                                     for line in csv_path.read_text().splitlines()[1:]):
+            raise RuntimeError(f"{csv_path} lists real (non-synthetic) clips; "
+                               "refusing to overwrite")
     (out / MARKER).unlink(missing_ok=True)  # from here on, an interrupted run never looks complete
     sizes = {"weak": num_weak, "unlabel_in_domain": num_unlabeled, "test": num_test}
-    for d in [*AUDIO_DIRS.values(), "metadata/train", "metadata/test"]:
+    if num_strong:
+        sizes["synthetic"] = num_strong
+    for d in [*(AUDIO_DIRS[s] for s in sizes), "metadata/train", "metadata/test"]:
         (out / d).mkdir(parents=True, exist_ok=True)
     jobs = [(str(out), s, i, seed, sample_rate, classes, clip_seconds)
             for s, k in sizes.items() for i in range(k)]
@@ -361,23 +392,28 @@ def generate(out_dir: str | os.PathLike, *, num_weak: int, num_unlabeled: int, n
     by_split, i = {}, 0
     for s, k in sizes.items():
         by_split[s], i = results[i: i + k], i + k
-    with open(out / "metadata/train/weak.csv", "w") as f:
+    with open(out / METADATA["weak"], "w") as f:
         f.write("filename\tevent_labels\n")
         f.writelines(f"{n}\t{','.join(sorted({e[2] for e in ev}))}\n" for n, ev in by_split["weak"])
-    with open(out / "metadata/train/unlabel_in_domain.csv", "w") as f:
+    with open(out / METADATA["unlabel_in_domain"], "w") as f:
         f.writelines(f"{n}\n" for n in ["filename", *(n for n, _ in by_split["unlabel_in_domain"])])
-    with open(out / "metadata/test/test.csv", "w") as f:
-        f.write("filename\tonset\toffset\tevent_label\n")
-        for n, ev in by_split["test"]:  # a clip without events: one row with empty fields
-            f.writelines([f"{n}\t{a:.3f}\t{b:.3f}\t{c}\n" for a, b, c in ev] or [f"{n}\t\t\t\n"])
+    _write_strong_csv(out / METADATA["test"], by_split["test"])
+    if num_strong:
+        _write_strong_csv(out / METADATA["synthetic"], by_split["synthetic"])
+    else:  # an earlier generation's strong split would linger
+        (out / METADATA["synthetic"]).unlink(missing_ok=True)
     for s, d in AUDIO_DIRS.items():  # clips of an earlier, larger generation would linger
-        keep = {name for name, _ in by_split[s]}
+        keep = {name for name, _ in by_split.get(s, [])}
         for p in (out / d).glob("Ysyn_*.wav"):
             if p.name not in keep:
                 p.unlink()
+    strong_dir = out / AUDIO_DIRS["synthetic"]
+    if not num_strong and strong_dir.is_dir() and not any(strong_dir.iterdir()):
+        strong_dir.rmdir()
     (out / MARKER).write_text(_params(  # last: marks the dataset complete
         num_weak=num_weak, num_unlabeled=num_unlabeled, num_test=num_test, seed=seed,
-        sample_rate=sample_rate, classes=classes, clip_seconds=clip_seconds))
+        sample_rate=sample_rate, classes=classes, clip_seconds=clip_seconds,
+        num_strong=num_strong))
     dt = time.time() - t0
     logging.info("Synthetic dataset: %d clips in %s (%.1f s, %.1f clips/s, %d workers)",
                  len(jobs), out, dt, len(jobs) / max(dt, 1e-9), workers)
@@ -389,7 +425,8 @@ def ensure_dataset(data_config: Any, out_dir: str | os.PathLike) -> pathlib.Path
     s, out = data_config.synthetic, pathlib.Path(out_dir).expanduser()
     kw = dict(num_weak=s.num_weak, num_unlabeled=s.num_unlabeled, num_test=s.num_test, seed=s.seed,
               sample_rate=s.sample_rate, classes=tuple(data_config.classes),
-              clip_seconds=float(data_config.get("clip_seconds", 10.0)))
+              clip_seconds=float(data_config.get("clip_seconds", 10.0)),
+              num_strong=int(s.get("num_strong", 0)))
     marker = out / MARKER
     if marker.exists() and marker.read_text() == _params(**kw):
         logging.info("Reusing the complete synthetic dataset in %s", out)
@@ -406,12 +443,15 @@ def main(argv: Sequence[str]) -> None:
     try:
         out = generate(f.out, num_weak=f.num_weak, num_unlabeled=f.num_unlabeled,
                        num_test=f.num_test, seed=f.seed, sample_rate=f.sample_rate,
-                       classes=tuple(f.classes), num_workers=f.workers)
-    except ValueError as e:  # an unknown class: one message
+                       classes=tuple(f.classes), num_workers=f.workers,
+                       num_strong=f.num_strong)
+    except ValueError as e:  # an unknown class or a bad size: one message
         sys.exit(f"error: {e}")
-    n, dt = f.num_weak + f.num_unlabeled + f.num_test, time.time() - t0
-    print(f"wrote {f.num_weak} weak, {f.num_unlabeled} unlabel_in_domain, {f.num_test} test clips"
-          f" to {out} in {dt:.1f} s: {n / dt:.1f} clips/s ({f.workers or os.cpu_count()} workers)")
+    n, dt = f.num_weak + f.num_unlabeled + f.num_test + f.num_strong, time.time() - t0
+    strong = f", {f.num_strong} synthetic (strong)" if f.num_strong else ""
+    print(f"wrote {f.num_weak} weak, {f.num_unlabeled} unlabel_in_domain{strong}, {f.num_test} "
+          f"test clips to {out} in {dt:.1f} s: {n / dt:.1f} clips/s "
+          f"({f.workers or os.cpu_count()} workers)")
 
 
 if __name__ == "__main__":
@@ -421,6 +461,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("num_weak", 200, "Weakly labelled training clips.")
     flags.DEFINE_integer("num_unlabeled", 400, "Unlabelled in-domain training clips.")
     flags.DEFINE_integer("num_test", 100, "Strongly labelled test clips.")
+    flags.DEFINE_integer("num_strong", 0, "Strongly labelled training clips (split 'synthetic', "
+                         "the DCASE2019 layout); 0 = none.")
     flags.DEFINE_integer("seed", 1234, "Random seed.")
     flags.DEFINE_integer("sample_rate", 44100, "Sample rate in Hz.")
     flags.DEFINE_integer("workers", 0, "Worker processes; 0 = all cores.")

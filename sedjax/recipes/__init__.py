@@ -12,6 +12,7 @@ from types import ModuleType
 
 RECIPES = {
     "two_pass": "sedjax.recipes.two_pass",  # the DCASE2018 baseline (the seed)
+    "mean_teacher": "sedjax.recipes.mean_teacher",  # DCASE2019 baseline / DESED
 }
 
 

@@ -43,14 +43,19 @@ class Trained:
     summary: dict
 
 
-def new_state(config, section: str, rng_tag: int, mesh) -> state_lib.TrainState:
-    """A fresh model + Adam (settings of config[section]), replicated over the mesh."""
+def init_state(config, section: str, rng_tag: int) -> state_lib.TrainState:
+    """A fresh model + Adam (settings of config[section]) on the host's default device."""
     model = crnn.from_config(config.model, len(config.data.classes), axis_name=sharding.AXIS)
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), rng_tag)
     state = state_lib.create_train_state(rng, model, config[section],
                                          (config.features.num_frames, config.features.n_mels))
     logging.info("%s model: %d parameters", section, crnn.count_params(state.params))
-    return sharding.replicate(state, mesh)
+    return state
+
+
+def new_state(config, section: str, rng_tag: int, mesh) -> state_lib.TrainState:
+    """init_state, replicated over the mesh."""
+    return sharding.replicate(init_state(config, section, rng_tag), mesh)
 
 
 def frame_outputs(state, batch):

@@ -1,0 +1,57 @@
+"""Mean teacher (the DCASE2019 baseline, with DESED's x4 time pooling) on the real data layout.
+
+Reads a DCASE2018 layout (weak + unlabeled) or a DCASE2019-style one (plus strongly labelled
+synthetic clips in metadata/train/synthetic.csv). Features, CRNN blocks, post-processing and
+metric stay the seed's; what changes is how the model is trained (sedjax/recipes/mean_teacher.py),
+its clip pooling (attention) and its output rate (x4 time pooling: 80 ms frames).
+"""
+
+import ml_collections
+
+from configs import baseline
+
+
+def add_mean_teacher(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Switches a config to the mean-teacher recipe with the DCASE2019 baseline's settings."""
+    c.recipe = "mean_teacher"
+    c.data.use_strong = True  # used when the layout has metadata/train/synthetic.csv
+    c.model.pooling = "attention"  # DCASE2019 baseline
+    c.model.pool_sizes = ((2, 4), (2, 4), (1, 4))  # x4 in time (DESED): 125 frames of 80 ms
+    c.postprocess.median_filter = 7  # output frames (0.56 s)
+
+    c.mean_teacher = mt = ml_collections.ConfigDict()
+    # clips of each kind per batch (DCASE2019: 6 / 12 / 6); strong is used only when the
+    # dataset has a strong split
+    mt.batch_weak = 6
+    mt.batch_unlabeled = 12
+    mt.batch_strong = 6
+    mt.num_epochs = 100
+    mt.steps_per_epoch = 0  # 0: one pass over the largest part of the mix
+    mt.learning_rate = 1e-3
+    mt.adam_b1 = 0.9
+    mt.adam_b2 = 0.999
+    mt.adam_eps = 1e-8
+    mt.bce_eps = 1e-7
+    mt.ema_decay = 0.999
+    mt.consistency_weight = 2.0  # MSE between student and teacher, frames + clip
+    mt.consistency_rampup = 0.5  # share of all steps over which the weight ramps up
+    mt.val_fraction = 0.2  # of the weak (and strong) clips, held out for validation
+    mt.val_threshold = 0.5
+    mt.early_stopping_patience = 15
+    mt.early_stopping_min_delta = 0.01
+    mt.early_stopping_start_epoch = 5
+    mt.eval_batch_size = 128
+    mt.predict_with = "teacher"  # 'teacher' (EMA weights) or 'student'
+
+    mt.augment = a = ml_collections.ConfigDict()  # on the device, inside the step
+    a.mixup_share = 0.0  # share of steps whose clips are mixed with a same-kind partner
+    a.mixup_alpha = 0.2  # lambda ~ Beta(alpha, alpha), max(lambda, 1 - lambda)
+    a.time_mask = 0  # widest time mask, input frames (student only)
+    a.freq_mask = 0  # widest frequency mask, mel bands (student only)
+    a.time_shift = 0  # largest roll either way, input frames (labels move with it)
+    return c
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The seed's config with the mean-teacher recipe."""
+    return add_mean_teacher(baseline.get_config())

@@ -1,0 +1,292 @@
+"""Mean teacher (DCASE2019 baseline / DESED): a student and its EMA teacher on mixed batches.
+
+Each batch mixes weak, unlabeled and (when the dataset has them) strongly labelled clips in the
+proportions of config.mean_teacher. The student learns from BCE on the clip output of weak clips,
+BCE on the frame outputs of strong clips, and the mean squared difference between its outputs and
+the teacher's (frames and clip) on every clip, the weight of that consistency term ramped up
+over the first part of training. The teacher is the exponential moving average of the student's
+weights, min(1 - 1/(step + 1), decay), and predicts at the end (mean_teacher.predict_with).
+Augmentation (mixup, time/frequency masks, time shift) runs on the device inside the step.
+
+workdir/mean_teacher/ holds checkpoints/{latest,best} (student, teacher, optimizer) and
+result.json; the loop resumes from `latest`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from sedjax import report, sharding
+from sedjax.data import dataset, pipeline
+from sedjax.models import crnn
+from sedjax.recipes import common
+from sedjax.sharding import AXIS
+from sedjax.train import augment, loop, parallel, scores, state as state_lib
+
+WEAK, UNLABELED, STRONG = 0, 1, 2  # a clip's kind in a mixed batch
+NAME = "mean_teacher"
+
+
+class MeanTeacherState(state_lib.TrainState):
+    """The student's train state plus the teacher's weights and BatchNorm statistics."""
+
+    ema_params: Any
+    ema_batch_stats: Any
+
+    def teacher(self) -> "MeanTeacherState":
+        """This state with the teacher's weights in the student's place (for prediction)."""
+        return self.replace(params=self.ema_params, batch_stats=self.ema_batch_stats)
+
+
+def ema_decay(step: jax.Array, decay: float) -> jax.Array:
+    """min(1 - 1/(step + 1), decay): the teacher follows closely while the student is young."""
+    return jnp.minimum(1.0 - 1.0 / (step.astype(jnp.float32) + 1.0), decay)
+
+
+def ema_update(ema, params, decay: jax.Array):
+    """decay * ema + (1 - decay) * params, leaf by leaf."""
+    return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+
+
+def consistency_weight(step: jax.Array, max_weight: float, rampup_steps: int) -> jax.Array:
+    """max_weight * exp(-5 (1 - t)^2), t = step / rampup_steps clipped to 1 (Laine & Aila)."""
+    if rampup_steps <= 0:
+        return jnp.float32(max_weight)
+    t = jnp.clip(step.astype(jnp.float32) / rampup_steps, 0.0, 1.0)
+    return max_weight * jnp.exp(-5.0 * (1.0 - t) ** 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """The constants of one run's step (hashable: part of the compiled program)."""
+
+    bce_eps: float
+    ema_decay: float
+    consistency_weight: float
+    rampup_steps: int
+    mixup_share: float
+    mixup_alpha: float
+    time_mask: int
+    freq_mask: int
+    time_shift: int
+    time_pooling: int
+
+
+def _masked_mean(values: jax.Array, mask: jax.Array, global_count: jax.Array) -> jax.Array:
+    """This device's share of the global mean of `values` over the rows where mask is set.
+
+    Scaled by the device count so that averaging gradients over devices (pmean) gives the
+    gradient of the global mean, however the kinds are spread over devices.
+    """
+    devices = jax.lax.psum(1, AXIS)
+    return (values * mask).sum() / jnp.maximum(global_count, 1.0) * devices
+
+
+def augment_batch(key: jax.Array, batch: dict, s: StepSettings):
+    """(student input, teacher input, clip targets, frame targets) after augmentation."""
+    k_shift, k_mix, k_mask = jax.random.split(key, 3)
+    x, weak, strong = batch["features"], batch["labels"], batch["strong"].astype(jnp.float32)
+    x, strong = augment.time_shift(k_shift, x, strong, s.time_shift, s.time_pooling)
+    if s.mixup_share > 0:
+        (x, weak, strong), _ = augment.mixup(k_mix, (x, weak, strong), batch["kind"],
+                                             s.mixup_alpha, s.mixup_share)
+    student_x = augment.mask_time_frequency(k_mask, x, s.time_mask, s.freq_mask)
+    return student_x, x, weak, strong
+
+
+def train_step(state: MeanTeacherState, batch: dict, settings: StepSettings):
+    """Per-device step: supervised BCE + ramped consistency with the teacher; EMA update."""
+    s = settings
+    key = state_lib.step_key(state)
+    k_aug, k_student, k_teacher = jax.random.split(key, 3)
+    student_x, teacher_x, weak_t, strong_t = augment_batch(k_aug, batch, s)
+    kind = batch["kind"]
+    is_weak = (kind == WEAK).astype(jnp.float32)
+    is_strong = (kind == STRONG).astype(jnp.float32)
+    n_weak, n_strong = jax.lax.psum(is_weak.sum(), AXIS), jax.lax.psum(is_strong.sum(), AXIS)
+    n_all = jax.lax.psum(jnp.float32(kind.shape[0]), AXIS)
+
+    teacher = state.teacher()
+    (t_frames, t_clip), t_stats = state_lib.apply_train(teacher, teacher.params, teacher_x,
+                                                        k_teacher)
+    t_frames, t_clip = jax.lax.stop_gradient(t_frames), jax.lax.stop_gradient(t_clip)
+    weight = consistency_weight(state.step, s.consistency_weight, s.rampup_steps)
+
+    def loss_fn(params):
+        (frames, clip), batch_stats = state_lib.apply_train(state, params, student_x, k_student)
+        weak_bce = state_lib.bce(clip, weak_t, s.bce_eps).mean(-1)
+        strong_bce = state_lib.bce(frames, strong_t, s.bce_eps).mean((-2, -1))
+        mse = ((frames - t_frames) ** 2).mean((-2, -1)) + ((clip - t_clip) ** 2).mean(-1)
+        losses = {"weak": _masked_mean(weak_bce, is_weak, n_weak),
+                  "strong": _masked_mean(strong_bce, is_strong, n_strong),
+                  "consistency": _masked_mean(mse, 1.0, n_all)}
+        loss = losses["weak"] + losses["strong"] + weight * losses["consistency"]
+        return loss, (batch_stats, losses)
+
+    state, sums = state_lib.gradient_step(state, loss_fn, kind.shape[0])
+    decay = ema_decay(state.step, s.ema_decay)
+    state = state.replace(ema_params=ema_update(state.ema_params, state.params, decay),
+                          ema_batch_stats=jax.lax.pmean(t_stats, AXIS))
+    sums["consistency_weight_sum"] = weight * sums["count"]
+    return state, sums
+
+
+# ------------------------------------------------------------------------------------ data
+@dataclasses.dataclass
+class Training:
+    """The mixed training set (weak, unlabeled, strong rows in one array) and validation rows."""
+
+    arrays: pipeline.SplitArrays
+    parts: dict  # kind -> (rows into `arrays`, clips of that kind per batch)
+    val_weak: np.ndarray  # rows of the weak split held out
+    val_strong: np.ndarray | None  # rows of the strong split held out (None: no strong split)
+    strong_targets: np.ndarray | None  # (N_strong, T', C) frame targets of the strong split
+
+
+def _split_rows(n: int, fraction: float, seed: int, tag: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng([seed, tag]).permutation(n)
+    n_val = int(round(fraction * n))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def build_training(inputs: common.Inputs) -> Training:
+    """Concatenates weak, unlabeled and strong clips (memmaps stay on disk) with their kinds."""
+    config, mt = inputs.config, inputs.config.mean_teacher
+    t_out = crnn.output_frames(config.features.num_frames, config.model)
+    use_strong = "synthetic" in inputs.arrays and mt.batch_strong > 0
+    names = ["weak", "unlabel_in_domain"] + (["synthetic"] if use_strong else [])
+    kinds = [WEAK, UNLABELED, STRONG][:len(names)]
+    parts_arrays = [inputs.arrays[n] for n in names]
+    sizes = [len(a) for a in parts_arrays]
+    offsets = np.cumsum([0] + sizes)
+    c = len(config.data.classes)
+    strong = np.zeros((offsets[-1], t_out, c), np.uint8)
+    strong_targets = None
+    if use_strong:
+        strong_targets = dataset.strong_labels(inputs.splits["synthetic"].events,
+                                               config.data.classes, t_out,
+                                               crnn.frame_seconds(config))
+        strong[offsets[2]:] = strong_targets
+    arrays = pipeline.SplitArrays(
+        pipeline.ConcatRows([a.features for a in parts_arrays]),
+        np.concatenate([np.asarray(a.frames) for a in parts_arrays]),
+        np.concatenate([np.asarray(a.labels, np.float32) if k != UNLABELED
+                        else np.zeros((len(a), c), np.float32)
+                        for a, k in zip(parts_arrays, kinds)]),
+        {"kind": np.concatenate([np.full(n, k, np.int32) for n, k in zip(sizes, kinds)]),
+         "strong": strong})
+    train_weak, val_weak = _split_rows(sizes[0], mt.val_fraction, config.seed, 101)
+    parts = {WEAK: (train_weak, mt.batch_weak),
+             UNLABELED: (offsets[1] + np.arange(sizes[1]), mt.batch_unlabeled)}
+    val_strong = None
+    if use_strong:
+        train_strong, val_strong = _split_rows(sizes[2], mt.val_fraction, config.seed, 102)
+        parts[STRONG] = (offsets[2] + train_strong, mt.batch_strong)
+    parts = {k: v for k, v in parts.items() if v[1] > 0 and len(v[0])}
+    logging.info("mean teacher: %s clips per batch; %d weak and %s strong clips held out",
+                 {["weak", "unlabeled", "strong"][k]: n for k, (_, n) in parts.items()},
+                 len(val_weak), "no" if val_strong is None else len(val_strong))
+    return Training(arrays, parts, val_weak, val_strong, strong_targets)
+
+
+def steps_per_epoch(training: Training, configured: int) -> int:
+    """config value, or (0) the steps of one pass over the largest part of the mix."""
+    if configured > 0:
+        return configured
+    return max(math.ceil(len(rows) / n) for rows, n in training.parts.values())
+
+
+def mixed_order(rng: np.random.Generator, parts: dict, steps: int) -> np.ndarray:
+    """Row order of `steps` batches, each [weak..., unlabeled..., strong...] in the mix's counts.
+
+    Each part is drawn from consecutive reshuffles of its rows, so every clip of a part is seen
+    once before any is seen twice.
+    """
+    blocks = []
+    for rows, n in parts.values():
+        need = steps * n
+        draws = np.concatenate([rng.permutation(rows) for _ in range(-(-need // len(rows)))])
+        blocks.append(draws[:need].reshape(steps, n))
+    return np.concatenate(blocks, axis=1).reshape(-1)
+
+
+# ------------------------------------------------------------------------------ training
+def new_state(config, mesh) -> MeanTeacherState:
+    """Student and teacher start equal (the teacher is an average of the student's past)."""
+    base = common.init_state(config, NAME, 3)
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    copy = functools.partial(jax.tree_util.tree_map, np.array)  # own buffers: donation-safe
+    return sharding.replicate(MeanTeacherState(**fields, ema_params=copy(base.params),
+                                               ema_batch_stats=copy(base.batch_stats)), mesh)
+
+
+def step_settings(config, total_steps: int) -> StepSettings:
+    """The step's constants from config.mean_teacher (its `augment` section included)."""
+    mt, a = config.mean_teacher, config.mean_teacher.augment
+    return StepSettings(
+        bce_eps=mt.bce_eps, ema_decay=mt.ema_decay, consistency_weight=mt.consistency_weight,
+        rampup_steps=int(round(mt.consistency_rampup * total_steps)),
+        mixup_share=a.mixup_share, mixup_alpha=a.mixup_alpha, time_mask=a.time_mask,
+        freq_mask=a.freq_mask, time_shift=a.time_shift,
+        time_pooling=crnn.time_pooling(config.model))
+
+
+def validation_score(inputs: common.Inputs, training: Training, state) -> float:
+    """Teacher's clip macro F1 on the held-out weak clips, averaged with its frame macro F1 on
+    the held-out strong clips when there are any (both at mean_teacher.val_threshold)."""
+    mt = inputs.config.mean_teacher
+    weak = inputs.batches["weak"]
+    probs = loop.predict(common.eval_fn("clip", weak), state, weak, training.val_weak,
+                         mt.eval_batch_size)
+    values = [scores.macro_f1(probs, inputs.arrays["weak"].labels[training.val_weak],
+                              mt.val_threshold)]
+    if training.val_strong is not None and len(training.val_strong):
+        b = inputs.batches["synthetic"]
+        frames = loop.predict(common.eval_fn("frame", b), state, b, training.val_strong,
+                              mt.eval_batch_size)
+        values.append(scores.macro_f1(frames, training.strong_targets[training.val_strong],
+                                      mt.val_threshold))
+    return float(np.mean(values))
+
+
+def train(inputs: common.Inputs) -> common.Trained:
+    """Trains (or resumes) the student and teacher; returns the state that predicts."""
+    config, mt = inputs.config, inputs.config.mean_teacher
+    training = build_training(inputs)
+    batches = pipeline.Batches(training.arrays, inputs.mesh, inputs.stats, config.runtime)
+    steps = steps_per_epoch(training, mt.steps_per_epoch)
+    batch_size = sum(n for _, n in training.parts.values())
+    settings = step_settings(config, steps * mt.num_epochs)
+    train_fn = parallel.train_step_fn(functools.partial(train_step, settings=settings),
+                                      inputs.mesh, batches.resident)
+    logging.info("mean teacher: %d steps of %d clips per epoch, consistency ramp-up over %d "
+                 "steps", steps, batch_size, settings.rampup_steps)
+    predict_with = mt.predict_with
+
+    def train_epoch(state, epoch):
+        order = mixed_order(np.random.default_rng([config.seed, 3, epoch]), training.parts, steps)
+        return loop.run_epoch(train_fn, batches, order, batch_size, state)
+
+    def validate(state):
+        return validation_score(inputs, training, _predictor(state, predict_with))
+
+    state = new_state(config, inputs.mesh)
+    state, progress = loop.fit(NAME, state, mt.num_epochs, loop.EarlyStopping.from_config(mt),
+                               train_epoch, validate, inputs.workdir / NAME)
+    result = dataclasses.asdict(progress)
+    report.write_json(inputs.workdir / NAME / "result.json", result)
+    summary = {NAME: {k: result[k] for k in ("best_score", "best_epoch")},
+               "predict_with": predict_with}
+    return common.Trained(_predictor(state, predict_with), summary)
+
+
+def _predictor(state: MeanTeacherState, predict_with: str):
+    return state.teacher() if predict_with == "teacher" else state
