@@ -20,8 +20,8 @@ def add_mean_teacher(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.postprocess.median_filter = 7  # output frames (0.56 s)
 
     c.mean_teacher = mt = ml_collections.ConfigDict()
-    # clips of each kind per batch (DCASE2019: 6 / 12 / 6); strong is used only when the
-    # dataset has a strong split
+    # clips of each kind per batch (DCASE2019: 6 / 12 / 6); without a strong split in the
+    # dataset, its share of the batch is filled with weak clips
     mt.batch_weak = 6
     mt.batch_unlabeled = 12
     mt.batch_strong = 6

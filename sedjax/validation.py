@@ -113,8 +113,7 @@ def _check_mean_teacher(config, num_devices: int) -> None:
     if parts["batch_weak"] == 0 and parts["batch_strong"] == 0:
         raise ConfigError("mean_teacher.batch_weak: no labelled clip in a batch (weak and "
                           "strong are both 0)")
-    uses_strong = parts["batch_strong"] if config.data.get("use_strong", False) else 0
-    total = parts["batch_weak"] + parts["batch_unlabeled"] + uses_strong
+    total = sum(parts.values())  # without a strong split, its share goes to weak clips
     if total % num_devices:
         raise ConfigError(f"mean_teacher.batch_weak + batch_unlabeled + batch_strong: "
                           f"{total} clips per batch is not divisible by the {num_devices} "

@@ -92,3 +92,28 @@ def test_main_prints_one_message_not_a_traceback(tmp_path):
     assert "model.pooling" in proc.stderr and "median" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()  # rejected before any work
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("mean_teacher.predict_with", "both", r"mean_teacher\.predict_with"),
+    ("mean_teacher.batch_weak", -1, r"mean_teacher\.batch_weak"),
+    # 6 + 3 + 6 = 15 clips: not divisible by 2 devices
+    ("mean_teacher.batch_unlabeled", 3, r"mean_teacher\.batch_weak \+ batch_unlabeled.*15"),
+    ("mean_teacher.ema_decay", 1.0, r"mean_teacher\.ema_decay"),
+    ("mean_teacher.augment.mixup_share", 1.5, r"mean_teacher\.augment\.mixup_share"),
+    ("mean_teacher.augment.time_shift", -4, r"mean_teacher\.augment\.time_shift"),
+])
+def test_mean_teacher_settings_are_checked(field, value, match):
+    from configs import mean_teacher
+    config = mean_teacher.get_config()
+    validation.validate(config, 2)
+    _set(config, field, value)
+    with pytest.raises(validation.ConfigError, match=match):
+        validation.validate(config, 2)
+
+
+def test_a_mean_teacher_recipe_without_its_section_is_an_error():
+    config = _config()
+    config.recipe = "mean_teacher"
+    with pytest.raises(validation.ConfigError, match="mean_teacher: recipe"):
+        validation.validate(config, 1)

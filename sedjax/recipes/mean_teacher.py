@@ -184,7 +184,9 @@ def build_training(inputs: common.Inputs) -> Training:
         {"kind": np.concatenate([np.full(n, k, np.int32) for n, k in zip(sizes, kinds)]),
          "strong": strong})
     train_weak, val_weak = _split_rows(sizes[0], mt.val_fraction, config.seed, 101)
-    parts = {WEAK: (train_weak, mt.batch_weak),
+    # without a strong split its share of the batch goes to weak clips: the batch keeps its
+    # configured size (and its divisibility by the device count)
+    parts = {WEAK: (train_weak, mt.batch_weak + (0 if use_strong else mt.batch_strong)),
              UNLABELED: (offsets[1] + np.arange(sizes[1]), mt.batch_unlabeled)}
     val_strong = None
     if use_strong:

@@ -76,4 +76,3 @@ def time_shift(key: jax.Array, x: jax.Array, frame_targets: jax.Array, max_shift
     x = jax.vmap(lambda a, s: jnp.roll(a, s * time_pooling, axis=0))(x, shift)
     frame_targets = jax.vmap(lambda a, s: jnp.roll(a, s, axis=0))(frame_targets, shift)
     return x, frame_targets
-

@@ -1,0 +1,143 @@
+"""Where detected events start and end against the reference: the onset statistics of runs.
+
+    python -m sedjax.onsets WORKDIR [WORKDIR ...] [--split test] [--json onsets.json]
+    python -m sedjax.onsets --reference REF.csv --estimated EST.csv
+
+For each run: the share of detected and of reference events that start in the first 0.2 s of a
+clip (a weakly trained model that only tags clips starts its events at 0), and, matching each
+detected event to the reference event of the same clip and class with the nearest onset, the
+median onset and offset error (detected - reference, seconds), the median absolute onset error
+and the share of onsets inside the metric's 200 ms collar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sedjax import postprocess, report
+
+EARLY_SECONDS = 0.2
+COLLAR_SECONDS = 0.2
+
+
+class BadInput(Exception):
+    """A run folder or CSV that cannot be read."""
+
+
+def onset_statistics(reference: Sequence[dict], estimated: Sequence[dict]) -> dict:
+    """The statistics of the module docstring from two event lists (DCASE event dicts)."""
+    def early(events):
+        return (sum(e["onset"] < EARLY_SECONDS for e in events) / len(events)) if events else None
+
+    refs = defaultdict(list)
+    for e in reference:
+        refs[(e["filename"], e["event_label"])].append(e)
+    onset_err, offset_err = [], []
+    for e in estimated:
+        candidates = refs.get((e["filename"], e["event_label"]))
+        if not candidates:
+            continue  # a false alarm of that class in that clip: no onset to compare
+        ref = min(candidates, key=lambda r: abs(r["onset"] - e["onset"]))
+        onset_err.append(e["onset"] - ref["onset"])
+        offset_err.append(e["offset"] - ref["offset"])
+
+    def median(values):
+        return statistics.median(values) if values else None
+
+    return {
+        "detected_events": len(estimated), "reference_events": len(reference),
+        "detected_starting_in_first_0.2s": early(estimated),
+        "reference_starting_in_first_0.2s": early(reference),
+        "matched_events": len(onset_err),
+        "median_onset_error_s": median(onset_err),
+        "median_abs_onset_error_s": median([abs(x) for x in onset_err]),
+        "onsets_inside_collar": (sum(abs(x) <= COLLAR_SECONDS for x in onset_err) / len(onset_err)
+                                 if onset_err else None),
+        "median_offset_error_s": median(offset_err),
+    }
+
+
+def _read(path: pathlib.Path) -> list[dict]:
+    try:
+        return postprocess.read_events_csv(path)[0]
+    except (OSError, ValueError) as e:
+        raise BadInput(f"{path}: {e}") from None
+
+
+def reference_of(workdir: pathlib.Path, split: str) -> pathlib.Path:
+    """The run's reference CSV: its generated dataset, else the data.root of its config.json."""
+    rel = {"test": "metadata/test/test.csv", "eval": "metadata/eval/eval.csv"}[split]
+    generated = workdir / "synthetic" / rel
+    if generated.is_file():
+        return generated
+    try:
+        config = json.loads((workdir / "config.json").read_text())
+        return pathlib.Path(config["data"]["root"]).expanduser() / rel
+    except (OSError, ValueError, KeyError):
+        raise BadInput(f"{workdir}: no synthetic/{rel} and no readable config.json "
+                       "naming data.root") from None
+
+
+def run_statistics(workdir: pathlib.Path, split: str = "test") -> dict:
+    """onset_statistics of one finished run."""
+    estimated = workdir / "predictions" / f"{split}_events.csv"
+    if not estimated.is_file():
+        raise BadInput(f"{estimated}: not found (the run did not finish)")
+    return onset_statistics(_read(reference_of(workdir, split)), _read(estimated))
+
+
+def _fmt(value, spec):
+    return "n/a" if value is None else format(value, spec)
+
+
+def format_rows(rows: dict) -> str:
+    """One line per run."""
+    lines = [f"{'run':<40} {'det<0.2s':>8} {'ref<0.2s':>8} {'onset err':>9} {'|onset|':>8} "
+             f"{'in collar':>9} {'offset err':>10} {'matched':>7}"]
+    for name, s in rows.items():
+        lines.append(
+            f"{name[-40:]:<40} {_fmt(s['detected_starting_in_first_0.2s'], '8.0%')} "
+            f"{_fmt(s['reference_starting_in_first_0.2s'], '8.0%')} "
+            f"{_fmt(s['median_onset_error_s'], '+9.2f')} "
+            f"{_fmt(s['median_abs_onset_error_s'], '8.2f')} "
+            f"{_fmt(s['onsets_inside_collar'], '9.0%')} "
+            f"{_fmt(s['median_offset_error_s'], '+10.2f')} {s['matched_events']:>7}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sedjax.onsets",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("workdirs", nargs="*", help="finished run folders")
+    parser.add_argument("--split", default="test", choices=("test", "eval"))
+    parser.add_argument("--reference", help="reference CSV (instead of run folders)")
+    parser.add_argument("--estimated", help="estimated CSV (with --reference)")
+    parser.add_argument("--json", help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        if args.reference or args.estimated:
+            if not (args.reference and args.estimated) or args.workdirs:
+                raise BadInput("give --reference and --estimated together, without run folders")
+            rows = {args.estimated: onset_statistics(_read(pathlib.Path(args.reference)),
+                                                     _read(pathlib.Path(args.estimated)))}
+        elif args.workdirs:
+            rows = {w: run_statistics(pathlib.Path(w), args.split) for w in args.workdirs}
+        else:
+            raise BadInput("give run folders, or --reference and --estimated")
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_rows(rows))
+    if args.json:
+        report.write_json(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
