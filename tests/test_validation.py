@@ -117,3 +117,12 @@ def test_a_mean_teacher_recipe_without_its_section_is_an_error():
     config.recipe = "mean_teacher"
     with pytest.raises(validation.ConfigError, match="mean_teacher: recipe"):
         validation.validate(config, 1)
+
+
+def test_a_missing_dataset_is_one_message_that_says_how_to_get_data(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "sedjax.main", "--config=configs/baseline.py",
+         f"--workdir={tmp_path / 'run'}", f"--config.data.root={tmp_path / 'nowhere'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert str(tmp_path / "nowhere") in proc.stderr and "configs/demo.py" in proc.stderr

@@ -39,6 +39,10 @@ class DatasetError(ValueError):
     """Bad dataset input: names the file (and line) and what is wrong."""
 
 
+class DatasetNotFound(DatasetError, FileNotFoundError):
+    """No dataset at the configured root; the message says how to get one."""
+
+
 Event = tuple[float, float, str]  # onset s, offset s, label
 
 
@@ -156,7 +160,7 @@ def dataset_root(root: str | os.PathLike) -> pathlib.Path:
     """Expands the root and says how to get the data when it is not there."""
     path = pathlib.Path(os.path.expanduser(str(root)))
     if not (path / "metadata").is_dir():
-        raise FileNotFoundError(HOW_TO_GET_DATA.format(root=path))
+        raise DatasetNotFound(HOW_TO_GET_DATA.format(root=path))
     return path
 
 
