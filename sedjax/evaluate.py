@@ -1,4 +1,18 @@
-"""Scores an estimated event CSV against a reference CSV: `python -m sedjax.evaluate REF EST`."""
+"""Scores estimated events and/or frame probabilities against a reference CSV.
+
+    python -m sedjax.evaluate REFERENCE.csv ESTIMATED.csv          # event/segment-based (sed_eval)
+    python -m sedjax.evaluate REFERENCE.csv [ESTIMATED.csv] --probs PROBS.npy [--frame_seconds S]
+        [--probs_order FILES.csv] [--durations DURATIONS.tsv] [--median_filter K]
+                                                                   # + PSDS1/PSDS2/best collar F1
+
+--probs is an (N, T, C) .npy of frame probabilities (a run's predictions/<split>_probs.npy);
+its rows are the files of --probs_order (any DCASE event CSV, filenames in order of first
+appearance; default REFERENCE.csv itself). For a sedjax run pass
+`--probs_order <workdir>/predictions/<split>_events.csv`: it lists every predicted clip in the
+order of the probabilities (clips whose audio was missing are not in the probabilities).
+Reference files without a row are left out of these scores (with a warning). The probabilities
+are median-filtered first as the config's post-processing does (--median_filter 1: raw).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("reference",
                    help="reference events CSV (DCASE format, e.g. metadata/test/test.csv)")
-    p.add_argument("estimated", help="estimated events CSV (same format)")
+    p.add_argument("estimated", nargs="?", default=None,
+                   help="estimated events CSV (same format); optional when --probs is given")
     p.add_argument("--json", default=None, help="write the results dict to this JSON file")
     p.add_argument("--config", default=str(configfile.default_path("baseline")),
                    help="ml_collections config file whose data.classes and evaluation section "
@@ -40,6 +55,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--segment_seconds", type=float, default=None,
                    help="segment length of the segment-based metric, seconds (default: the "
                         "config's evaluation.segment_seconds)")
+    g = p.add_argument_group(
+        "threshold-independent scores (sed_scores_eval: PSDS1, PSDS2, best collar-based F1)")
+    g.add_argument("--probs", default=None,
+                   help="(N, T, C) .npy of frame probabilities, e.g. "
+                        "<workdir>/predictions/test_probs.npy; C follows the class list")
+    g.add_argument("--frame_seconds", type=float, default=None,
+                   help="seconds per frame of --probs (default: the config's features.hop_length"
+                        " x the model's time pooling / features.sample_rate)")
+    g.add_argument("--probs_order", default=None,
+                   help="DCASE event CSV whose filenames, in order of first appearance, are the"
+                        " rows of --probs (default: the reference CSV; for a sedjax run: "
+                        "<workdir>/predictions/<split>_events.csv)")
+    g.add_argument("--durations", default=None,
+                   help="tab-separated file with header 'filename<TAB>duration' (seconds; "
+                        "sed_scores_eval's format); default: T x frame_seconds for every clip")
+    g.add_argument("--median_filter", default=None,
+                   help="median filter over the probabilities before scoring, frames: one, or "
+                        "comma-separated one per class; 1: none (default: the config's "
+                        "postprocess.median_filter, as a run scores)")
+    g.add_argument("--curves", default=None,
+                   help="write the PSD-ROC curves (numpy arrays) to this .npz")
     return p
 
 
@@ -87,20 +123,162 @@ def _read(path: str, what: str) -> tuple[list[dict], list[str]]:
         raise BadInput(f"bad {what} file: {e}") from None
 
 
-def score(args: argparse.Namespace) -> dict:
-    """Reads both CSVs, checks them against each other and returns evaluate_events' dict."""
-    classes, source, config = _classes_and_settings(args)
-    ref_events, ref_files = _read(args.reference, "reference")
-    est_events, est_files = _read(args.estimated, "estimated")
-    known = set(ref_files)
-    # Files only in the estimate would be silently unscored; that is almost always a mix-up of
-    # sets (e.g. eval predictions scored against test labels), so refuse.
-    unknown = [f for f in est_files if f not in known]
+def _check_subset(path: str, names: Sequence[str], reference: str, known: set) -> None:
+    """BadInput when `path` lists files that are not in the reference."""
+    unknown = [f for f in names if f not in known]
     if unknown:
         shown = ", ".join(unknown[:10])
         if len(unknown) > 10:
             shown += f" ... ({len(unknown)} in all)"
-        raise BadInput(f"{args.estimated} lists files that are not in {args.reference}: {shown}")
+        raise BadInput(f"{path} lists files that are not in {reference}: {shown}")
+
+
+def _read_durations(path: str) -> dict[str, float]:
+    """Reads a 'filename<TAB>duration' file (with that header) into {filename: seconds}."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise BadInput(f"durations file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"cannot read durations file {path}: {e}") from None
+    header = [c.strip() for c in lines[0].split("\t")] if lines else []
+    if "filename" not in header or "duration" not in header:
+        raise BadInput(f"{path}:1: expected a header with columns 'filename' and 'duration'")
+    i_name, i_dur = header.index("filename"), header.index("duration")
+    durations = {}
+    for lineno, line in enumerate(lines[1:], start=2):
+        fields = [c.strip() for c in line.split("\t")]
+        try:
+            durations[fields[i_name]] = float(fields[i_dur])
+        except (IndexError, ValueError):
+            raise BadInput(f"{path}:{lineno}: expected a filename and a duration in seconds") \
+                from None
+    return durations
+
+
+def _frame_seconds(args: argparse.Namespace) -> float:
+    """--frame_seconds, or the config's output frame length."""
+    if args.frame_seconds is not None:
+        if not args.frame_seconds > 0:
+            raise BadInput(f"--frame_seconds must be > 0, got {args.frame_seconds}")
+        return float(args.frame_seconds)
+    try:
+        config = configfile.load(args.config)
+        from sedjax.models import crnn
+        return float(crnn.frame_seconds(config))
+    except configfile.ConfigFileError as e:
+        raise BadInput(str(e)) from None
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise BadInput(f"config file {args.config} gives no frame length (features.hop_length,"
+                       " features.sample_rate, model.pool_sizes); give --frame_seconds") from None
+
+
+def _median_filter(args: argparse.Namespace, num_classes: int) -> int | list[int]:
+    """--median_filter, or the config's postprocess.median_filter."""
+    if args.median_filter is not None:
+        try:
+            sizes = [int(x) for x in str(args.median_filter).split(",") if x.strip()]
+        except ValueError:
+            raise BadInput(f"--median_filter must be frames (integers), got "
+                           f"{args.median_filter!r}") from None
+        source = "--median_filter"
+    else:
+        try:
+            value = configfile.load(args.config).postprocess.median_filter
+        except configfile.ConfigFileError as e:
+            raise BadInput(str(e)) from None
+        except (AttributeError, KeyError):
+            raise BadInput(f"config file {args.config} has no postprocess.median_filter "
+                           "(give --median_filter)") from None
+        sizes = [int(value)] if not isinstance(value, (list, tuple)) else [int(v) for v in value]
+        source = f"postprocess.median_filter of {args.config}"
+    if not sizes or any(k < 1 for k in sizes) or len(sizes) not in (1, num_classes):
+        raise BadInput(f"{source}: expected one window >= 1 or one per class "
+                       f"({num_classes}), got {sizes}")
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
+def threshold_independent_scores(args: argparse.Namespace, classes: list[str],
+                                 ref_events: list[dict], ref_files: list[str]
+                                 ) -> tuple[dict, dict]:
+    """PSDS1, PSDS2 and the best collar F1 of --probs against the reference; (figures, curves)."""
+    import numpy as np
+
+    from sedjax import psds
+
+    order_path = args.probs_order or args.reference
+    if args.probs_order:
+        _, names = _read(args.probs_order, "--probs_order")
+        _check_subset(args.probs_order, names, args.reference, set(ref_files))
+    else:
+        names = ref_files
+    try:
+        probs = np.load(args.probs, mmap_mode="r")
+    except FileNotFoundError:
+        raise BadInput(f"probabilities file not found: {args.probs}") from None
+    except (OSError, ValueError) as e:
+        raise BadInput(f"cannot read probabilities file {args.probs}: {e}") from None
+    if probs.ndim != 3 or probs.shape[0] != len(names) or probs.shape[2] != len(classes):
+        raise BadInput(f"{args.probs} has shape {probs.shape}; expected ({len(names)}, T, "
+                       f"{len(classes)}): one row per file of {order_path}, one column per "
+                       "class")
+    frame_seconds = _frame_seconds(args)
+    median_filter = _median_filter(args, len(classes))
+    durations = _read_durations(args.durations) if args.durations else None
+    scored = set(names)
+    unscored = [f for f in ref_files if f not in scored]
+    if unscored:
+        print(f"warning: {len(unscored)} files of {args.reference} have no row in {args.probs}"
+              f" (e.g. {unscored[0]}); threshold-independent scores leave them out",
+              file=sys.stderr)
+    reference = [e for e in ref_events if e["filename"] in scored]
+    try:
+        figures, curves = psds.threshold_independent(
+            probs, names, frame_seconds, classes, reference,
+            durations=durations, median_filter=median_filter)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    figures["frame_seconds"] = frame_seconds
+    figures["reference_files_without_scores"] = len(unscored)
+    return figures, curves
+
+
+def score(args: argparse.Namespace) -> dict:
+    """Reads the inputs, checks them against each other and returns the results dict.
+
+    With an estimated CSV: evaluate_events' dict; with --probs, plus key
+    'threshold_independent' (psds.threshold_independent's figures). The PSD-ROC curves go to
+    args.curves (an .npz) when given.
+    """
+    if args.estimated is None and args.probs is None:
+        raise BadInput("give an estimated events CSV, --probs, or both")
+    classes, source, config = _classes_and_settings(args)
+    ref_events, ref_files = _read(args.reference, "reference")
+    results: dict = {}
+    if args.estimated is not None:  # checks the reference's labels too
+        results = _score_events(args, classes, source, config, ref_events, ref_files)
+    else:
+        bad = sorted({e["event_label"] for e in ref_events} - set(classes))
+        if bad:
+            raise BadInput(f"{args.reference}: event labels not in {source}: {', '.join(bad)}")
+    if args.probs is not None:
+        figures, curves = threshold_independent_scores(args, classes, ref_events, ref_files)
+        results["threshold_independent"] = figures
+        if args.curves:
+            from sedjax import psds
+            psds.save_curves(args.curves, curves)
+            logging.info("Wrote %s", args.curves)
+    return results
+
+
+def _score_events(args: argparse.Namespace, classes: list[str], source: str, config: dict,
+                  ref_events: list[dict], ref_files: list[str]) -> dict:
+    """Reads the estimated CSV, checks it against the reference; evaluate_events' dict."""
+    est_events, est_files = _read(args.estimated, "estimated")
+    # Files only in the estimate would be silently unscored; that is almost always a mix-up of
+    # sets (e.g. eval predictions scored against test labels), so refuse.
+    _check_subset(args.estimated, est_files, args.reference, set(ref_files))
     for path, events in ((args.reference, ref_events), (args.estimated, est_events)):
         bad = sorted({e["event_label"] for e in events} - set(classes))
         if bad:
@@ -120,7 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(evaluation.format_table(results))
+    if "event_based" in results:
+        print(evaluation.format_table(results))
+    if "threshold_independent" in results:
+        from sedjax import psds
+        print(psds.format_lines(results["threshold_independent"], class_wise=True))
     if args.json:
         report.write_json(args.json, results)
         logging.info("Wrote %s", args.json)

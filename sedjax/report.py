@@ -98,3 +98,44 @@ def plot_class_scores(results: Mapping[str, Any], path: str | os.PathLike) -> st
         canvas.print_figure(tmp, format="png", dpi=100)
     logging.info("Wrote %s", path)
     return path
+
+
+def plot_psd_roc(curves: Mapping[str, Any], path: str | os.PathLike,
+                 figures: Mapping[str, Any] | None = None) -> str | None:
+    """Saves a PNG of the PSD-ROCs of psds.threshold_independent's curves (one panel per PSDS
+    definition: the effective TPR over eFPR, thick, and each class's TPR, thin); None without
+    matplotlib. figures (the same call's figures) adds the PSDS values to the titles."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        logging.warning("matplotlib is not installed; skipping the PSD-ROC plot %s", path)
+        return None
+    path = os.fspath(path)
+    names = list(curves)
+    fig = Figure(figsize=(5.0 * max(len(names), 1), 4.5), tight_layout=True)
+    canvas = FigureCanvasAgg(fig)
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(1, max(len(names), 1), i + 1)
+        c = curves[name]
+        x_max = float(np.max(c["efpr"])) if len(c["efpr"]) else 1.0  # the max eFPR
+        for label, roc in c.get("class_wise", {}).items():
+            x, y = np.asarray(roc["efpr"], float), np.asarray(roc["tpr"], float)
+            if len(x):  # a class's ROC ends at its last point: hold it to the max eFPR
+                x, y = np.append(x, max(x_max, x[-1])), np.append(y, y[-1])
+            ax.step(x, y, where="post", linewidth=0.8, alpha=0.6, label=label)
+        ax.step(c["efpr"], c["etpr"], where="post", color="k", linewidth=2.0,
+                label="effective TPR")
+        value = (figures or {}).get(name)
+        ax.set_title(name.upper() + (f" = {value:.4f}" if value is not None else ""))
+        unit = (figures or {}).get("settings", {}).get("psds", {}).get(name, {}).get(
+            "unit_of_time", "hour")
+        ax.set_xlabel(f"eFPR (per {unit})")
+        ax.set_ylabel("TPR")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlim(0, x_max)
+        ax.legend(loc="lower right", fontsize="x-small")
+    with files.atomic_path(path) as tmp:
+        canvas.print_figure(tmp, format="png", dpi=100)
+    logging.info("Wrote %s", path)
+    return path

@@ -6,9 +6,12 @@ workdir/
   item_access_error.log.csv    clips listed in the metadata whose audio is missing
   features/                    <split>-<hash>.npy log-mel memmaps, stats-<hash>.npy
   (the recipe's own folders)   e.g. pass1/, pass2/, pseudo_labels.npy for two_pass
+  tensorboard/                 per-epoch scalars (losses, validation score, learning rate)
   training.json                the recipe's summary, written once its model predicted
-  predictions/                 <split>_probs.npy (frame probabilities), <split>_events.csv
-  results.json, results.txt, class_scores.png
+  predictions/                 <split>_probs.npy (frame probabilities), <split>_events.csv,
+                               <split>_psd_roc.npz (PSD-ROC curves)
+  results.json, results.txt    sed_eval event/segment scores, PSDS1/2 and best collar F1
+  class_scores.png, psd_roc.png
 
 Every stage is skipped when its output is already there, so a killed run resumes.
 """
@@ -24,7 +27,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax import evaluation, files, postprocess, recipes, report, sharding, validation
+from sedjax import (evaluation, files, postprocess, psds, recipes, report, sharding,
+                    tensorboard, validation)
 from sedjax.data import dataset, features, pipeline, synthetic
 from sedjax.models import crnn
 from sedjax.recipes import common
@@ -78,17 +82,25 @@ def predict_frames(inputs: common.Inputs, state, name: str) -> np.ndarray:
 
 
 def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, probs: np.ndarray,
-                events_path: pathlib.Path) -> dict:
-    """Post-processes frame probabilities into events, writes them and scores with sed_eval."""
+                events_path: pathlib.Path) -> tuple[dict, dict]:
+    """Post-processes frame probabilities into events, writes them and scores them with
+    sed_eval; PSDS and the best collar F1 over thresholds from the frame probabilities with
+    sed_scores_eval. Returns (results, PSD-ROC curves)."""
     valid = crnn.valid_output_frames(arrays.frames, config.features.num_frames, config.model)
+    seconds = crnn.frame_seconds(config)
     events = postprocess.probabilities_to_events(
-        split.filenames, probs, config.postprocess, config.data.classes,
-        crnn.frame_seconds(config), valid)
+        split.filenames, probs, config.postprocess, config.data.classes, seconds, valid)
     postprocess.write_events_csv(events_path, events, split.filenames)
     reference = [{"filename": f, "onset": on, "offset": off, "event_label": label}
                  for f, clip in zip(split.filenames, split.events) for on, off, label in clip]
-    return evaluation.evaluate_events(reference, events, split.filenames, config.data.classes,
-                                      config.evaluation)
+    results = evaluation.evaluate_events(reference, events, split.filenames, config.data.classes,
+                                         config.evaluation)
+    # scores median-filtered as the events are (the DCASE 2022-23 baselines' choice)
+    results["threshold_independent"], curves = psds.threshold_independent(
+        probs, split.filenames, seconds, config.data.classes, reference,
+        num_valid_frames=valid, median_filter=config.postprocess.median_filter,
+        settings=config.evaluation.get("psds"))
+    return results, curves
 
 
 def _read_json(path: pathlib.Path):
@@ -117,8 +129,15 @@ def train_and_evaluate(config, workdir) -> dict:
     scored = [n for n in SCORED_SPLITS if n in splits]
     training = _read_json(workdir / "training.json")
     if training is None or not all((pred_dir / f"{n}_probs.npy").exists() for n in scored):
+        # scalars per epoch for `tensorboard --logdir WORKDIR`, written by process 0 only
+        if jax.process_index() == 0:
+            inputs.writer = tensorboard.SummaryWriter(workdir / "tensorboard")
         with _timed(timings, "training"):
-            trained = recipe.train(inputs)
+            try:
+                trained = recipe.train(inputs)
+            finally:
+                if inputs.writer is not None:
+                    inputs.writer.close()
         with _timed(timings, "predict"):
             for name in scored:
                 files.save_npy(pred_dir / f"{name}_probs.npy",
@@ -129,18 +148,22 @@ def train_and_evaluate(config, workdir) -> dict:
         logging.info("training: done before (recipe %s); reusing %s", training["recipe"],
                      pred_dir)
 
-    results = {}
+    results, curves = {}, {}
     with _timed(timings, "evaluation"):
         for name in scored:
             probs = np.load(pred_dir / f"{name}_probs.npy")
-            results[name] = score_split(config, splits[name], arrays[name], probs,
-                                        pred_dir / f"{name}_events.csv")
+            results[name], curves[name] = score_split(config, splits[name], arrays[name], probs,
+                                                      pred_dir / f"{name}_events.csv")
+            psds.save_curves(pred_dir / f"{name}_psd_roc.npz", curves[name])
     summary = {**results, **training, "timings_s": timings,
                "devices": sharding.num_shards(mesh)}
     report.write_results(workdir, summary)
-    table = evaluation.format_table(results["test"])
+    table = (evaluation.format_table(results["test"]) + "\n\n"
+             + psds.format_lines(results["test"]["threshold_independent"]))
     files.write_text(workdir / "results.txt", table + "\n")
     report.plot_class_scores(results["test"], workdir / "class_scores.png")
+    report.plot_psd_roc(curves["test"], workdir / "psd_roc.png",
+                        results["test"]["threshold_independent"])
     print(table)
     ev = results["test"]["event_based"]
     er = ev["error_rate_macro"]

@@ -17,7 +17,7 @@ TINY = ["bench", "--batch_sizes=4", "--steps=1", "--warmup=1", "--repeats=1",
 
 
 def flax_param_count() -> int:
-    model = crnn.from_config(baseline.get_config().model, clip_level=False)
+    model = crnn.from_config(baseline.get_config().model, len(baseline.CLASSES))
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                                np.zeros((1, 500, 64), np.float32)))
     return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes["params"]))

@@ -65,6 +65,23 @@ def test_score_is_computed_and_consistent(workdir):
     assert json.loads(out.read_text())["event_based"]["f_measure_macro"] == pytest.approx(f1)
 
 
+def test_threshold_independent_scores_and_tensorboard_scalars(workdir):
+    from sedjax import tensorboard
+
+    path, proc = workdir
+    ti = json.loads((path / "results.json").read_text())["test"]["threshold_independent"]
+    for key in ("psds1", "psds2", "collar_f1_best_macro"):
+        assert ti[key] is not None and 0.0 <= ti[key] <= 1.0, key
+    assert "PSDS1" in proc.stdout and (path / "psd_roc.png").exists()
+    assert (path / "predictions" / "test_psd_roc.npz").exists()
+    scalars = tensorboard.read_scalars(path / "tensorboard")
+    history = json.loads((path / "pass1" / "result.json").read_text())["history"]
+    assert [step for step, _ in scalars["pass1/loss"]] == [h["epoch"] for h in history]
+    np.testing.assert_allclose([v for _, v in scalars["pass1/val_score"]],
+                               [h["val_score"] for h in history], rtol=1e-6)
+    assert {"pass2/loss", "pass2/val_score", "pass1/learning_rate"} <= set(scalars)
+
+
 def test_rerun_skips_finished_stages_and_gives_the_same_score(workdir):
     path, _ = workdir
     before = json.loads((path / "results.json").read_text())

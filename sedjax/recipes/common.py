@@ -27,6 +27,7 @@ class Inputs:
     mesh: Any
     stats: tuple
     workdir: pathlib.Path
+    writer: Any = None  # a sedjax.tensorboard.SummaryWriter (process 0), or None
 
     def batches_of(self, name: str, arrays: pipeline.SplitArrays) -> pipeline.Batches:
         """Batches of a split with new arrays (e.g. pseudo-labels), registered under `name`."""

@@ -282,7 +282,8 @@ def train(inputs: common.Inputs) -> common.Trained:
 
     state = new_state(config, inputs.mesh)
     state, progress = loop.fit(NAME, state, mt.num_epochs, loop.EarlyStopping.from_config(mt),
-                               train_epoch, validate, inputs.workdir / NAME)
+                               train_epoch, validate, inputs.workdir / NAME, inputs.writer,
+                               {"learning_rate": mt.learning_rate})
     result = dataclasses.asdict(progress)
     report.write_json(inputs.workdir / NAME / "result.json", result)
     summary = {NAME: {k: result[k] for k in ("best_score", "best_epoch")},

@@ -60,7 +60,8 @@ def _fit(name: str, inputs: common.Inputs, state, output: str, train: pipeline.B
         return scores.macro_f1(probs, val_target(probs), section.val_threshold)
 
     return loop.fit(name, state, section.num_epochs, loop.EarlyStopping.from_config(section),
-                    train_epoch, validate, inputs.workdir / name)
+                    train_epoch, validate, inputs.workdir / name, inputs.writer,
+                    {"learning_rate": section.learning_rate})
 
 
 def run_pass1(inputs: common.Inputs):

@@ -91,8 +91,13 @@ def predict(eval_fn, state, batches: pipeline.Batches, rows: np.ndarray, batch_s
 
 
 def fit(name: str, state, num_epochs: int, stopping: EarlyStopping,
-        train_epoch: Callable, validate: Callable[..., float], directory: pathlib.Path):
-    """Trains `state` and returns (best state, LoopState); resumes from `latest`."""
+        train_epoch: Callable, validate: Callable[..., float], directory: pathlib.Path,
+        writer=None, constants: dict | None = None):
+    """Trains `state` and returns (best state, LoopState); resumes from `latest`.
+
+    writer: a sedjax.tensorboard.SummaryWriter that gets every epoch's metrics, validation score
+    and `constants` (e.g. the learning rate) under `<name>/`.
+    """
     ckpt = checkpoint.PassCheckpoints(directory)
     loop = LoopState()
     restored = ckpt.restore("latest", state)
@@ -111,6 +116,10 @@ def fit(name: str, state, num_epochs: int, stopping: EarlyStopping,
             score = float(validate(state))
             loop.history.append({"epoch": epoch + 1, **metrics, "val_score": score,
                                  "seconds": round(time.time() - start, 2)})
+            if writer is not None:
+                writer.scalars({**metrics, "val_score": score, **(constants or {})},
+                               step=epoch + 1, prefix=f"{name}/")
+                writer.flush()
             if stopping.update(loop, epoch, score):
                 ckpt.save("best", epoch, state, dataclasses.asdict(loop))
             ckpt.save("latest", epoch, state, dataclasses.asdict(loop))

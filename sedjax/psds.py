@@ -1,0 +1,455 @@
+"""Threshold-independent scores of frame probabilities with sed_scores_eval (the DCASE reference).
+
+The event-based F1 of sedjax.evaluation scores one operating point (threshold 0.5 plus a median
+filter). The figures here score the frame probabilities themselves, over every threshold:
+
+* PSDS1 and PSDS2 (Bilen et al., ICASSP 2020; computed exactly as Ebbers et al., ICASSP 2022),
+  the DCASE 2021-2023 Task 4 settings by default (`PSDS1`, `PSDS2`);
+* the best collar-based F1 over thresholds (one threshold per class), with the DCASE2018
+  collars (onset 0.2 s, offset max(0.2 s, 20 % of the reference event)), macro-averaged over
+  classes, with each class's best F1 and its threshold.
+
+sed_scores_eval keys clips by *audio id*: the file name without its extension (its readers of
+ground-truth and duration files strip it). `audio_id` applies the same rule, and every dict
+handed to sed_scores_eval here (score tables, ground truth, durations) uses those ids.
+
+The scores are the frame probabilities, optionally median-filtered along time first
+(`median_filter`, in frames: the filter of the system's post-processing, applied to the
+probabilities instead of the binarized activity, as the DCASE 2022-2023 baselines score their
+median-filtered scores). Thresholds replace the post-processing's binarization.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from sedjax import postprocess
+from sedjax.report import to_jsonable
+
+
+@dataclasses.dataclass(frozen=True)
+class PSDSSettings:
+    """One PSDS operating definition (sed_scores_eval.intersection_based.psds's arguments)."""
+
+    dtc_threshold: float
+    gtc_threshold: float
+    cttc_threshold: float | None = None
+    alpha_ct: float = 0.0
+    alpha_st: float = 1.0
+    max_efpr: float = 100.0  # false positives per unit_of_time
+    unit_of_time: str = "hour"
+
+
+# DCASE 2021-2023 Task 4: scenario 1 (localisation) and scenario 2 (classification).
+PSDS1 = PSDSSettings(dtc_threshold=0.7, gtc_threshold=0.7, cttc_threshold=None, alpha_ct=0.0,
+                     alpha_st=1.0, max_efpr=100.0)
+PSDS2 = PSDSSettings(dtc_threshold=0.1, gtc_threshold=0.1, cttc_threshold=0.3, alpha_ct=0.5,
+                     alpha_st=1.0, max_efpr=100.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class CollarSettings:
+    """The collar-based F1 (sed_scores_eval.collar_based.best_fscore's arguments)."""
+
+    onset_collar: float = 0.2  # seconds
+    offset_collar: float = 0.2  # seconds (at least)
+    offset_collar_rate: float = 0.2  # share of the reference event's length (at least)
+
+
+def _default_psds() -> dict[str, PSDSSettings]:
+    return {"psds1": PSDS1, "psds2": PSDS2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything threshold_independent computes: named PSDS definitions and the collar F1.
+
+    psds: {name: PSDSSettings}; each name becomes a key of the figures ("psds1", "psds2").
+    time_decimals: sed_scores_eval's rounding of times (a detection exactly on a criterion's
+    boundary is not lost to float error).
+    num_jobs: processes sed_scores_eval may use (1: none).
+    """
+
+    psds: Mapping[str, PSDSSettings] = dataclasses.field(default_factory=_default_psds)
+    collar: CollarSettings = dataclasses.field(default_factory=CollarSettings)
+    time_decimals: int = 6
+    num_jobs: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the settings (as written beside the figures)."""
+        return {
+            "psds": {k: dataclasses.asdict(v) for k, v in self.psds.items()},
+            "collar": dataclasses.asdict(self.collar),
+            "time_decimals": self.time_decimals,
+        }
+
+    @classmethod
+    def from_mapping(cls, values: Any) -> "Settings":
+        """Settings from None (the defaults), a Settings, or a (nested) mapping / ConfigDict.
+
+        A mapping overrides the defaults: {"psds": {"psds1": {"max_efpr": 50}},
+        "collar": {"onset_collar": 0.25}, "num_jobs": 2}. A PSDS name that is not a default
+        must give dtc_threshold and gtc_threshold. Unknown keys raise ValueError.
+        """
+        if values is None:
+            return cls()
+        if isinstance(values, Settings):
+            return values
+        values = _plain(values)
+        unknown = set(values) - {"psds", "collar", "time_decimals", "num_jobs"}
+        if unknown:
+            raise ValueError(f"unknown threshold-independent settings: {sorted(unknown)}")
+        psds = dict(_default_psds())
+        for name, given in (values.get("psds") or {}).items():
+            given = _plain(given)
+            base = psds.get(name)
+            try:
+                psds[name] = (dataclasses.replace(base, **given) if base is not None
+                              else PSDSSettings(**given))
+            except TypeError as e:
+                raise ValueError(f"PSDS settings {name!r}: {e}") from None
+        try:
+            collar = dataclasses.replace(CollarSettings(), **_plain(values.get("collar") or {}))
+        except TypeError as e:
+            raise ValueError(f"collar settings: {e}") from None
+        return cls(psds=psds, collar=collar,
+                   time_decimals=int(values.get("time_decimals", 6)),
+                   num_jobs=int(values.get("num_jobs", 1)))
+
+
+def _plain(values: Any) -> dict:
+    """A dict of a mapping or an ml_collections ConfigDict."""
+    if hasattr(values, "to_dict"):
+        values = values.to_dict()
+    if not isinstance(values, Mapping):
+        raise ValueError(f"expected a mapping of settings, got {type(values).__name__}")
+    return dict(values)
+
+
+def audio_id(filename: str) -> str:
+    """sed_scores_eval's clip key: the file name without its extension ('a.wav' -> 'a')."""
+    return str(filename).rsplit(".", maxsplit=1)[0]
+
+
+def _audio_ids(filenames: Sequence[str]) -> list[str]:
+    ids = [audio_id(f) for f in filenames]
+    if len(set(ids)) != len(ids):
+        seen: dict[str, str] = {}
+        for f, i in zip(filenames, ids):
+            if i in seen:
+                raise ValueError(f"files {seen[i]!r} and {f!r} share the audio id {i!r} "
+                                 "(sed_scores_eval keys clips by name without extension)")
+            seen[i] = f
+    return ids
+
+
+def _valid_frames(num_valid_frames, n: int, t: int) -> np.ndarray:
+    if num_valid_frames is None:
+        return np.full(n, t, dtype=np.int64)
+    v = np.asarray(num_valid_frames).astype(np.int64)
+    if v.shape != (n,):
+        raise ValueError(f"num_valid_frames must have shape ({n},), got {v.shape}")
+    if (v < 1).any():
+        bad = int(np.flatnonzero(v < 1)[0])
+        raise ValueError(f"clip {bad} has {v[bad]} valid frames; sed_scores_eval needs >= 1")
+    return np.minimum(v, t)
+
+
+def score_dataframes(
+    probs: np.ndarray,
+    filenames: Sequence[str],
+    frame_seconds: float,
+    classes: Sequence[str],
+    num_valid_frames: Sequence[int] | np.ndarray | None = None,
+    median_filter: int | Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """sed_scores_eval score tables {audio id: pandas.DataFrame} of (N, T, C) frame probabilities.
+
+    Row i of probs belongs to filenames[i]; its frames are cut at num_valid_frames[i] (frames
+    past a short clip's end are padding; default: all T). Frame j spans
+    [j * frame_seconds, (j + 1) * frame_seconds). Keys are audio ids (`audio_id`: no extension).
+    median_filter: window in frames (one, or one per class; None or 1: none) applied to each
+    clip's valid frames along time (sedjax.postprocess.median_filter) before scoring.
+    Built with sed_scores_eval.base_modules.scores.create_score_dataframe.
+    """
+    try:  # sed_scores_eval 0.0.4; later versions moved it to utils.scores
+        from sed_scores_eval.base_modules.scores import create_score_dataframe
+    except ImportError:  # pragma: no cover
+        from sed_scores_eval.utils.scores import create_score_dataframe
+
+    probs = np.asarray(probs)
+    classes = [str(c) for c in classes]
+    if probs.ndim != 3 or probs.shape[0] != len(filenames) or probs.shape[2] != len(classes):
+        raise ValueError(f"probs must be ({len(filenames)}, T, {len(classes)}) for "
+                         f"{len(filenames)} files and {len(classes)} classes, got {probs.shape}")
+    frame_seconds = float(frame_seconds)
+    if not frame_seconds > 0:
+        raise ValueError(f"frame_seconds must be > 0, got {frame_seconds}")
+    ids = _audio_ids(filenames)
+    valid = _valid_frames(num_valid_frames, len(filenames), probs.shape[1])
+    # One float64 copy, writable: sed_scores_eval's Cython code wants writable float buffers.
+    timestamps = np.arange(probs.shape[1] + 1, dtype=np.float64) * frame_seconds
+    tables = {}
+    for key, clip, n in zip(ids, probs, valid):
+        scores = np.array(clip[:n], dtype=np.float64)
+        if median_filter is not None:
+            scores = postprocess.median_filter(scores, median_filter).astype(np.float64)
+        tables[key] = create_score_dataframe(scores, timestamps[: n + 1], classes)
+    return tables
+
+
+def _merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Unions overlapping or touching intervals (sed_scores_eval refuses connected events)."""
+    merged: list[list[float]] = []
+    for on, off in sorted(intervals):
+        if merged and on <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], off)
+        else:
+            merged.append([on, off])
+    return [(a, b) for a, b in merged]
+
+
+def ground_truth(
+    reference_events: Sequence[Mapping[str, Any]],
+    filenames: Sequence[str],
+    classes: Sequence[str],
+) -> dict[str, list[tuple[float, float, str]]]:
+    """sed_scores_eval ground truth {audio id: [(onset, offset, label), ...]} for every file.
+
+    Files without reference events get []. Overlapping or touching events of one class in one
+    clip are merged into their union (sed_scores_eval asserts there are none; the union is what
+    a frame-level detector can find). ValueError for events of other files or unknown labels.
+    """
+    ids = dict(zip(filenames, _audio_ids(filenames)))
+    known = set(str(c) for c in classes)
+    per_clip: dict[str, dict[str, list[tuple[float, float]]]] = {i: {} for i in ids.values()}
+    for e in reference_events:
+        name, label = e["filename"], str(e["event_label"])
+        if name not in ids:
+            raise ValueError(f"reference event for file {name!r}, which is not in the scored files")
+        if label not in known:
+            raise ValueError(f"reference event label {label!r} (file {name!r}) is not a known "
+                             "class")
+        onset, offset = float(e["onset"]), float(e["offset"])
+        if not (math.isfinite(onset) and math.isfinite(offset)) or offset < onset:
+            raise ValueError(f"bad reference event times {onset}, {offset} (file {name!r})")
+        per_clip[ids[name]].setdefault(label, []).append((onset, offset))
+    return {
+        key: sorted((on, off, label) for label, spans in by_label.items()
+                    for on, off in _merge(spans))
+        for key, by_label in per_clip.items()
+    }
+
+
+def audio_durations(
+    filenames: Sequence[str],
+    durations: Mapping[str, float] | None = None,
+    frame_seconds: float | None = None,
+    num_frames: Sequence[int] | np.ndarray | None = None,
+) -> dict[str, float]:
+    """sed_scores_eval durations {audio id: seconds}: from `durations` ({filename: seconds}, the
+    file name with or without extension) or else num_frames[i] * frame_seconds."""
+    ids = _audio_ids(filenames)
+    if durations is not None:
+        out = {}
+        for name, key in zip(filenames, ids):
+            if name in durations:
+                out[key] = float(durations[name])
+            elif key in durations:
+                out[key] = float(durations[key])
+            else:
+                raise ValueError(f"no duration given for file {name!r}")
+        return out
+    if frame_seconds is None or num_frames is None:
+        raise ValueError("give durations or frame_seconds and num_frames")
+    return {key: float(n) * float(frame_seconds) for key, n in zip(ids, num_frames)}
+
+
+def threshold_independent(
+    probs: np.ndarray,
+    filenames: Sequence[str],
+    frame_seconds: float,
+    classes: Sequence[str],
+    reference_events: Sequence[Mapping[str, Any]],
+    durations: Mapping[str, float] | None = None,
+    num_valid_frames: Sequence[int] | np.ndarray | None = None,
+    settings: Settings | Mapping[str, Any] | None = None,
+    median_filter: int | Sequence[int] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """PSDS1, PSDS2 and the best collar-based F1 of frame probabilities; (figures, curves).
+
+    probs: (N, T, C) frame probabilities, row i for filenames[i], class c for classes[c];
+    frame_seconds: seconds per frame of probs; num_valid_frames: frames of each clip that hold
+    audio (default all T). reference_events: DCASE event dicts {'filename', 'onset', 'offset',
+    'event_label'} (files of `filenames` only). durations: {filename: seconds} of every clip
+    (None: num_valid_frames * frame_seconds). settings: `Settings` or a mapping of overrides
+    (see Settings.from_mapping); None: PSDS1, PSDS2 and the DCASE2018 collars.
+    median_filter: frames (one, or one per class) of a median filter applied to the
+    probabilities first (e.g. config.postprocess.median_filter); None: the raw probabilities.
+
+    figures (JSON-ready, NaN/inf as None):
+      psds1, psds2 (one key per settings.psds name), collar_f1_best_macro: the headline numbers;
+      psds_detail: {name: {"psds", "class_wise": {label: single-class PSDS}}};
+      collar_best: {f_measure_macro, precision_macro, recall_macro, f_measure_micro,
+                    precision_micro, recall_micro (all at each class's best threshold),
+                    class_wise: {label: {f_measure, precision, recall, threshold,
+                    num_reference, true_positives, false_positives}}};
+      num_files, num_reference_events, dataset_seconds, median_filter, settings.
+    curves (numpy arrays, not for JSON): {name: {"etpr", "efpr", "class_wise":
+      {label: {"tpr", "efpr", "thresholds"}}}} the PSD-ROCs (efpr per settings' unit_of_time).
+    """
+    from sed_scores_eval import collar_based, intersection_based
+
+    settings = Settings.from_mapping(settings)
+    classes = [str(c) for c in classes]
+    scores = score_dataframes(probs, filenames, frame_seconds, classes, num_valid_frames,
+                              median_filter)
+    valid = [len(table) for table in scores.values()]  # in the order of filenames
+    durs = audio_durations(filenames, durations, frame_seconds, valid)
+    # sed_scores_eval needs reference events of every class it scores: a small test set (or
+    # recordings of a few classes) is scored over the classes it has, the others listed
+    labels = {str(e["event_label"]) for e in reference_events}
+    left_out = [c for c in classes if c not in labels]
+    figures: dict[str, Any] = {"classes_without_reference_events": left_out}
+    classes = [c for c in classes if c in labels]
+    if left_out:
+        scores = {k: table.drop(columns=left_out) for k, table in scores.items()}
+    gt = ground_truth(reference_events, filenames, classes)
+    if not classes:
+        figures.update({name: None for name in settings.psds}, collar_f1_best_macro=None,
+                       num_files=len(scores), num_reference_events=0,
+                       settings=settings.to_dict())
+        return to_jsonable(figures), {}
+
+    detail: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    for name, s in settings.psds.items():
+        value, class_psds, (etpr, efpr), class_rocs = intersection_based.psds(
+            scores=scores, ground_truth=gt, audio_durations=durs,
+            dtc_threshold=s.dtc_threshold, gtc_threshold=s.gtc_threshold,
+            cttc_threshold=s.cttc_threshold, alpha_ct=s.alpha_ct, alpha_st=s.alpha_st,
+            unit_of_time=s.unit_of_time, max_efpr=s.max_efpr,
+            time_decimals=settings.time_decimals, num_jobs=settings.num_jobs)
+        figures[name] = float(value)
+        detail[name] = {"psds": float(value),
+                        "class_wise": {c: float(class_psds[c]) for c in classes}}
+        curves[name] = {
+            "etpr": np.asarray(etpr), "efpr": np.asarray(efpr),
+            "class_wise": {c: {"tpr": np.asarray(roc[0]), "efpr": np.asarray(roc[1]),
+                               "thresholds": np.asarray(roc[2])}
+                           for c, roc in class_rocs.items()},
+        }
+
+    c = settings.collar
+    f, p, r, thresholds, stats = collar_based.best_fscore(
+        scores=scores, ground_truth=gt, onset_collar=c.onset_collar,
+        offset_collar=c.offset_collar, offset_collar_rate=c.offset_collar_rate,
+        time_decimals=settings.time_decimals, num_jobs=settings.num_jobs)
+    figures["collar_f1_best_macro"] = float(f["macro_average"])
+    figures["psds_detail"] = detail
+    figures["collar_best"] = {
+        "f_measure_macro": float(f["macro_average"]),
+        "precision_macro": float(p["macro_average"]),
+        "recall_macro": float(r["macro_average"]),
+        "f_measure_micro": float(f["micro_average"]),
+        "precision_micro": float(p["micro_average"]),
+        "recall_micro": float(r["micro_average"]),
+        "class_wise": {
+            label: {
+                "f_measure": float(f[label]), "precision": float(p[label]),
+                "recall": float(r[label]), "threshold": float(thresholds[label]),
+                "num_reference": int(stats[label]["n_ref"]),
+                "true_positives": int(stats[label]["tps"]),
+                "false_positives": int(stats[label]["fps"]),
+            }
+            for label in classes
+        },
+    }
+    figures["num_files"] = len(scores)
+    figures["num_reference_events"] = sum(len(v) for v in gt.values())
+    figures["dataset_seconds"] = float(sum(durs.values()))
+    figures["median_filter"] = (None if median_filter is None else
+                                int(median_filter) if np.ndim(median_filter) == 0 else
+                                [int(k) for k in median_filter])
+    figures["settings"] = settings.to_dict()
+    return to_jsonable(figures), curves
+
+
+def _describe(s: PSDSSettings) -> str:
+    parts = [f"dtc {s.dtc_threshold:g}", f"gtc {s.gtc_threshold:g}"]
+    if s.cttc_threshold is not None:
+        parts.append(f"cttc {s.cttc_threshold:g}")
+    if s.alpha_ct:
+        parts.append(f"alpha_ct {s.alpha_ct:g}")
+    parts.append(f"alpha_st {s.alpha_st:g}")
+    parts.append(f"max eFPR {s.max_efpr:g}/{s.unit_of_time}")
+    return ", ".join(parts)
+
+
+def format_lines(figures: Mapping[str, Any], class_wise: bool = False) -> str:
+    """A short printable block of threshold_independent's figures (optionally per class)."""
+
+    def num(x, pct=False):
+        if x is None:
+            return "-"
+        return f"{100 * x:.2f} %" if pct else f"{x:.4f}"
+
+    settings = Settings.from_mapping(figures.get("settings"))
+    c = settings.collar
+    rows = [(f"{name.upper()} ({_describe(s)})", num(figures.get(name)))
+            for name, s in settings.psds.items() if name in figures]
+    rows.append((f"best collar F1, macro (onset {c.onset_collar:g} s, offset "
+                 f"max({c.offset_collar:g} s, {100 * c.offset_collar_rate:g} %), "
+                 "per-class thresholds)",
+                 num(figures.get("collar_f1_best_macro"), pct=True)))
+    width = max(len(r[0]) for r in rows)
+    mf = figures.get("median_filter")
+    what = ("frame probabilities" if mf in (None, 1) else
+            f"frame probabilities median-filtered over {mf} frames")
+    lines = [f"threshold-independent (sed_scores_eval, {what} of "
+             f"{figures.get('num_files', '?')} files):"]
+    lines += [f"  {label:<{width}}  {value:>8}" for label, value in rows]
+    if figures.get("classes_without_reference_events"):
+        lines.append("  classes without reference events, left out: "
+                     + ", ".join(figures["classes_without_reference_events"]))
+    if class_wise:
+        cw = figures.get("collar_best", {}).get("class_wise", {})
+        names = [n for n in settings.psds if n in figures.get("psds_detail", {})]
+        w = max([len("class")] + [len(k) for k in cw])
+        lines.append(f"  {'class':<{w}}  {'best F1%':>8}  {'thresh':>6}  "
+                     + "  ".join(f"{n.upper():>6}" for n in names))
+        for label, v in cw.items():
+            th = v.get("threshold")
+            psds_cells = "  ".join(
+                f"{num(figures['psds_detail'][n]['class_wise'].get(label)):>6}" for n in names)
+            lines.append(f"  {label:<{w}}  {num(v.get('f_measure'), pct=True)[:-2]:>8}  "
+                         f"{'-' if th is None else f'{th:.3f}':>6}  {psds_cells}")
+    return "\n".join(lines)
+
+
+def save_curves(path: str | os.PathLike, curves: Mapping[str, Any]) -> str:
+    """Writes threshold_independent's curves to one .npz (keys 'psds1/etpr',
+    'psds1/class_wise/Cat/tpr', ...), atomically; returns the path."""
+    from sedjax import files
+
+    flat: dict[str, np.ndarray] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                walk(f"{prefix}/{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = np.asarray(node)
+
+    walk("", curves)
+    path = os.fspath(path)
+    with files.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **flat)
+    return path
