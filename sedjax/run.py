@@ -7,6 +7,7 @@ workdir/
   features/                    <split>-<hash>.npy log-mel memmaps, stats-<hash>.npy
   (the recipe's own folders)   e.g. pass1/, pass2/, pseudo_labels.npy for two_pass
   tensorboard/                 per-epoch scalars (losses, validation score, learning rate)
+  model/                       the weights that predicted + normalization (sedjax.detect)
   training.json                the recipe's summary, written once its model predicted
   predictions/                 <split>_probs.npy (frame probabilities), <split>_events.csv,
                                <split>_psd_roc.npz (PSD-ROC curves)
@@ -32,7 +33,7 @@ from sedjax import (evaluation, files, postprocess, psds, recipes, report, shard
 from sedjax.data import dataset, features, pipeline, synthetic
 from sedjax.models import crnn
 from sedjax.recipes import common
-from sedjax.train import loop
+from sedjax.train import checkpoint, loop
 
 SCORED_SPLITS = ("test", "eval")
 
@@ -142,6 +143,8 @@ def train_and_evaluate(config, workdir) -> dict:
             for name in scored:
                 files.save_npy(pred_dir / f"{name}_probs.npy",
                                predict_frames(inputs, trained.state, name).astype(np.float32))
+        if jax.process_index() == 0:
+            checkpoint.save_model(workdir, trained.state, stats)
         training = {"recipe": config.recipe, **trained.summary}
         report.write_json(workdir / "training.json", training)
     else:

@@ -32,6 +32,7 @@ def test_every_artefact_exists(workdir):
     path, _ = workdir
     for rel in ("config.json", "synthetic/.complete", "synthetic/metadata/train/weak.csv",
                 "pass1/result.json", "pass2/result.json", "pseudo_labels.npy", "training.json",
+                "model/variables.msgpack", "model/normalization.npy",
                 "predictions/test_probs.npy", "predictions/test_events.csv",
                 "results.json", "results.txt", "class_scores.png"):
         assert (path / rel).exists(), rel
