@@ -131,4 +131,5 @@ def get_config() -> ml_collections.ConfigDict:
     r.prefetch = 2  # batches prefetched when streaming from the memmap cache
     r.log_every_epochs = 1
     r.predict_batch_size = 128  # clips per prediction step on the test/eval splits
+    r.piano_roll_clips = 4  # test clips drawn in piano_roll.png
     return c

@@ -12,7 +12,7 @@ workdir/
   predictions/                 <split>_probs.npy (frame probabilities), <split>_events.csv,
                                <split>_psd_roc.npz (PSD-ROC curves)
   results.json, results.txt    sed_eval event/segment scores, PSDS1/2 and best collar F1
-  class_scores.png, psd_roc.png
+  class_scores.png, psd_roc.png, training_curves.png, piano_roll.png
 
 Every stage is skipped when its output is already there, so a killed run resumes.
 """
@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax import (evaluation, files, postprocess, psds, recipes, report, sharding,
+from sedjax import (evaluation, files, plots, postprocess, psds, recipes, report, sharding,
                     tensorboard, validation)
 from sedjax.data import dataset, features, pipeline, synthetic
 from sedjax.models import crnn
@@ -83,10 +83,10 @@ def predict_frames(inputs: common.Inputs, state, name: str) -> np.ndarray:
 
 
 def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, probs: np.ndarray,
-                events_path: pathlib.Path) -> tuple[dict, dict]:
+                events_path: pathlib.Path) -> tuple[dict, dict, list]:
     """Post-processes frame probabilities into events, writes them and scores them with
     sed_eval; PSDS and the best collar F1 over thresholds from the frame probabilities with
-    sed_scores_eval. Returns (results, PSD-ROC curves)."""
+    sed_scores_eval. Returns (results, PSD-ROC curves, events)."""
     valid = crnn.valid_output_frames(arrays.frames, config.features.num_frames, config.model)
     seconds = crnn.frame_seconds(config)
     events = postprocess.probabilities_to_events(
@@ -101,7 +101,32 @@ def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, prob
         probs, split.filenames, seconds, config.data.classes, reference,
         num_valid_frames=valid, median_filter=config.postprocess.median_filter,
         settings=config.evaluation.get("psds"))
-    return results, curves
+    return results, curves, events
+
+
+def plot_run(config, workdir: pathlib.Path, training: dict, split: dataset.Split,
+             arrays: pipeline.SplitArrays, probs: np.ndarray, events: list) -> None:
+    """training_curves.png (every stage of the recipe) and piano_roll.png (a few test clips)."""
+    histories, best = {}, {}
+    for stage in training:
+        path = workdir / stage / "result.json"
+        if path.is_file():
+            result = json.loads(path.read_text())
+            histories[stage] = result.get("history", [])
+            best[stage] = result.get("best_epoch", -2) + 1
+    plots.plot_training_curves(histories, workdir / "training_curves.png", best)
+    # the first clips with reference events (the same clips in every run of a dataset)
+    chosen = [i for i, clip in enumerate(split.events) if clip][: config.runtime.piano_roll_clips]
+    by_file: dict = {}
+    for e in events:
+        by_file.setdefault(e["filename"], []).append((e["onset"], e["offset"], e["event_label"]))
+    clips = [{"filename": split.filenames[i], "logmel": np.asarray(arrays.features[i]),
+              "valid_frames": int(arrays.frames[i]), "probs": probs[i],
+              "reference": split.events[i], "estimated": by_file.get(split.filenames[i], [])}
+             for i in chosen]
+    plots.plot_piano_rolls(clips, config.data.classes, crnn.frame_seconds(config),
+                           config.features.hop_length / config.features.sample_rate,
+                           config.postprocess.threshold, workdir / "piano_roll.png")
 
 
 def _read_json(path: pathlib.Path):
@@ -155,9 +180,11 @@ def train_and_evaluate(config, workdir) -> dict:
     with _timed(timings, "evaluation"):
         for name in scored:
             probs = np.load(pred_dir / f"{name}_probs.npy")
-            results[name], curves[name] = score_split(config, splits[name], arrays[name], probs,
-                                                      pred_dir / f"{name}_events.csv")
+            results[name], curves[name], events = score_split(
+                config, splits[name], arrays[name], probs, pred_dir / f"{name}_events.csv")
             psds.save_curves(pred_dir / f"{name}_psd_roc.npz", curves[name])
+            if name == "test":
+                plot_run(config, workdir, training, splits[name], arrays[name], probs, events)
     summary = {**results, **training, "timings_s": timings,
                "devices": sharding.num_shards(mesh)}
     report.write_results(workdir, summary)

@@ -34,6 +34,7 @@ def test_every_artefact_exists(workdir):
                 "pass1/result.json", "pass2/result.json", "pseudo_labels.npy", "training.json",
                 "model/variables.msgpack", "model/normalization.npy",
                 "predictions/test_probs.npy", "predictions/test_events.csv",
+                "training_curves.png", "piano_roll.png",
                 "results.json", "results.txt", "class_scores.png"):
         assert (path / rel).exists(), rel
     assert list((path / "features").glob("weak-*.npy"))
