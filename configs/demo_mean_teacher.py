@@ -6,7 +6,7 @@ The same data, features and CPU budget as configs/demo.py; the system is configs
   student since step 0 (1 - 1/(t+1) < 0.999 until step 999), the untrained ones included;
 - learning rate 3e-3 (as demo.py's pass 1: few steps);
 - linear-softmax pooling instead of attention: on this data it localized best with weak labels
-  only (the seed's two passes: README, "Pooling").
+  only (the seed's two passes: README, "Systems compared on the demo").
 """
 
 from configs import demo, mean_teacher
