@@ -79,12 +79,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _load_config(args: argparse.Namespace):
+    """The --config file's ConfigDict, run once per command and kept on `args`."""
+    if getattr(args, "loaded_config", None) is None:
+        try:
+            args.loaded_config = configfile.load(args.config)
+        except configfile.ConfigFileError as e:
+            raise BadInput(str(e)) from None
+    return args.loaded_config
+
+
 def _classes_and_settings(args: argparse.Namespace) -> tuple[list[str], str, dict]:
     """Returns (classes, where they come from, evaluation settings): the config, then options."""
-    try:
-        config = configfile.load(args.config)
-    except configfile.ConfigFileError as e:
-        raise BadInput(str(e)) from None
+    config = _load_config(args)
     if args.classes is not None:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]
         if not classes:
@@ -163,12 +170,10 @@ def _frame_seconds(args: argparse.Namespace) -> float:
         if not args.frame_seconds > 0:
             raise BadInput(f"--frame_seconds must be > 0, got {args.frame_seconds}")
         return float(args.frame_seconds)
+    config = _load_config(args)
     try:
-        config = configfile.load(args.config)
         from sedjax.models import crnn
         return float(crnn.frame_seconds(config))
-    except configfile.ConfigFileError as e:
-        raise BadInput(str(e)) from None
     except (AttributeError, KeyError, TypeError, ValueError):
         raise BadInput(f"config file {args.config} gives no frame length (features.hop_length,"
                        " features.sample_rate, model.pool_sizes); give --frame_seconds") from None
@@ -185,9 +190,7 @@ def _median_filter(args: argparse.Namespace, num_classes: int) -> int | list[int
         source = "--median_filter"
     else:
         try:
-            value = configfile.load(args.config).postprocess.median_filter
-        except configfile.ConfigFileError as e:
-            raise BadInput(str(e)) from None
+            value = _load_config(args).postprocess.median_filter
         except (AttributeError, KeyError):
             raise BadInput(f"config file {args.config} has no postprocess.median_filter "
                            "(give --median_filter)") from None

@@ -43,6 +43,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> str:
     return path
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in `path`, or None when the file does not exist (a stage not done)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def write_results(
     workdir: str | os.PathLike, results: Mapping[str, Any], extra: Mapping[str, Any] | None = None
 ) -> str:

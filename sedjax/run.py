@@ -129,10 +129,6 @@ def plot_run(config, workdir: pathlib.Path, training: dict, split: dataset.Split
                            config.postprocess.threshold, workdir / "piano_roll.png")
 
 
-def _read_json(path: pathlib.Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def train_and_evaluate(config, workdir) -> dict:
     """Runs (or resumes) every stage and returns the summary written to results.json."""
     mesh = sharding.make_mesh()
@@ -153,7 +149,7 @@ def train_and_evaluate(config, workdir) -> dict:
     pred_dir = workdir / "predictions"
     pred_dir.mkdir(exist_ok=True)
     scored = [n for n in SCORED_SPLITS if n in splits]
-    training = _read_json(workdir / "training.json")
+    training = report.read_json(workdir / "training.json")
     if training is None or not all((pred_dir / f"{n}_probs.npy").exists() for n in scored):
         # scalars per epoch for `tensorboard --logdir WORKDIR`, written by process 0 only
         if jax.process_index() == 0:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 
 import jax.numpy as jnp
@@ -128,15 +127,11 @@ def _warm_start(state, workdir: pathlib.Path):
     return state.replace(params=restored[0].params, batch_stats=restored[0].batch_stats)
 
 
-def _read_json(path: pathlib.Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def train(inputs: common.Inputs) -> common.Trained:
     """Both passes (each skipped or resumed as far as its outputs allow)."""
     workdir = inputs.workdir
     pseudo_path = workdir / "pseudo_labels.npy"
-    pass1 = _read_json(workdir / "pass1" / "result.json")
+    pass1 = report.read_json(workdir / "pass1" / "result.json")
     if pass1 is None or not pseudo_path.exists():
         state1, pass1, thresholds = run_pass1(inputs)
         make_pseudo_labels(inputs, state1, thresholds, pseudo_path)
