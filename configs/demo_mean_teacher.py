@@ -12,8 +12,9 @@ The same data, features and CPU budget as configs/demo.py; the system is configs
 from configs import demo, mean_teacher
 
 
-def get_config():
-    """demo.py's data with the mean-teacher recipe, sized for minutes on a 2-core CPU."""
+def get_config(variant: str = ""):
+    """demo.py's data with the mean-teacher recipe, sized for minutes on a 2-core CPU;
+    `configs/demo_mean_teacher.py:augment` adds augmentation (mean_teacher.add_augmentation)."""
     c = mean_teacher.add_mean_teacher(demo.get_config())
     mt = c.mean_teacher
     mt.batch_weak, mt.batch_unlabeled, mt.batch_strong = 12, 12, 0
@@ -23,4 +24,4 @@ def get_config():
     mt.ema_decay = 0.99
     c.model.pooling = "linear_softmax"
     mt.early_stopping_patience = 10
-    return c
+    return mean_teacher.with_variant(c, variant)

@@ -52,6 +52,30 @@ def add_mean_teacher(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
-def get_config() -> ml_collections.ConfigDict:
-    """The seed's config with the mean-teacher recipe."""
-    return add_mean_teacher(baseline.get_config())
+def add_augmentation(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Turns on the on-device augmentation of the DESED_task recipes, sized for 10 s clips.
+
+    Mixup (soft labels) on half of the steps, one time mask of up to 0.5 s and one frequency
+    mask of up to 8 of the 64 mel bands on the student's input, and a random roll of up to 1 s
+    that moves strong labels with the audio (a multiple of the model's x4 time pooling).
+    """
+    a = c.mean_teacher.augment
+    a.mixup_share, a.mixup_alpha = 0.5, 0.2
+    a.time_mask, a.freq_mask = 25, 8
+    a.time_shift = 48
+    return c
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    """The seed's config with the mean-teacher recipe; `configs/mean_teacher.py:augment` adds
+    augmentation."""
+    return with_variant(add_mean_teacher(baseline.get_config()), variant)
+
+
+def with_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+    """Applies the variant named after a config file's colon ('' or 'augment')."""
+    if variant == "augment":
+        return add_augmentation(c)
+    if variant:
+        raise ValueError(f"unknown config variant {variant!r}: use '' or 'augment'")
+    return c

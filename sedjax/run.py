@@ -50,7 +50,10 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
     """Dataset splits (real or synthetic) and their features: ({split: Split}, {split: arrays})."""
     root = config.data.root
     if config.data.dataset == "synthetic":
-        root = synthetic.ensure_dataset(config.data, workdir / "synthetic")
+        root = workdir / "synthetic"
+        if sharding.is_primary():  # one writer; the others read it once it is complete
+            synthetic.ensure_dataset(config.data, root)
+        sharding.sync("synthetic dataset")
     splits = dataset.load_dataset(root, config.data.classes, workdir, config.data.use_eval,
                                   config.data.get("use_strong", False))
     arrays = {}
@@ -68,9 +71,10 @@ def normalization_stats(config, splits: dict, arrays: dict, workdir: pathlib.Pat
     names = ("weak", "unlabel_in_domain")
     key = features.cache_key(config.features, [f for n in names for f in splits[n].filenames])
     path = workdir / "features" / f"stats-{key}.npy"
-    if not path.exists():
+    if not path.exists() and sharding.is_primary():
         mean, std = features.band_stats([(arrays[n].features, arrays[n].frames) for n in names])
         files.save_npy(path, np.stack([mean, std]))
+    sharding.sync("normalization statistics")
     mean, std = np.load(path)
     return mean, std
 
@@ -136,7 +140,9 @@ def train_and_evaluate(config, workdir) -> dict:
     recipe = recipes.get(config.recipe)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    files.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
+    primary = sharding.is_primary()  # the one process that writes shared files
+    if primary:
+        files.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
     timings: dict = {}
     with _timed(timings, "data"):
         splits, arrays = load_data(config, workdir)
@@ -152,7 +158,7 @@ def train_and_evaluate(config, workdir) -> dict:
     training = report.read_json(workdir / "training.json")
     if training is None or not all((pred_dir / f"{n}_probs.npy").exists() for n in scored):
         # scalars per epoch for `tensorboard --logdir WORKDIR`, written by process 0 only
-        if jax.process_index() == 0:
+        if primary:
             inputs.writer = tensorboard.SummaryWriter(workdir / "tensorboard")
         with _timed(timings, "training"):
             try:
@@ -161,17 +167,22 @@ def train_and_evaluate(config, workdir) -> dict:
                 if inputs.writer is not None:
                     inputs.writer.close()
         with _timed(timings, "predict"):
-            for name in scored:
-                files.save_npy(pred_dir / f"{name}_probs.npy",
-                               predict_frames(inputs, trained.state, name).astype(np.float32))
-        if jax.process_index() == 0:
-            checkpoint.save_model(workdir, trained.state, stats)
+            for name in scored:  # every process predicts (a collective); one writes
+                probs = predict_frames(inputs, trained.state, name).astype(np.float32)
+                if primary:
+                    files.save_npy(pred_dir / f"{name}_probs.npy", probs)
         training = {"recipe": config.recipe, **trained.summary}
-        report.write_json(workdir / "training.json", training)
+        if primary:
+            checkpoint.save_model(workdir, trained.state, stats)
+            report.write_json(workdir / "training.json", training)
     else:
         logging.info("training: done before (recipe %s); reusing %s", training["recipe"],
                      pred_dir)
 
+    sharding.sync("predictions")
+    if not primary:  # scoring and reports read the predictions process 0 wrote
+        logging.info("process %d: done; process 0 scores and reports", jax.process_index())
+        return {}
     results, curves = {}, {}
     with _timed(timings, "evaluation"):
         for name in scored:

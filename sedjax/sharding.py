@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "batch"
@@ -43,3 +44,26 @@ def shard_batch(tree, mesh: Mesh):
         return jax.make_array_from_process_local_data(
             sharding, x[index * local: (index + 1) * local], x.shape)
     return jax.tree_util.tree_map(put, tree)
+
+
+def to_host(x) -> np.ndarray:
+    """A global jax.Array as one numpy array on every process.
+
+    Sharded outputs (predictions) of a multi-process run have rows on other processes, where
+    jax.device_get fails: those are all-gathered first (a collective: every process calls it).
+    """
+    if getattr(x, "is_fully_addressable", True) or x.is_fully_replicated:
+        return np.asarray(jax.device_get(x))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def is_primary() -> bool:
+    """Whether this process writes the run's shared files (process 0; the only one alone)."""
+    return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+    """Waits until every process got here (multi-process), e.g. after process 0 wrote a file
+    that all of them read next; nothing to wait for in a single process."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)

@@ -285,7 +285,8 @@ def train(inputs: common.Inputs) -> common.Trained:
                                train_epoch, validate, inputs.workdir / NAME, inputs.writer,
                                {"learning_rate": mt.learning_rate})
     result = dataclasses.asdict(progress)
-    report.write_json(inputs.workdir / NAME / "result.json", result)
+    if sharding.is_primary():
+        report.write_json(inputs.workdir / NAME / "result.json", result)
     summary = {NAME: {k: result[k] for k in ("best_score", "best_epoch")},
                "predict_with": predict_with}
     return common.Trained(_predictor(state, predict_with), summary)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sedjax import files, report
+from sedjax import files, report, sharding
 from sedjax.data import pipeline
 from sedjax.recipes import common
 from sedjax.train import checkpoint, loop, parallel, scores, state as state_lib
@@ -92,7 +92,9 @@ def make_pseudo_labels(inputs: common.Inputs, state, thresholds, path: pathlib.P
     probs = loop.predict(common.eval_fn("clip", b), state, b, np.arange(len(b.arrays)),
                          inputs.config.pass1.eval_batch_size)
     labels = (probs >= thresholds).astype(np.float32)
-    files.save_npy(path, labels)
+    if sharding.is_primary():
+        files.save_npy(path, labels)
+    sharding.sync("pseudo-labels")
     logging.info("pseudo-labels: %d clips, %.2f labels per clip, written to %s",
                  len(labels), labels.sum(1).mean(), path)
     return labels
@@ -135,7 +137,8 @@ def train(inputs: common.Inputs) -> common.Trained:
     if pass1 is None or not pseudo_path.exists():
         state1, pass1, thresholds = run_pass1(inputs)
         make_pseudo_labels(inputs, state1, thresholds, pseudo_path)
-        report.write_json(workdir / "pass1" / "result.json", pass1)
+        if sharding.is_primary():
+            report.write_json(workdir / "pass1" / "result.json", pass1)
     else:
         logging.info("pass1: done before (best val F1 %.4f); reusing %s", pass1["best_score"],
                      pseudo_path)
@@ -144,7 +147,8 @@ def train(inputs: common.Inputs) -> common.Trained:
         unl, labels=np.load(pseudo_path, mmap_mode="r")))
     state2, progress = run_pass2(inputs)
     pass2 = dataclasses.asdict(progress)
-    report.write_json(workdir / "pass2" / "result.json", pass2)
+    if sharding.is_primary():
+        report.write_json(workdir / "pass2" / "result.json", pass2)
     summary = {"pass1": {k: pass1[k] for k in ("best_score", "best_epoch", "thresholds")},
                "pass2": {k: pass2[k] for k in ("best_score", "best_epoch")}}
     return common.Trained(state2, summary)

@@ -18,6 +18,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from sedjax import sharding
 from sedjax.data import pipeline
 from sedjax.train import checkpoint
 
@@ -86,7 +87,7 @@ def predict(eval_fn, state, batches: pipeline.Batches, rows: np.ndarray, batch_s
     """eval_fn's outputs for `rows`, pulled to the host once at the end."""
     outs = [eval_fn(state, batches.stats, *args)
             for args in batches(rows, batch_size, drop_remainder=False)]
-    out = np.concatenate([np.asarray(jax.device_get(o)) for o in outs])
+    out = np.concatenate([sharding.to_host(o) for o in outs])
     return out[: len(rows)]
 
 
