@@ -21,6 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.recipe = "two_pass"  # how the system is trained: sedjax/recipes/<recipe>.py
+    # runs trained as one program (a leading run axis, vmapped): run k uses seed + k and
+    # reproduces the single run of that seed; results per run plus mean and std
+    c.num_runs = 1
 
     # ---- data -------------------------------------------------------------------------------
     c.data = d = ml_collections.ConfigDict()
@@ -90,6 +93,8 @@ def get_config() -> ml_collections.ConfigDict:
         p.batch_size = batch_size
         p.num_epochs = 100
         p.learning_rate = 1e-3
+        # one learning rate per run (config.num_runs), replacing learning_rate; () = none
+        p.learning_rates = ()
         p.adam_b1 = 0.9
         p.adam_b2 = 0.999
         p.adam_eps = 1e-7  # Keras' epsilon

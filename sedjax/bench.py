@@ -1,4 +1,5 @@
-"""Speed bench (python -m sedjax.bench): train step vs PyTorch, log-mel vs librosa, stages."""
+"""Speed bench (python -m sedjax.bench): train step vs PyTorch, runs per program, log-mel vs
+librosa, stages."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from sedjax.data import features
 from sedjax.models import crnn
 from sedjax import configfile, run as run_lib, sharding
 from sedjax.recipes import common, two_pass
-from sedjax.train import parallel
+from sedjax.train import parallel, runs as runs_lib
 
 _DEFAULT_CONFIG = str(configfile.default_path("tiny"))
 
@@ -39,6 +40,10 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("steps", 10, "Timed train steps per repeat.", flag_values=fv)
     flags.DEFINE_integer("warmup", 2, "Untimed steps first (at least 1: compiles).", flag_values=fv)
     flags.DEFINE_integer("repeats", 3, "Timed repeats; the median is reported.", flag_values=fv)
+    flags.DEFINE_list("runs", ["1", "4", "8"], "Runs per program (config.num_runs) of the "
+                      "runs-per-program line; empty: skip it.", flag_values=fv)
+    flags.DEFINE_integer("runs_batch_size", 16, "Clips per run and step of that line.",
+                         flag_values=fv)
     flags.DEFINE_integer("logmel_clips", 64, "Synthetic 10 s clips of the log-mel bench.",
                          flag_values=fv)
     config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Config of the pipeline timing.",
@@ -109,6 +114,55 @@ def sedjax_train_throughput(config, batch_size: int, steps: int, warmup: int, re
         jax.block_until_ready(state)
 
     return _rate(run, batch_size, steps, warmup, repeats), num_params
+
+
+def runs_train_throughput(config, batch_size: int, num_runs: int, steps: int, warmup: int,
+                          repeats: int) -> float:
+    """Clips/s of the pass-2 step with num_runs runs in one program (run-axis state, vmapped;
+    seeds seed .. seed + num_runs - 1), each run its own pre-sharded batch of batch_size."""
+    mesh = sharding.make_mesh()
+    if batch_size % sharding.num_shards(mesh):
+        raise app.UsageError(f"runs batch size {batch_size} is not divisible by "
+                             f"{sharding.num_shards(mesh)} devices")
+    t, f, c = config.features.num_frames, config.features.n_mels, len(config.data.classes)
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.num_runs = num_runs
+    configs = runs_lib.run_configs(config) if num_runs > 1 else [config]
+    state = sharding.replicate(runs_lib.stack(
+        [common.init_state(rc, "pass2", 0) for rc in configs]), mesh)
+    rng = np.random.default_rng(0)
+    shape = (num_runs, batch_size)
+    batch = runs_lib.shard_runs({
+        "features": rng.normal(size=(*shape, t, f)).astype(np.float32),
+        "frames": np.full(shape, t, np.int32),
+        "labels": (rng.random((*shape, c)) < 0.3).astype(np.float32)}, mesh)
+    stats = sharding.replicate((np.zeros(f, np.float32), np.ones(f, np.float32)), mesh)
+    step = parallel.train_step_fn(functools.partial(
+        two_pass.train_step, bce_eps=config.pass2.bce_eps, output="frame"), mesh,
+        resident=False, runs=True)
+
+    def run(n):
+        nonlocal state  # donated
+        for _ in range(n):
+            state, _ = step(state, stats, batch)
+        jax.block_until_ready(state)
+
+    return _rate(run, num_runs * batch_size, steps, warmup, repeats)
+
+
+def runs_bench(config, batch_size: int, run_counts: Sequence[int], steps: int, warmup: int,
+               repeats: int) -> dict:
+    """Train clips/s of K runs per program against K separate one-run programs (which, run one
+    after another, train at the one-run program's clips/s), and their ratio, per K."""
+    separate = sedjax_train_throughput(config, batch_size, steps, warmup, repeats)[0]
+    out = {"batch_size_per_run": batch_size, "separate_clips_per_s": separate,
+           "clips_per_s": {}, "speedup_vs_separate": {}}
+    for k in run_counts:
+        rate = runs_train_throughput(config, batch_size, k, steps, warmup, repeats)
+        out["clips_per_s"][str(k)] = rate
+        out["speedup_vs_separate"][str(k)] = rate / separate
+    return out
 
 
 def train_bench(config, batch_sizes: Sequence[int], steps: int, warmup: int, repeats: int,
@@ -195,12 +249,13 @@ def _fmt(x, spec: str = ".1f") -> str:
 
 def run(batch_sizes: Sequence[int] = (32, 128), steps: int = 10, warmup: int = 2,
         repeats: int = 3, logmel_clips: int = 64, config=None, dtype: str = "float32",
-        json_path: str | None = None, skip_torch: bool = False, skip_pipeline: bool = False
-        ) -> dict:
+        json_path: str | None = None, skip_torch: bool = False, skip_pipeline: bool = False,
+        run_counts: Sequence[int] = (1, 4, 8), runs_batch_size: int = 16) -> dict:
     """Runs every section, prints tables, returns (and optionally writes) all figures.
 
     config: the pipeline section's config (configs/tiny.py when None); the train-step section
-    always uses configs/baseline.py's model, with `dtype` as its compute dtype.
+    always uses configs/baseline.py's model, with `dtype` as its compute dtype, as does the
+    runs-per-program section (run_counts; empty: skipped).
     """
     env = environment()
     v = env["versions"]
@@ -221,6 +276,15 @@ def run(batch_sizes: Sequence[int] = (32, 128), steps: int = 10, warmup: int = 2
     for b, r in train["clips_per_s"].items():
         print(f" {b:>6} {r['sedjax']:>10.1f} {_fmt(r['torch']):>10} "
               f"{_fmt(train['speedup'][b], '.2f') + 'x':>13}")
+    runs = None
+    if run_counts:
+        runs = runs_bench(model_config, runs_batch_size, run_counts, steps, warmup, repeats)
+        print(f"== runs per program (config.num_runs), pass-2 step, {runs_batch_size} clips per "
+              f"run and step, clips/s (median of {repeats} x {steps} steps)\n"
+              f" {'runs K':>6} {'one program':>12} {'K programs':>11} {'ratio':>7}")
+        for k, rate in runs["clips_per_s"].items():
+            print(f" {k:>6} {rate:>12.1f} {runs['separate_clips_per_s']:>11.1f} "
+                  f"{runs['speedup_vs_separate'][k]:>6.2f}x")
     mel = logmel_bench(logmel_clips, model_config.features, repeats)
     rates = mel["clips_per_s"]
     print(f"== log-mel, {mel['clips']} synthetic 10 s clips at 44.1 kHz, clips/s\n"
@@ -247,6 +311,7 @@ def run(batch_sizes: Sequence[int] = (32, 128), steps: int = 10, warmup: int = 2
               "train_step_speedup_vs_torch_by_batch_size": train["speedup"],
               "train_step_clips_per_s": train["clips_per_s"], "params": train["params"],
               "train_steps": steps, "train_warmup": warmup, "repeats": repeats,
+              "runs_per_program": runs,
               "logmel_speedup_vs_librosa": rates["jax"] / rates["librosa_serial"],
               "logmel_speedup_vs_librosa_all_cores": rates["jax"] / rates["librosa_all_cores"],
               "logmel": mel, "pipeline": pipe}
@@ -261,7 +326,7 @@ def run_with_flags(fv: flags.FlagValues = flags.FLAGS) -> dict:
     """`run` with the parsed values of define_flags' flags."""
     return run([int(b) for b in fv.batch_sizes], fv.steps, fv.warmup, fv.repeats,
                fv.logmel_clips, None if fv.skip_pipeline else fv.config, fv.dtype, fv.json,
-               fv.skip_torch, fv.skip_pipeline)
+               fv.skip_torch, fv.skip_pipeline, [int(k) for k in fv.runs], fv.runs_batch_size)
 
 
 def main(argv: Sequence[str]) -> None:

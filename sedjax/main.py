@@ -6,19 +6,25 @@ if __name__ == "__main__":  # before the heavy imports (~3 s): this process is r
     host.reexec_with_huge_pages("sedjax.main")
 
 import logging as pylogging
+import os
 import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sedjax import run, validation
+from sedjax import distributed, run, validation
 from sedjax.data import dataset
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for features, checkpoints and results.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+flags.DEFINE_bool("distributed", False,
+                  "Join a multi-process job (jax.distributed): TPU slices and SLURM are detected; "
+                  "elsewhere give the three flags below or SEDJAX_* variables.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
+flags.DEFINE_integer("num_processes", None, "Processes in the job (multi-process).")
+flags.DEFINE_integer("process_id", None, "This process's id, 0 .. num_processes - 1.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -33,8 +39,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().python_handler.addFilter(_quiet_libraries)
-    if FLAGS.distributed:
-        jax.distributed.initialize()
+    if FLAGS.distributed or FLAGS.coordinator_address or os.environ.get("SEDJAX_COORDINATOR"):
+        try:
+            distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                   num_processes=FLAGS.num_processes,
+                                   process_id=FLAGS.process_id)
+        except ValueError as e:
+            sys.exit(f"error: {e}")
     logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())
     try:

@@ -14,6 +14,13 @@ workdir/
   results.json, results.txt    sed_eval event/segment scores, PSDS1/2 and best collar F1
   class_scores.png, psd_roc.png, training_curves.png, piano_roll.png
 
+Several runs (config.num_runs = K > 1, seeds seed .. seed + K - 1, one program): the recipe's
+checkpoints, features and tensorboard/ stay in the workdir; each run's own outputs (config.json,
+model/, predictions/, training.json, results.json, ... as above, and the recipe's result.json
+files) go to workdir/run{k}/, laid out as a single run's workdir; workdir/results.json holds
+each run's headline scores with their mean and sample std, workdir/training.json each run's
+training summary.
+
 Every stage is skipped when its output is already there, so a killed run resumes.
 """
 
@@ -28,12 +35,12 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax import (evaluation, files, plots, postprocess, psds, recipes, report, sharding,
-                    tensorboard, validation)
+from sedjax import (evaluation, files, multirun, plots, postprocess, psds,
+                    recipes, report, sharding, tensorboard, validation)
 from sedjax.data import dataset, features, pipeline, synthetic
 from sedjax.models import crnn
 from sedjax.recipes import common
-from sedjax.train import checkpoint, loop
+from sedjax.train import checkpoint, runs as runs_lib
 
 SCORED_SPLITS = ("test", "eval")
 
@@ -54,12 +61,18 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
         if sharding.is_primary():  # one writer; the others read it once it is complete
             synthetic.ensure_dataset(config.data, root)
         sharding.sync("synthetic dataset")
+    primary = sharding.is_primary()  # the one writer of the error log
     splits = dataset.load_dataset(root, config.data.classes, workdir, config.data.use_eval,
-                                  config.data.get("use_strong", False))
+                                  config.data.get("use_strong", False), write_log=primary)
     arrays = {}
-    for name, split in splits.items():
-        feats, frames = features.extract_split(name, split.paths, split.filenames,
-                                               config.features, workdir / "features")
+    for name, split in list(splits.items()):
+        feats, frames, unreadable = features.extract_split(
+            name, split.paths, split.filenames, config.features, workdir / "features")
+        if unreadable:  # the same rows on every process: each read every process's share
+            split = splits[name] = dataset.drop_unreadable(
+                split, unreadable, workdir / dataset.ERROR_LOG, write_log=primary)
+            keep = np.setdiff1d(np.arange(len(frames)), list(unreadable))
+            feats, frames = pipeline.take_rows(feats, keep), frames[keep]
         labels = split.weak if split.weak is not None else np.zeros(
             (len(split), len(config.data.classes)), np.float32)
         arrays[name] = pipeline.SplitArrays(feats, frames, labels)
@@ -79,11 +92,12 @@ def normalization_stats(config, splits: dict, arrays: dict, workdir: pathlib.Pat
     return mean, std
 
 
-def predict_frames(inputs: common.Inputs, state, name: str) -> np.ndarray:
-    """Frame probabilities (N, T', C) of a split."""
-    b = inputs.batches[name]
-    return loop.predict(common.eval_fn("frame", b), state, b, np.arange(len(b.arrays)),
-                        inputs.config.runtime.predict_batch_size)
+def predict_frames(inputs: common.Inputs, state, name: str) -> list[np.ndarray]:
+    """Frame probabilities (N, T', C) of a split, one array per run."""
+    b = inputs.run_batches(name)
+    rows = np.arange(len(b.arrays))
+    return inputs.runs.predict(common.eval_fn("frame", b), state, b, [rows] * inputs.runs.count,
+                               inputs.config.runtime.predict_batch_size)
 
 
 def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, probs: np.ndarray,
@@ -151,12 +165,14 @@ def train_and_evaluate(config, workdir) -> dict:
     batches = {name: pipeline.Batches(a, mesh, stats, config.runtime)
                for name, a in arrays.items()}
     inputs = common.Inputs(config, splits, arrays, batches, mesh, stats, workdir)
+    runs, dirs = inputs.runs, inputs.run_dirs
 
-    pred_dir = workdir / "predictions"
-    pred_dir.mkdir(exist_ok=True)
+    for d in dirs:
+        (d / "predictions").mkdir(parents=True, exist_ok=True)
     scored = [n for n in SCORED_SPLITS if n in splits]
     training = report.read_json(workdir / "training.json")
-    if training is None or not all((pred_dir / f"{n}_probs.npy").exists() for n in scored):
+    if training is None or not all((d / "predictions" / f"{n}_probs.npy").exists()
+                                   for d in dirs for n in scored):
         # scalars per epoch for `tensorboard --logdir WORKDIR`, written by process 0 only
         if primary:
             inputs.writer = tensorboard.SummaryWriter(workdir / "tensorboard")
@@ -168,44 +184,89 @@ def train_and_evaluate(config, workdir) -> dict:
                     inputs.writer.close()
         with _timed(timings, "predict"):
             for name in scored:  # every process predicts (a collective); one writes
-                probs = predict_frames(inputs, trained.state, name).astype(np.float32)
-                if primary:
-                    files.save_npy(pred_dir / f"{name}_probs.npy", probs)
-        training = {"recipe": config.recipe, **trained.summary}
+                for d, probs in zip(dirs, predict_frames(inputs, trained.state, name)):
+                    if primary:
+                        files.save_npy(d / "predictions" / f"{name}_probs.npy",
+                                       probs.astype(np.float32))
+        per_run = [{"recipe": config.recipe, **s} for s in trained.summaries]
+        if not runs.single:
+            lists = runs_lib.learning_rate_lists(config)  # a learning rate per run
+            per_run = [{"recipe": config.recipe, "seed": c.seed,
+                        **({"learning_rates": {n: c[n].learning_rate for n in lists}}
+                           if lists else {}), **s}
+                       for c, s in zip(runs.configs, trained.summaries)]
+        training = per_run[0] if runs.single else {
+            "recipe": config.recipe, "num_runs": runs.count, "runs": per_run}
         if primary:
-            checkpoint.save_model(workdir, trained.state, stats)
+            for k, (d, c) in enumerate(zip(dirs, runs.configs)):
+                checkpoint.save_model(d, runs.take(trained.state, k), stats)
+                if not runs.single:  # each run folder reads as a single run's workdir
+                    files.write_text(d / "config.json", c.to_json_best_effort(indent=2))
+                    report.write_json(d / "training.json", per_run[k])
             report.write_json(workdir / "training.json", training)
     else:
         logging.info("training: done before (recipe %s); reusing %s", training["recipe"],
-                     pred_dir)
+                     " ".join(str(d / "predictions") for d in dirs))
 
     sharding.sync("predictions")
     if not primary:  # scoring and reports read the predictions process 0 wrote
         logging.info("process %d: done; process 0 scores and reports", jax.process_index())
         return {}
-    results, curves = {}, {}
+    per_run = [training] if runs.single else training["runs"]
+    scored_runs = []
     with _timed(timings, "evaluation"):
-        for name in scored:
-            probs = np.load(pred_dir / f"{name}_probs.npy")
-            results[name], curves[name], events = score_split(
-                config, splits[name], arrays[name], probs, pred_dir / f"{name}_events.csv")
-            psds.save_curves(pred_dir / f"{name}_psd_roc.npz", curves[name])
-            if name == "test":
-                plot_run(config, workdir, training, splits[name], arrays[name], probs, events)
-    summary = {**results, **training, "timings_s": timings,
-               "devices": sharding.num_shards(mesh)}
+        for d, t in zip(dirs, per_run):
+            scored_runs.append(score_run(config, d, t, splits, arrays, scored))
+    devices = sharding.num_shards(mesh)
+    summaries = [{**results, **t, "timings_s": timings, "devices": devices}
+                 for (results, _), t in zip(scored_runs, per_run)]
+    tables = [report_run(d, results, curves, summary)
+              for d, (results, curves), summary in zip(dirs, scored_runs, summaries)]
+    if runs.single:
+        print(tables[0])
+        print(_f1_line(scored_runs[0][0]["test"], len(splits["test"]), workdir))
+        return summaries[0]
+    summary = multirun.summary(config.recipe, dirs, summaries, scored, timings, devices)
     report.write_results(workdir, summary)
+    text = multirun.format_table(summary, scored)
+    files.write_text(workdir / "results.txt", text + "\n")
+    print(text)
+    print(multirun.f1_line(summary, len(splits["test"]), workdir))
+    return summary
+
+
+def score_run(config, run_dir: pathlib.Path, training: dict, splits: dict, arrays: dict,
+              scored: list) -> tuple[dict, dict]:
+    """Scores one run's predictions of every scored split (events, PSD-ROC curves, pictures of
+    the test split into run_dir); returns ({split: results}, {split: curves})."""
+    pred_dir = run_dir / "predictions"
+    results, curves = {}, {}
+    for name in scored:
+        probs = np.load(pred_dir / f"{name}_probs.npy")
+        results[name], curves[name], events = score_split(
+            config, splits[name], arrays[name], probs, pred_dir / f"{name}_events.csv")
+        psds.save_curves(pred_dir / f"{name}_psd_roc.npz", curves[name])
+        if name == "test":
+            plot_run(config, run_dir, training, splits[name], arrays[name], probs, events)
+    return results, curves
+
+
+def report_run(run_dir: pathlib.Path, results: dict, curves: dict, summary: dict) -> str:
+    """Writes one run's results.json, results.txt and score plots; returns the test table."""
+    report.write_results(run_dir, summary)
     table = (evaluation.format_table(results["test"]) + "\n\n"
              + psds.format_lines(results["test"]["threshold_independent"]))
-    files.write_text(workdir / "results.txt", table + "\n")
-    report.plot_class_scores(results["test"], workdir / "class_scores.png")
-    report.plot_psd_roc(curves["test"], workdir / "psd_roc.png",
+    files.write_text(run_dir / "results.txt", table + "\n")
+    report.plot_class_scores(results["test"], run_dir / "class_scores.png")
+    report.plot_psd_roc(curves["test"], run_dir / "psd_roc.png",
                         results["test"]["threshold_independent"])
-    print(table)
-    ev = results["test"]["event_based"]
+    return table
+
+
+def _f1_line(test: dict, clips: int, workdir: pathlib.Path) -> str:
+    ev = test["event_based"]
     er = ev["error_rate_macro"]
     er = (f"{er:.3f}" if evaluation.error_rate_is_defined(er) else
           f"{er:.0e} (sed_eval's ER of a class without reference events)")
-    print(f"event-based macro F1 {100 * ev['f_measure_macro']:.2f} %  ER {er}  (test, "
-          f"{len(splits['test'])} clips)  -> {workdir / 'results.json'}")
-    return summary
+    return (f"event-based macro F1 {100 * ev['f_measure_macro']:.2f} %  ER {er}  (test, "
+            f"{clips} clips)  -> {workdir / 'results.json'}")

@@ -59,6 +59,15 @@ def validate(config, num_devices: int = 1) -> None:
         if value not in allowed:
             raise ConfigError(f"{field}: unknown value {value!r}; choose one of "
                               f"{', '.join(map(repr, allowed))}")
+    num_runs = _positive_int("num_runs", config.get("num_runs", 1))
+    for name, rates in _fields(config):
+        if name.endswith(".learning_rates") and rates != ():
+            if (isinstance(rates, str) or not isinstance(rates, Sequence)
+                    or len(rates) != num_runs or not all(
+                        isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0
+                        for r in rates)):
+                raise ConfigError(f"{name}: expected {num_runs} positive learning rates, one "
+                                  f"per run (num_runs), got {rates!r}")
     classes = _get(config, "data.classes")
     if (isinstance(classes, str) or not isinstance(classes, Sequence) or not classes
             or not all(isinstance(c, str) and c for c in classes)):

@@ -1,4 +1,5 @@
-"""The speed bench: PyTorch reference size, and a tiny end-to-end run with and without torch."""
+"""The speed bench: PyTorch reference size, and a tiny end-to-end run with and without torch
+(and its runs-per-program line)."""
 
 import json
 import sys
@@ -13,7 +14,7 @@ from sedjax import bench
 from sedjax.models import crnn
 
 TINY = ["bench", "--batch_sizes=4", "--steps=1", "--warmup=1", "--repeats=1",
-        "--logmel_clips=2", "--skip_pipeline"]
+        "--logmel_clips=2", "--skip_pipeline", "--runs=1,2", "--runs_batch_size=4"]
 
 
 def flax_param_count() -> int:
@@ -62,6 +63,11 @@ def test_bench_tiny_end_to_end(tmp_path, capsys):
     assert result["params"]["sedjax"] == flax_param_count()
     out = capsys.readouterr().out
     assert "sedjax/torch" in out and "max |jnp - librosa|" in out
+    runs = result["runs_per_program"]
+    assert runs["batch_size_per_run"] == 4 and list(runs["clips_per_s"]) == ["1", "2"]
+    assert all(runs["clips_per_s"][k] > 0 and runs["speedup_vs_separate"][k] > 0
+               for k in ("1", "2"))
+    assert "runs per program" in out
     if result["versions"]["torch"] is None:  # torch absent here: the ratio is null
         assert result["train_step_speedup_vs_torch"] is None
     else:
@@ -74,6 +80,8 @@ def test_bench_without_torch(tmp_path, monkeypatch, capsys):
     """Torch made unimportable; the slow measurements stubbed (the run above does them)."""
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     monkeypatch.setattr(bench, "sedjax_train_throughput", lambda *args: (10.0, 125834))
+    monkeypatch.setattr(bench, "runs_train_throughput",
+                        lambda config, b, k, *args: 10.0 * (1.0 if k == 1 else 1.5 * k))
     rates = {"jax": 4.0, "librosa_serial": 2.0, "librosa_all_cores": 4.0}
     monkeypatch.setattr(bench, "logmel_bench", lambda *args: {
         "clips": 2, "batch_size": 2, "workers": 2, "clips_per_s": rates, "max_abs_diff": 0.0})
@@ -85,3 +93,6 @@ def test_bench_without_torch(tmp_path, monkeypatch, capsys):
     assert result["logmel_speedup_vs_librosa"] == 2.0
     assert result["logmel_speedup_vs_librosa_all_cores"] == 1.0
     assert "torch not installed" in capsys.readouterr().out
+    # K runs in one program against K one-run programs: the ratio of their clips/s
+    assert result["runs_per_program"]["separate_clips_per_s"] == 10.0
+    assert result["runs_per_program"]["speedup_vs_separate"] == {"1": 1.0, "2": 3.0}

@@ -86,7 +86,9 @@ def test_csv_round_trip_with_empty_clips(tmp_path):
 
     read_events, filenames = postprocess.read_events_csv(path)
     assert filenames == ["a.wav", "b.wav", "c.wav"]
-    key = lambda e: (e["filename"], e["onset"], e["event_label"])
+
+    def key(e):
+        return e["filename"], e["onset"], e["event_label"]
     assert sorted(read_events, key=key) == sorted(events, key=key)
 
 

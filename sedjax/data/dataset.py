@@ -48,7 +48,8 @@ Event = tuple[float, float, str]  # onset s, offset s, label
 
 @dataclasses.dataclass
 class Split:
-    """The clips of one split whose audio exists, with their labels."""
+    """The clips of one split whose audio exists (and, once featurized, can be read), with
+    their labels."""
 
     name: str
     filenames: list[str]
@@ -187,7 +188,8 @@ def load_split(root: pathlib.Path, split: str, classes: Sequence[str],
         logging.warning("%s: %d of %d audio files missing; skipped and listed in %s",
                         split, len(missing), len(names), error_log or "(no log)")
         if error_log is not None:
-            _append_error_log(error_log, split, root / audio_rel, missing)
+            reason = f"audio file not found in {root / audio_rel}"
+            append_error_log(error_log, split, [(name, reason) for name in missing])
     if not keep:
         raise DatasetError(f"{root / audio_rel}: none of the {len(names)} audio files "
                            f"listed in {meta} exist")
@@ -199,30 +201,54 @@ def load_split(root: pathlib.Path, split: str, classes: Sequence[str],
     return Split(split, [names[i] for i in keep], [paths[i] for i in keep], weak, events)
 
 
-def _append_error_log(path: pathlib.Path, split: str, folder: pathlib.Path,
-                      missing: Sequence[str]) -> None:
+def append_error_log(path: pathlib.Path, split: str,
+                     entries: Sequence[tuple[str, str]]) -> None:
+    """Appends (filename, reason) rows of a split's skipped clips to the error log."""
     new = not path.exists()
     with open(path, "a", newline="") as f:
         writer = csv.writer(f, delimiter="\t")
         if new:
             writer.writerow(["filename", "split", "error"])
-        for name in missing:
-            writer.writerow([name, split, f"audio file not found in {folder}"])
+        for name, reason in entries:
+            writer.writerow([name, split, reason])
+
+
+def drop_unreadable(split: Split, reasons: dict[int, str], error_log: pathlib.Path,
+                    write_log: bool = True) -> Split:
+    """The split without rows `reasons` ({row: why}: clips whose audio cannot be read), which
+    are appended to `error_log` when write_log; a split with none readable is a DatasetError."""
+    if not reasons:
+        return split
+    logging.warning("%s: %d of %d audio files cannot be read; skipped and listed in %s",
+                    split.name, len(reasons), len(split), error_log)
+    if write_log:
+        append_error_log(error_log, split.name,
+                         [(split.filenames[i], reasons[i]) for i in sorted(reasons)])
+    keep = [i for i in range(len(split)) if i not in reasons]
+    if not keep:
+        first = min(reasons)
+        raise DatasetError(f"{split.paths[first].parent}: none of the {len(split)} audio files "
+                           f"of split {split.name!r} can be read (e.g. "
+                           f"{split.filenames[first]}: {reasons[first]}); see {error_log}")
+    return Split(split.name, [split.filenames[i] for i in keep], [split.paths[i] for i in keep],
+                 None if split.weak is None else split.weak[keep],
+                 None if split.events is None else [split.events[i] for i in keep])
 
 
 def load_dataset(root, classes: Sequence[str], workdir, use_eval: bool = True,
-                 use_strong: bool = False) -> dict[str, Split]:
+                 use_strong: bool = False, write_log: bool = True) -> dict[str, Split]:
     """Reads the splits of a DCASE-layout root: {name: Split}, in the order weak,
     unlabel_in_domain, synthetic, test, eval.
 
     synthetic (strongly labelled training clips, DCASE2019 layout) only with use_strong and when
-    its metadata file is present; eval only with use_eval and when present.
+    its metadata file is present; eval only with use_eval and when present. write_log: whether
+    this process (re)writes workdir's error log (one process of a multi-process run does).
     """
     root = dataset_root(root)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     error_log = workdir / ERROR_LOG
-    if error_log.exists():
+    if write_log and error_log.exists():
         error_log.unlink()  # rewritten from scratch: it lists what is missing now
     splits = {}
     for name in ("weak", "unlabel_in_domain", "synthetic", "test", "eval"):
@@ -234,6 +260,6 @@ def load_dataset(root, classes: Sequence[str], workdir, use_eval: bool = True,
             logging.info("no strongly labelled training split (%s not found; a DCASE2018 "
                          "layout has none): going on without it", root / SPLITS["synthetic"][0])
             continue
-        splits[name] = load_split(root, name, classes, error_log)
+        splits[name] = load_split(root, name, classes, error_log if write_log else None)
         logging.info("split %-18s %6d clips", name, len(splits[name]))
     return splits

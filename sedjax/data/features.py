@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import pathlib
+import struct
 from typing import Callable, Sequence
 
 import jax
@@ -20,7 +21,8 @@ import soundfile
 from absl import logging
 from tqdm import tqdm
 
-from sedjax import files
+from sedjax import files, sharding
+from sedjax.data import pipeline
 
 # Feature-config fields that change the numbers (the others are speed knobs).
 _KEY_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "window", "center",
@@ -44,12 +46,75 @@ def to_mono_resampled(waveform: np.ndarray, sample_rate: int, config) -> np.ndar
     return np.ascontiguousarray(y, np.float32)
 
 
-def load_audio(path, config) -> np.ndarray:
-    """Decodes an audio file to mono float32 at the config's sample rate."""
+class UnreadableAudio(IOError):
+    """An audio file that cannot be used; `reason` says why in a few words."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+
+
+def _wav_declared_frames(path) -> int | None:
+    """Sample frames the data chunk of a RIFF/WAVE header declares; None for other files and
+    for streamed headers (size 0 or 0xFFFFFFFF: written before the length was known)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+            return None
+        block_align = 0
+        while len(chunk := f.read(8)) == 8:
+            kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if kind == b"fmt ":
+                fmt = f.read(size)
+                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else 0
+                f.seek(size & 1, 1)
+            elif kind == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + (size & 1), 1)  # chunks are padded to an even size
+    return None
+
+
+def read_audio(path) -> tuple[np.ndarray, int]:
+    """Decodes a whole file as soundfile reads it: ((n,) or (n, channels) float32, rate).
+
+    Raises UnreadableAudio for a file that does not decode, holds no samples, holds fewer
+    samples than its header declares, or holds samples that are not finite.
+    """
+    path = str(path)
     try:
-        y, sr = soundfile.read(str(path), dtype="float32", always_2d=False)
+        if os.path.getsize(path) == 0:
+            raise UnreadableAudio(path, "empty: 0 bytes")
+        with soundfile.SoundFile(path) as f:
+            declared, sr = f.frames, f.samplerate
+            y = f.read(dtype="float32", always_2d=False)
+        # libsndfile reads a cut WAV up to its end without a word and reports that length as
+        # its frame count; only the header's data size tells that samples are missing
+        declared = max(declared, _wav_declared_frames(path) or 0)
+    except UnreadableAudio:
+        raise
     except Exception as e:  # soundfile raises several types; all mean the same to the user
-        raise IOError(f"{path}: cannot decode audio ({e})") from e
+        raise UnreadableAudio(path, f"cannot decode: {_short(e, path)}") from e
+    if len(y) == 0:
+        raise UnreadableAudio(path, "empty: 0 samples")
+    if len(y) < declared:
+        raise UnreadableAudio(path, f"truncated: header says {declared} samples, "
+                                    f"file holds {len(y)}")
+    if not np.isfinite(y).all():
+        raise UnreadableAudio(path, "cannot decode: samples that are NaN or infinite")
+    return y, sr
+
+
+def _short(error: Exception, path: str) -> str:
+    """The decoder's message without the full path it repeats (the log names the file)."""
+    return str(error).replace(path, os.path.basename(path)) or type(error).__name__
+
+
+def load_audio(path, config) -> np.ndarray:
+    """Decodes an audio file to mono float32 at the config's sample rate (or UnreadableAudio)."""
+    y, sr = read_audio(path)
     return to_mono_resampled(y, sr, config)
 
 
@@ -160,28 +225,41 @@ def cache_key(config, filenames: Sequence[str]) -> str:
 
 
 def _librosa_item(path, config):
-    y = load_audio(path, config)
-    return log_mel(y, config.sample_rate, config), num_valid_frames(len(y), config)
+    """(log-mel, valid frames, None) of one clip, or (None, 0, reason) when it cannot be read."""
+    try:
+        y = load_audio(path, config)
+    except UnreadableAudio as e:
+        return None, 0, e.reason
+    return log_mel(y, config.sample_rate, config), num_valid_frames(len(y), config), None
 
 
-def _fill_librosa(paths, out, lengths, config, bar):
+def _fill_librosa(paths, out, lengths, config, bar) -> dict[int, str]:
     workers = num_workers(config)
+    errors = {}
     # spawn: forking a process that runs JAX's threads can deadlock
     with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")
                                      ) as pool:
-        for i, (mel, n) in enumerate(pool.map(_librosa_item, paths, [config] * len(paths),
-                                              chunksize=4)):
-            out[i], lengths[i] = mel, n
+        for i, (mel, n, reason) in enumerate(pool.map(_librosa_item, paths,
+                                                      [config] * len(paths), chunksize=4)):
+            if reason is None:
+                out[i], lengths[i] = mel, n
+            else:
+                errors[i] = reason
             bar.update(1)
+    return errors
 
 
-def _fill_jax(paths, out, lengths, config, bar):
+def _fill_jax(paths, out, lengths, config, bar) -> dict[int, str]:
     frontend = make_jax_frontend(config)
     size, batch = buffer_samples(config), config.batch_size
+    errors = {}
 
     def decode(path):
-        y = load_audio(path, config)
-        return y[:size], len(y)
+        try:
+            y = load_audio(path, config)
+        except UnreadableAudio as e:
+            return np.zeros(0, np.float32), 0, e.reason
+        return y[:size], len(y), None
 
     with futures.ThreadPoolExecutor(num_workers(config)) as pool:
         decoded = pool.map(decode, paths)  # decodes ahead while the device computes
@@ -191,15 +269,18 @@ def _fill_jax(paths, out, lengths, config, bar):
             waves = np.zeros((stop - start, size), np.float32)
             lens = np.zeros(stop - start, np.int32)
             for j in range(stop - start):
-                y, n = next(decoded)
+                y, n, reason = next(decoded)
                 waves[j, : len(y)], lens[j] = y, len(y)
                 lengths[start + j] = num_valid_frames(n, config)
+                if reason is not None:
+                    errors[start + j] = reason
             result = frontend(waves, lens)  # async: the device works while we decode on
             if pending is not None:
                 _write(out, *pending, bar)
             pending = (start, result)
         if pending is not None:
             _write(out, *pending, bar)
+    return errors
 
 
 def _write(out, start, result, bar):
@@ -208,33 +289,95 @@ def _write(out, start, result, bar):
     bar.update(len(result))
 
 
-def extract_split(name: str, paths: Sequence[pathlib.Path], filenames: Sequence[str], config,
-                  cache_dir) -> tuple[np.memmap, np.ndarray]:
-    """Features of a split, from the cache when complete; else built and cached atomically.
+def share_rows(num_rows: int, index: int, count: int) -> tuple[int, int]:
+    """Rows [start, stop) that process `index` of `count` featurizes (contiguous, near equal)."""
+    return index * num_rows // count, (index + 1) * num_rows // count
 
-    Returns (memmap (N, num_frames, n_mels) float32 un-normalized, valid frames (N,) int32).
-    """
-    cache_dir = pathlib.Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    stem = cache_dir / f"{name}-{cache_key(config, filenames)}"
-    final, len_path = stem.with_suffix(".npy"), stem.with_suffix(".frames.npy")
-    if final.exists() and len_path.exists():
-        logging.info("features %s: reusing %s", name, final)
-        return np.load(final, mmap_mode="r"), np.load(len_path)
+
+def _share_files(stem: str, start: int, stop: int, count: int) -> tuple[pathlib.Path, ...]:
+    """(features, frames, errors) files of one share; a single process keeps the plain names
+    (<split>-<hash>.npy), so caches written before process shares existed stay valid."""
+    base = stem if count == 1 else f"{stem}.rows{start}-{stop}"
+    return tuple(pathlib.Path(base + ext) for ext in (".npy", ".frames.npy", ".errors.json"))
+
+
+def _complete(share: Sequence[pathlib.Path]) -> bool:
+    # the features file is renamed into place last; an errors file is absent only in a cache
+    # written before unreadable clips were recorded (when any of them stopped the build)
+    return share[0].exists() and share[1].exists()
+
+
+def _build_share(name: str, paths, filenames, first_row: int, share, config) -> None:
+    """Featurizes `paths` (rows first_row...) into the share's files, each written atomically."""
+    feats_path, frames_path, errors_path = share
     lengths = np.zeros(len(paths), np.int32)
     fill = _fill_jax if config.frontend == "jax" else _fill_librosa
     # The main file appears under its name only when complete (a killed build leaves *.partial).
-    with files.atomic_path(final) as tmp:
+    with files.atomic_path(feats_path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                         shape=(len(paths), config.num_frames, config.n_mels))
         with tqdm(total=len(paths), desc=f"log-mel {name} ({config.frontend})", unit="clip",
                   disable=None) as bar:
-            fill(list(paths), out, lengths, config, bar)
+            errors = fill(list(paths), out, lengths, config, bar)
+        for i in errors:  # a clip that cannot be read: zero features, no valid frame
+            out[i], lengths[i] = 0.0, 0
         out.flush()
         del out
-        files.save_npy(len_path, lengths)
-    logging.info("features %s: wrote %s", name, final)
-    return np.load(final, mmap_mode="r"), lengths
+        files.save_npy(frames_path, lengths)
+        rows = [{"row": first_row + i, "filename": filenames[i], "reason": errors[i]}
+                for i in sorted(errors)]
+        files.write_text(errors_path, json.dumps(rows, indent=1) + "\n")
+    logging.info("features %s: wrote %s (%d of %d clips unreadable)", name, feats_path,
+                 len(errors), len(paths))
+
+
+def _read_shares(shares) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Every share's features (read-only memmaps, joined without a copy), frames and errors."""
+    for share in shares:
+        if not _complete(share):
+            raise FileNotFoundError(f"{share[0]}: feature share not found; every process of "
+                                    "the run builds its own share before any reads them")
+    parts = [np.load(share[0], mmap_mode="r") for share in shares]
+    frames = np.concatenate([np.load(share[1]) for share in shares]).astype(np.int32)
+    errors = {}
+    for share in shares:
+        if share[2].exists():
+            errors.update({int(e["row"]): e["reason"] for e in json.loads(share[2].read_text())})
+    feats = parts[0] if len(parts) == 1 else pipeline.join_rows(parts)
+    return feats, frames, errors
+
+
+def extract_split(name: str, paths: Sequence[pathlib.Path], filenames: Sequence[str], config,
+                  cache_dir, process_index: int | None = None, process_count: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Features of a split, from the cache when complete; else built and cached atomically.
+
+    Process `process_index` of `process_count` (default: this JAX process of all of them)
+    featurizes only its contiguous share of the rows into files of its own, waits for the
+    others, then reads every share. Returns (features (N, num_frames, n_mels) float32
+    un-normalized: a read-only memmap, or a row view joining one per share; valid frames (N,)
+    int32; {row: reason} of the clips that cannot be read, whose rows are zero) - the same on
+    every process.
+    """
+    index = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    cache_dir = pathlib.Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stem = str(cache_dir / f"{name}-{cache_key(config, filenames)}")
+    whole = _share_files(stem, 0, len(paths), 1)
+    if _complete(whole):  # built before in one process: every process reads it
+        logging.info("features %s: reusing %s", name, whole[0])
+        return _read_shares([whole])
+    bounds = [share_rows(len(paths), k, count) for k in range(count)]
+    shares = [_share_files(stem, a, b, count) for a, b in bounds]
+    start, stop = bounds[index]
+    if stop > start and not _complete(shares[index]):
+        _build_share(name, paths[start:stop], filenames[start:stop], start, shares[index],
+                     config)
+    elif stop > start:
+        logging.info("features %s: reusing %s", name, shares[index][0])
+    sharding.sync(f"features {name}")  # every share is complete once all processes got here
+    return _read_shares([s for s, (a, b) in zip(shares, bounds) if b > a])
 
 
 # ---------------------------------------------------------------------------- normalization

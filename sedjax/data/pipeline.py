@@ -70,6 +70,52 @@ class ConcatRows:
         return self[np.arange(len(self))].astype(dtype or self.dtype, copy=False)
 
 
+class RowSubset:
+    """Rows `rows` of an array (a memmap, ConcatRows, ...) read as one array, without a copy.
+
+    Indexed along the first axis like a numpy array: by an int, a slice or an index array.
+    """
+
+    def __init__(self, base, rows):
+        self.base = base
+        self.rows = np.asarray(rows, np.int64).reshape(-1)
+        self.shape = (len(self.rows), *base.shape[1:])
+        self.dtype = np.dtype(base.dtype)
+        self.ndim = len(self.shape)
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows = self.rows[key]
+        if np.ndim(rows) == 0:  # one row, by an int
+            return self._read(np.reshape(rows, 1))[0]
+        return self._read(rows)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        order = np.argsort(rows, kind="stable")  # the base read in file order
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        out[order] = self.base[rows[order]]
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        return self[np.arange(len(self))].astype(dtype or self.dtype, copy=False)
+
+
+def take_rows(array, rows) -> RowSubset:
+    """Rows `rows` of `array` without a copy (a view of a view reads the base directly)."""
+    if isinstance(array, RowSubset):
+        return RowSubset(array.base, array.rows[np.asarray(rows)])
+    return RowSubset(array, rows)
+
+
+def join_rows(parts) -> RowSubset:
+    """Several arrays (e.g. one feature memmap per process share) as one, without a copy."""
+    joined = ConcatRows(parts)
+    return RowSubset(joined, np.arange(len(joined)))
+
+
 def fits_on_device(nbytes: int, runtime_config) -> bool:
     """Whether `nbytes` of features may live on every device (runtime.features_on_device)."""
     mode = runtime_config.features_on_device

@@ -8,17 +8,23 @@ import pathlib
 from typing import Any
 
 import jax
+import numpy as np
 from absl import logging
 
 from sedjax import sharding
 from sedjax.data import dataset, pipeline
 from sedjax.models import crnn
-from sedjax.train import parallel, state as state_lib
+from sedjax.train import parallel, runs as runs_lib, state as state_lib
 
 
 @dataclasses.dataclass
 class Inputs:
-    """The shared stages' outputs a recipe trains from."""
+    """The shared stages' outputs a recipe trains from.
+
+    runs: the config's runs (sedjax.train.runs; config.num_runs); each run writes its own
+    results into run_dirs[k] (the workdir itself for one run), shared checkpoints stay in
+    the workdir.
+    """
 
     config: Any
     splits: dict[str, dataset.Split]
@@ -28,6 +34,25 @@ class Inputs:
     stats: tuple
     workdir: pathlib.Path
     writer: Any = None  # a sedjax.tensorboard.SummaryWriter (process 0), or None
+    runs: Any = None  # sedjax.train.runs.Runs; built from config and mesh when None
+
+    def __post_init__(self):
+        if self.runs is None:
+            self.runs = runs_lib.Runs(self.config, self.mesh)
+
+    @property
+    def run_dirs(self) -> list[pathlib.Path]:
+        """Where each run's own outputs go: [workdir] for one run, else workdir/run{k}."""
+        return run_dirs(self.workdir, self.runs.count)
+
+    def run_batches(self, name: str, labels: list | None = None):
+        """Batches of split `name` for the runs; labels: one target array per run replacing
+        the split's (e.g. pseudo-labels)."""
+        if labels is None:
+            return self.runs.batches(self.batches[name])
+        if self.runs.single:
+            return self.batches_of(name, dataclasses.replace(self.arrays[name], labels=labels[0]))
+        return self.runs.batches(self.batches[name], {"labels": np.stack(labels)})
 
     def batches_of(self, name: str, arrays: pipeline.SplitArrays) -> pipeline.Batches:
         """Batches of a split with new arrays (e.g. pseudo-labels), registered under `name`."""
@@ -36,12 +61,19 @@ class Inputs:
         return self.batches[name]
 
 
+def run_dirs(workdir: pathlib.Path, count: int) -> list[pathlib.Path]:
+    """[workdir] for one run, else [workdir/run0, workdir/run1, ...]."""
+    workdir = pathlib.Path(workdir)
+    return [workdir] if count == 1 else [workdir / f"run{k}" for k in range(count)]
+
+
 @dataclasses.dataclass
 class Trained:
-    """A recipe's result: the state that predicts the test frames, and what to report."""
+    """A recipe's result: the state that predicts the test frames (with a leading run axis
+    when there are several runs), and what to report, one summary per run."""
 
     state: state_lib.TrainState
-    summary: dict
+    summaries: list[dict]
 
 
 def init_state(config, section: str, rng_tag: int) -> state_lib.TrainState:
@@ -69,12 +101,13 @@ def clip_outputs(state, batch):
     return state_lib.apply_eval(state, batch["features"])[1]
 
 
-def eval_fn(output: str, batches: pipeline.Batches):
+def eval_fn(output: str, batches: pipeline.Batches | runs_lib.RunBatches):
     """The jitted data-parallel predictor of 'frame' or 'clip' outputs for these batches."""
-    return _eval_fn(output, batches.mesh, batches.resident)
+    return _eval_fn(output, batches.mesh, batches.resident,
+                    isinstance(batches, runs_lib.RunBatches))
 
 
 @functools.lru_cache(maxsize=None)  # one compiled program per kind, not one per call
-def _eval_fn(output: str, mesh, resident: bool):
+def _eval_fn(output: str, mesh, resident: bool, runs: bool = False):
     step = {"frame": frame_outputs, "clip": clip_outputs}[output]
-    return parallel.eval_step_fn(step, mesh, resident)
+    return parallel.eval_step_fn(step, mesh, resident, runs=runs)

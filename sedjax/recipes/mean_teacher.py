@@ -9,7 +9,8 @@ weights, min(1 - 1/(step + 1), decay), and predicts at the end (mean_teacher.pre
 Augmentation (mixup, time/frequency masks, time shift) runs on the device inside the step.
 
 workdir/mean_teacher/ holds checkpoints/{latest,best} (student, teacher, optimizer) and
-result.json; the loop resumes from `latest`.
+result.json; the loop resumes from `latest`. Several runs (config.num_runs) train as one
+program: checkpoints stay there, each run's result.json goes to workdir/run{k}/mean_teacher/.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from sedjax.data import dataset, pipeline
 from sedjax.models import crnn
 from sedjax.recipes import common
 from sedjax.sharding import AXIS
-from sedjax.train import augment, loop, parallel, scores, state as state_lib
+from sedjax.train import augment, loop, scores, state as state_lib
 
 WEAK, UNLABELED, STRONG = 0, 1, 2  # a clip's kind in a mixed batch
 NAME = "mean_teacher"
@@ -157,9 +158,11 @@ def _split_rows(n: int, fraction: float, seed: int, tag: int) -> tuple[np.ndarra
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def build_training(inputs: common.Inputs) -> Training:
-    """Concatenates weak, unlabeled and strong clips (memmaps stay on disk) with their kinds."""
-    config, mt = inputs.config, inputs.config.mean_teacher
+def build_training(inputs: common.Inputs, config=None) -> Training:
+    """Concatenates weak, unlabeled and strong clips (memmaps stay on disk) with their kinds;
+    validation rows drawn with `config`'s seed (a run's config; inputs.config when None)."""
+    config = inputs.config if config is None else config
+    mt = config.mean_teacher
     t_out = crnn.output_frames(config.features.num_frames, config.model)
     use_strong = "synthetic" in inputs.arrays and mt.batch_strong > 0
     names = ["weak", "unlabel_in_domain"] + (["synthetic"] if use_strong else [])
@@ -221,13 +224,18 @@ def mixed_order(rng: np.random.Generator, parts: dict, steps: int) -> np.ndarray
 
 
 # ------------------------------------------------------------------------------ training
-def new_state(config, mesh) -> MeanTeacherState:
+def init_state(config) -> MeanTeacherState:
     """Student and teacher start equal (the teacher is an average of the student's past)."""
     base = common.init_state(config, NAME, 3)
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
     copy = functools.partial(jax.tree_util.tree_map, np.array)  # own buffers: donation-safe
-    return sharding.replicate(MeanTeacherState(**fields, ema_params=copy(base.params),
-                                               ema_batch_stats=copy(base.batch_stats)), mesh)
+    return MeanTeacherState(**fields, ema_params=copy(base.params),
+                            ema_batch_stats=copy(base.batch_stats))
+
+
+def new_state(config, mesh) -> MeanTeacherState:
+    """init_state, replicated over the mesh."""
+    return sharding.replicate(init_state(config), mesh)
 
 
 def step_settings(config, total_steps: int) -> StepSettings:
@@ -241,55 +249,65 @@ def step_settings(config, total_steps: int) -> StepSettings:
         time_pooling=crnn.time_pooling(config.model))
 
 
-def validation_score(inputs: common.Inputs, training: Training, state) -> float:
-    """Teacher's clip macro F1 on the held-out weak clips, averaged with its frame macro F1 on
-    the held-out strong clips when there are any (both at mean_teacher.val_threshold)."""
-    mt = inputs.config.mean_teacher
-    weak = inputs.batches["weak"]
-    probs = loop.predict(common.eval_fn("clip", weak), state, weak, training.val_weak,
-                         mt.eval_batch_size)
-    values = [scores.macro_f1(probs, inputs.arrays["weak"].labels[training.val_weak],
-                              mt.val_threshold)]
-    if training.val_strong is not None and len(training.val_strong):
-        b = inputs.batches["synthetic"]
-        frames = loop.predict(common.eval_fn("frame", b), state, b, training.val_strong,
-                              mt.eval_batch_size)
-        values.append(scores.macro_f1(frames, training.strong_targets[training.val_strong],
-                                      mt.val_threshold))
-    return float(np.mean(values))
+def validation_score(inputs: common.Inputs, trainings: list[Training], state) -> list[float]:
+    """Per run: the teacher's clip macro F1 on its held-out weak clips, averaged with its frame
+    macro F1 on its held-out strong clips when there are any (both at
+    mean_teacher.val_threshold)."""
+    mt, runs = inputs.config.mean_teacher, inputs.runs
+    weak = inputs.run_batches("weak")
+    probs = runs.predict(common.eval_fn("clip", weak), state, weak,
+                         [t.val_weak for t in trainings], mt.eval_batch_size)
+    values = [[scores.macro_f1(p, inputs.arrays["weak"].labels[t.val_weak], mt.val_threshold)]
+              for p, t in zip(probs, trainings)]
+    if trainings[0].val_strong is not None and len(trainings[0].val_strong):
+        b = inputs.run_batches("synthetic")
+        frames = runs.predict(common.eval_fn("frame", b), state, b,
+                              [t.val_strong for t in trainings], mt.eval_batch_size)
+        for v, f, t in zip(values, frames, trainings):
+            v.append(scores.macro_f1(f, t.strong_targets[t.val_strong], mt.val_threshold))
+    return [float(np.mean(v)) for v in values]
 
 
 def train(inputs: common.Inputs) -> common.Trained:
-    """Trains (or resumes) the student and teacher; returns the state that predicts."""
-    config, mt = inputs.config, inputs.config.mean_teacher
-    training = build_training(inputs)
-    batches = pipeline.Batches(training.arrays, inputs.mesh, inputs.stats, config.runtime)
+    """Trains (or resumes) the student and teacher; returns the state that predicts.
+
+    Several runs: each its own validation rows and batch order (its seed), one program."""
+    config, mt, runs = inputs.config, inputs.config.mean_teacher, inputs.runs
+    # the runs differ only in which rows they hold out and in what order they draw them: the
+    # mixed arrays (and their device copy) are the same for all
+    trainings = [build_training(inputs, c) for c in runs.configs]
+    training = trainings[0]
+    batches = runs.batches(pipeline.Batches(training.arrays, inputs.mesh, inputs.stats,
+                                            config.runtime))
     steps = steps_per_epoch(training, mt.steps_per_epoch)
     batch_size = sum(n for _, n in training.parts.values())
     settings = step_settings(config, steps * mt.num_epochs)
-    train_fn = parallel.train_step_fn(functools.partial(train_step, settings=settings),
-                                      inputs.mesh, batches.resident)
+    train_fn = runs.train_step_fn(functools.partial(train_step, settings=settings), batches)
     logging.info("mean teacher: %d steps of %d clips per epoch, consistency ramp-up over %d "
                  "steps", steps, batch_size, settings.rampup_steps)
     predict_with = mt.predict_with
 
     def train_epoch(state, epoch):
-        order = mixed_order(np.random.default_rng([config.seed, 3, epoch]), training.parts, steps)
-        return loop.run_epoch(train_fn, batches, order, batch_size, state)
+        orders = [mixed_order(np.random.default_rng([c.seed, 3, epoch]), t.parts, steps)
+                  for c, t in zip(runs.configs, trainings)]
+        return runs.run_epoch(train_fn, batches, orders, batch_size, state)
 
     def validate(state):
-        return validation_score(inputs, training, _predictor(state, predict_with))
+        return validation_score(inputs, trainings, _predictor(state, predict_with))
 
-    state = new_state(config, inputs.mesh)
-    state, progress = loop.fit(NAME, state, mt.num_epochs, loop.EarlyStopping.from_config(mt),
+    state = runs.state(init_state)
+    state, progress = runs.fit(NAME, state, mt.num_epochs, loop.EarlyStopping.from_config(mt),
                                train_epoch, validate, inputs.workdir / NAME, inputs.writer,
-                               {"learning_rate": mt.learning_rate})
-    result = dataclasses.asdict(progress)
-    if sharding.is_primary():
-        report.write_json(inputs.workdir / NAME / "result.json", result)
-    summary = {NAME: {k: result[k] for k in ("best_score", "best_epoch")},
-               "predict_with": predict_with}
-    return common.Trained(_predictor(state, predict_with), summary)
+                               [{"learning_rate": c.mean_teacher.learning_rate}
+                                for c in runs.configs])
+    summaries = []
+    for d, record in zip(inputs.run_dirs, progress):
+        result = dataclasses.asdict(record)
+        if sharding.is_primary():
+            report.write_json(d / NAME / "result.json", result)
+        summaries.append({NAME: {k: result[k] for k in ("best_score", "best_epoch")},
+                          "predict_with": predict_with})
+    return common.Trained(_predictor(state, predict_with), summaries)
 
 
 def _predictor(state: MeanTeacherState, predict_with: str):

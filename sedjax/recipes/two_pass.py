@@ -7,7 +7,8 @@ pass 2: unlabel_in_domain with each clip's pseudo-labels copied to every output 
 
 workdir/pass1/ and pass2/ hold checkpoints/{latest,best} and result.json; pseudo_labels.npy.
 Each pass resumes from its `latest` checkpoint; pass 1 is skipped once its result.json and the
-pseudo-labels exist.
+pseudo-labels exist. Several runs (config.num_runs) train as one program: checkpoints stay in
+workdir/pass1, pass2; each run's result.json files and pseudo-labels go to workdir/run{k}/.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
+from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from sedjax import files, report, sharding
-from sedjax.data import pipeline
 from sedjax.recipes import common
-from sedjax.train import checkpoint, loop, parallel, scores, state as state_lib
+from sedjax.train import checkpoint, loop, scores, state as state_lib
 
 
 def train_step(state, batch, bce_eps: float, output: str):
@@ -41,114 +42,141 @@ def train_step(state, batch, bce_eps: float, output: str):
     return state_lib.gradient_step(state, loss_fn, batch["features"].shape[0])
 
 
-def _fit(name: str, inputs: common.Inputs, state, output: str, train: pipeline.Batches,
-         train_rows: np.ndarray, val: pipeline.Batches, val_rows: np.ndarray, val_target):
-    """One pass through the shared loop; validation = macro F1 at the pass's threshold."""
-    section = inputs.config[name]
+def _fit(name: str, inputs: common.Inputs, state, output: str, train, train_rows: list,
+         val, val_rows: list, val_target: Callable):
+    """One pass through the shared loop; validation = macro F1 at the pass's threshold.
+
+    train_rows, val_rows: each run's rows; val_target(k, probs): run k's validation targets.
+    """
+    section, runs = inputs.config[name], inputs.runs
     step = functools.partial(train_step, bce_eps=section.bce_eps, output=output)
-    train_fn = parallel.train_step_fn(step, train.mesh, train.resident)
+    train_fn = runs.train_step_fn(step, train)
     predict_fn = common.eval_fn(output, val)
-    seed = inputs.config.seed + {"pass1": 1, "pass2": 2}[name]
+    seeds = [c.seed + {"pass1": 1, "pass2": 2}[name] for c in runs.configs]
 
     def train_epoch(state, epoch):
-        order = np.random.default_rng([seed, epoch]).permutation(train_rows)
-        return loop.run_epoch(train_fn, train, order, section.batch_size, state)
+        orders = [np.random.default_rng([seed, epoch]).permutation(rows)
+                  for seed, rows in zip(seeds, train_rows)]
+        return runs.run_epoch(train_fn, train, orders, section.batch_size, state)
 
     def validate(state):
-        probs = loop.predict(predict_fn, state, val, val_rows, section.eval_batch_size)
-        return scores.macro_f1(probs, val_target(probs), section.val_threshold)
+        probs = runs.predict(predict_fn, state, val, val_rows, section.eval_batch_size)
+        return [scores.macro_f1(p, val_target(k, p), section.val_threshold)
+                for k, p in enumerate(probs)]
 
-    return loop.fit(name, state, section.num_epochs, loop.EarlyStopping.from_config(section),
+    return runs.fit(name, state, section.num_epochs, loop.EarlyStopping.from_config(section),
                     train_epoch, validate, inputs.workdir / name, inputs.writer,
-                    {"learning_rate": section.learning_rate})
+                    [{"learning_rate": c[name].learning_rate} for c in runs.configs])
+
+
+def pass1_rows(config, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation rows, training rows) of the n weak clips for config.seed."""
+    order = np.random.default_rng([config.seed, 101]).permutation(n)
+    n_val = int(round(config.pass1.val_fraction * n))
+    return np.sort(order[:n_val]), np.sort(order[n_val:])
 
 
 def run_pass1(inputs: common.Inputs):
-    """Clip-level training on the weak clips; per-class thresholds on its validation split."""
-    config = inputs.config
+    """Clip-level training on the weak clips; per-class thresholds on its validation split.
+
+    Returns (state, [result per run], [thresholds per run])."""
+    config, runs = inputs.config, inputs.runs
     weak = inputs.arrays["weak"]
-    n = len(weak)
-    order = np.random.default_rng([config.seed, 101]).permutation(n)
-    n_val = int(round(config.pass1.val_fraction * n))
-    val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
-    batches = inputs.batches["weak"]
-    state = common.new_state(config, "pass1", 1, inputs.mesh)
+    val_rows, train_rows = zip(*(pass1_rows(c, len(weak)) for c in runs.configs))
+    batches = inputs.run_batches("weak")
+    state = runs.state(lambda c: common.init_state(c, "pass1", 1))
     state, progress = _fit("pass1", inputs, state, "clip", batches, train_rows, batches,
-                           val_rows, lambda probs: weak.labels[val_rows])
-    val_probs = loop.predict(common.eval_fn("clip", batches), state, batches, val_rows,
+                           val_rows, lambda k, probs: weak.labels[val_rows[k]])
+    val_probs = runs.predict(common.eval_fn("clip", batches), state, batches, val_rows,
                              config.pass1.eval_batch_size)
-    thresholds = scores.best_thresholds(val_probs, weak.labels[val_rows],
-                                        config.pass1.threshold_grid)
-    result = dataclasses.asdict(progress)
-    result["thresholds"] = dict(zip(config.data.classes, thresholds.tolist()))
-    result["val_f1_tuned"] = scores.macro_f1(val_probs, weak.labels[val_rows], thresholds)
-    return state, result, thresholds
+    results, thresholds = [], []
+    for rows, probs, record in zip(val_rows, val_probs, progress):
+        tuned = scores.best_thresholds(probs, weak.labels[rows], config.pass1.threshold_grid)
+        result = dataclasses.asdict(record)
+        result["thresholds"] = dict(zip(config.data.classes, tuned.tolist()))
+        result["val_f1_tuned"] = scores.macro_f1(probs, weak.labels[rows], tuned)
+        results.append(result)
+        thresholds.append(tuned)
+    return state, results, thresholds
 
 
-def make_pseudo_labels(inputs: common.Inputs, state, thresholds, path: pathlib.Path
-                       ) -> np.ndarray:
-    """Pass-1 clip decisions on unlabel_in_domain, written as a memmap .npy (atomic)."""
-    b = inputs.batches["unlabel_in_domain"]
-    probs = loop.predict(common.eval_fn("clip", b), state, b, np.arange(len(b.arrays)),
-                         inputs.config.pass1.eval_batch_size)
-    labels = (probs >= thresholds).astype(np.float32)
-    if sharding.is_primary():
-        files.save_npy(path, labels)
+def make_pseudo_labels(inputs: common.Inputs, state, thresholds: list, paths: list
+                       ) -> list[np.ndarray]:
+    """Each run's pass-1 clip decisions on unlabel_in_domain, written as memmap .npy files
+    (atomic), one per run."""
+    b = inputs.run_batches("unlabel_in_domain")
+    rows = np.arange(len(b.arrays))
+    probs = inputs.runs.predict(common.eval_fn("clip", b), state, b, [rows] * len(paths),
+                                inputs.config.pass1.eval_batch_size)
+    out = []
+    for p, t, path in zip(probs, thresholds, paths):
+        labels = (p >= t).astype(np.float32)
+        if sharding.is_primary():
+            files.save_npy(path, labels)
+        out.append(labels)
     sharding.sync("pseudo-labels")
-    logging.info("pseudo-labels: %d clips, %.2f labels per clip, written to %s",
-                 len(labels), labels.sum(1).mean(), path)
-    return labels
+    for labels, path in zip(out, paths):
+        logging.info("pseudo-labels: %d clips, %.2f labels per clip, written to %s",
+                     len(labels), labels.sum(1).mean(), path)
+    return out
 
 
-def run_pass2(inputs: common.Inputs):
-    """Frame-level training on the pseudo-labelled clips, validated on the weak clips."""
-    config = inputs.config
+def run_pass2(inputs: common.Inputs, unl):
+    """Frame-level training on the pseudo-labelled clips (`unl`: their batches, each run's
+    own labels), validated on the weak clips."""
+    config, runs = inputs.config, inputs.runs
     weak = inputs.arrays["weak"]
-    unl = inputs.batches["unlabel_in_domain"]
-    state = common.new_state(config, "pass2", 2, inputs.mesh)
+    state = runs.state(lambda c: common.init_state(c, "pass2", 2))
     if config.pass2.init_from_pass1:
         state = _warm_start(state, inputs.workdir)
-    return _fit("pass2", inputs, state, "frame", unl, np.arange(len(unl.arrays)),
-                inputs.batches["weak"], np.arange(len(weak)),
-                lambda probs: np.broadcast_to(weak.labels[:, None, :], probs.shape))
+    all_unl, all_weak = np.arange(len(unl.arrays)), np.arange(len(weak))
+    return _fit("pass2", inputs, state, "frame", unl, [all_unl] * runs.count,
+                inputs.run_batches("weak"), [all_weak] * runs.count,
+                lambda k, probs: np.broadcast_to(weak.labels[:, None, :], probs.shape))
 
 
 def _warm_start(state, workdir: pathlib.Path):
     """`state` with the best pass-1 weights and BatchNorm statistics (a fresh optimizer).
 
     Both passes share one model (pass 1 trains its clip output, pass 2 its frame outputs), so
-    the pass-1 tree fits the pass-2 state as it is.
+    the pass-1 tree fits the pass-2 state as it is (with several runs: run by run).
     """
     ckpts = checkpoint.PassCheckpoints(workdir / "pass1")
     restored = ckpts.restore("best", state)  # same tree and shardings as the pass-1 state
     ckpts.close()
     if restored is None:
         raise FileNotFoundError(f"{workdir / 'pass1'}: no best checkpoint to start pass 2 from")
-    logging.info("pass2: starting from the best pass-1 weights (epoch %d)",
-                 restored[1]["best_epoch"] + 1)
+    best = restored[1]["best_epoch"] if "runs" not in restored[1] else [
+        r["best_epoch"] for r in restored[1]["runs"]]
+    logging.info("pass2: starting from the best pass-1 weights (epoch %s)",
+                 np.asarray(best) + 1)
     return state.replace(params=restored[0].params, batch_stats=restored[0].batch_stats)
 
 
 def train(inputs: common.Inputs) -> common.Trained:
-    """Both passes (each skipped or resumed as far as its outputs allow)."""
-    workdir = inputs.workdir
-    pseudo_path = workdir / "pseudo_labels.npy"
-    pass1 = report.read_json(workdir / "pass1" / "result.json")
-    if pass1 is None or not pseudo_path.exists():
+    """Both passes (each skipped or resumed as far as its outputs allow); with several runs,
+    each run's result.json files and pseudo-labels go to its own folder (inputs.run_dirs)."""
+    dirs = inputs.run_dirs
+    pseudo_paths = [d / "pseudo_labels.npy" for d in dirs]
+    pass1 = [report.read_json(d / "pass1" / "result.json") for d in dirs]
+    if any(p is None for p in pass1) or not all(p.exists() for p in pseudo_paths):
         state1, pass1, thresholds = run_pass1(inputs)
-        make_pseudo_labels(inputs, state1, thresholds, pseudo_path)
+        make_pseudo_labels(inputs, state1, thresholds, pseudo_paths)
         if sharding.is_primary():
-            report.write_json(workdir / "pass1" / "result.json", pass1)
+            for d, result in zip(dirs, pass1):
+                report.write_json(d / "pass1" / "result.json", result)
     else:
-        logging.info("pass1: done before (best val F1 %.4f); reusing %s", pass1["best_score"],
-                     pseudo_path)
-    unl = inputs.arrays["unlabel_in_domain"]
-    inputs.batches_of("unlabel_in_domain", dataclasses.replace(
-        unl, labels=np.load(pseudo_path, mmap_mode="r")))
-    state2, progress = run_pass2(inputs)
-    pass2 = dataclasses.asdict(progress)
+        logging.info("pass1: done before (best val F1 %s); reusing %s",
+                     " ".join(f"{p['best_score']:.4f}" for p in pass1),
+                     " ".join(map(str, pseudo_paths)))
+    unl = inputs.run_batches("unlabel_in_domain",
+                             labels=[np.load(p, mmap_mode="r") for p in pseudo_paths])
+    state2, progress = run_pass2(inputs, unl)
+    pass2 = [dataclasses.asdict(record) for record in progress]
     if sharding.is_primary():
-        report.write_json(workdir / "pass2" / "result.json", pass2)
-    summary = {"pass1": {k: pass1[k] for k in ("best_score", "best_epoch", "thresholds")},
-               "pass2": {k: pass2[k] for k in ("best_score", "best_epoch")}}
-    return common.Trained(state2, summary)
+        for d, result in zip(dirs, pass2):
+            report.write_json(d / "pass2" / "result.json", result)
+    summaries = [{"pass1": {k: p1[k] for k in ("best_score", "best_epoch", "thresholds")},
+                  "pass2": {k: p2[k] for k in ("best_score", "best_epoch")}}
+                 for p1, p2 in zip(pass1, pass2)]
+    return common.Trained(state2, summaries)

@@ -11,6 +11,13 @@ streamed: (state, stats, batch) with each array of `batch` sharded over devices;
 resident: (state, stats, data, index) with the whole split replicated on every device and each
 device gathering its rows of `index` (no host->device copy per step).
 stats = (mean, std) of the log-mel bands, replicated.
+
+Many runs per program (`runs=True`, config.num_runs > 1): the state carries a leading run axis
+and the step is vmapped over it inside shard_map, so the collectives over 'batch' still average
+over devices, run by run. Streamed: each array of `batch` is (K, B, ...) sharded over devices on
+axis 1. Resident: (state, stats, data, run_data, index) with `index` (K, B) sharded on axis 1,
+each run gathering its rows of the shared `data` and of its own slice of `run_data` (arrays that
+differ per run, (K, N, ...), e.g. pass-2 pseudo-labels), which override `data`'s of that name.
 """
 
 from __future__ import annotations
@@ -32,12 +39,33 @@ def _normalized(step: Callable) -> Callable:
     return run
 
 
-def data_parallel(step: Callable, mesh, resident: bool, out_specs, donate_state: bool = False):
+def _gather(data: dict, index) -> dict:
+    return {k: v[index] for k, v in data.items()}
+
+
+def _over_runs(run: Callable, resident: bool) -> tuple[Callable, tuple]:
+    """The per-device function vmapped over the run axis, and its input specs."""
+    if resident:
+        def gather_runs(state, stats, data, run_data, index):
+            def one(s, rd, i):
+                return run(s, stats, {**_gather(data, i), **_gather(rd, i)})
+            return jax.vmap(one)(state, run_data, index)
+        return gather_runs, (P(), P(), P(), P(), P(None, AXIS))
+
+    def stream_runs(state, stats, batch):
+        return jax.vmap(lambda s, b: run(s, stats, b))(state, batch)
+    return stream_runs, (P(), P(), P(None, AXIS))
+
+
+def data_parallel(step: Callable, mesh, resident: bool, out_specs, donate_state: bool = False,
+                  runs: bool = False):
     """Maps step(state, batch dict) over the mesh in either batch mode (module docstring)."""
     run = _normalized(step)
-    if resident:
+    if runs:
+        fn, in_specs = _over_runs(run, resident)
+    elif resident:
         def gather(state, stats, data, index):
-            return run(state, stats, {k: v[index] for k, v in data.items()})
+            return run(state, stats, _gather(data, index))
         fn, in_specs = gather, (P(), P(), P(), P(AXIS))
     else:
         fn, in_specs = run, (P(), P(), P(AXIS))
@@ -45,11 +73,15 @@ def data_parallel(step: Callable, mesh, resident: bool, out_specs, donate_state:
                    donate_argnums=(0,) if donate_state else ())
 
 
-def train_step_fn(step: Callable, mesh, resident: bool):
-    """step(state, batch) -> (state, metric sums), all replicated; the input state is donated."""
-    return data_parallel(step, mesh, resident, (P(), P()), donate_state=True)
+def train_step_fn(step: Callable, mesh, resident: bool, runs: bool = False):
+    """step(state, batch) -> (state, metric sums), all replicated; the input state is donated.
+
+    runs: the state and metric sums carry a leading run axis (module docstring)."""
+    return data_parallel(step, mesh, resident, (P(), P()), donate_state=True, runs=runs)
 
 
-def eval_step_fn(step: Callable, mesh, resident: bool):
-    """step(state, batch) -> per-clip outputs, sharded over devices like the batch."""
-    return data_parallel(step, mesh, resident, P(AXIS))
+def eval_step_fn(step: Callable, mesh, resident: bool, runs: bool = False):
+    """step(state, batch) -> per-clip outputs, sharded over devices like the batch.
+
+    runs: outputs (K, B, ...) sharded on axis 1."""
+    return data_parallel(step, mesh, resident, P(None, AXIS) if runs else P(AXIS), runs=runs)

@@ -26,12 +26,19 @@ class TrainState(train_state.TrainState):
 
 def create_train_state(rng: jax.Array, model: nn.Module, optim_config, input_shape
                        ) -> TrainState:
-    """Initializes the model (Keras-like init) and Adam with the section's settings."""
+    """Initializes the model (Keras-like init) and Adam with the section's settings.
+
+    With a list of learning rates (one per run, `learning_rates`), the rate is part of the
+    optimizer state, so that runs stacked into one program each keep their own.
+    """
     init_rng, dropout_rng = jax.random.split(rng)
     variables = model.init({"params": init_rng}, jnp.zeros((1, *input_shape), jnp.float32),
                            train=False)
-    tx = optax.adam(optim_config.learning_rate, b1=optim_config.adam_b1,
-                    b2=optim_config.adam_b2, eps=optim_config.adam_eps)
+    adam = optax.adam
+    if optim_config.get("learning_rates"):
+        adam = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root"))
+    tx = adam(optim_config.learning_rate, b1=optim_config.adam_b1, b2=optim_config.adam_b2,
+              eps=optim_config.adam_eps)
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              batch_stats=variables["batch_stats"], dropout_rng=dropout_rng)
 

@@ -1,0 +1,87 @@
+"""Several runs of one config (config.num_runs): each run's headline scores, their mean, sample
+std, min and max (workdir/results.json), a table (results.txt) and the printed summary line."""
+
+from __future__ import annotations
+
+import pathlib
+import statistics
+
+HEADLINE = {  # name in results.json's runs/mean/std -> where a run's results hold it
+    "event_f1": ("event_based", "f_measure_macro"),
+    "segment_f1": ("segment_based", "f_measure_macro"),
+    "psds1": ("threshold_independent", "psds1"),
+    "psds2": ("threshold_independent", "psds2"),
+    "collar_f1_best": ("threshold_independent", "collar_f1_best_macro"),
+}
+
+
+def headline(results: dict) -> dict:
+    """The HEADLINE scores of one split's results (None where undefined)."""
+    return {name: results.get(section, {}).get(key) for name, (section, key) in HEADLINE.items()}
+
+
+SPREAD = ("mean", "std", "min", "max")
+
+
+def spread(values: list) -> dict:
+    """{mean, std (sample), min, max} of the defined values; None where there are too few."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return dict.fromkeys(SPREAD)
+    return {"mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else None,
+            "min": min(values), "max": max(values)}
+
+
+def summary(recipe: str, dirs: list, summaries: list, scored: list, timings: dict,
+            devices: int) -> dict:
+    """workdir/results.json of several runs: each run's seed, folder, headline scores and
+    training summary; mean, sample std, min and max of every headline score per split."""
+    runs = []
+    for d, s in zip(dirs, summaries):
+        training = {k: v for k, v in s.items()
+                    if k not in scored and k not in ("recipe", "seed", "timings_s", "devices")}
+        runs.append({"seed": s["seed"], "dir": d.name,
+                     **{name: headline(s[name]) for name in scored}, **training})
+    out = {"recipe": recipe, "num_runs": len(runs), "seeds": [r["seed"] for r in runs],
+           "runs": runs, **{key: {name: {} for name in scored} for key in SPREAD}}
+    for name in scored:
+        for metric in HEADLINE:
+            for key, value in spread([r[name][metric] for r in runs]).items():
+                out[key][name][metric] = value
+    return {**out, "timings_s": timings, "devices": devices}
+
+
+def format_table(summary: dict, scored: list) -> str:
+    """A plain-text table of several runs: one line per run and split, then mean ± std."""
+    columns = (("event F1 %", "event_f1", 100, ".2f"), ("segment F1 %", "segment_f1", 100, ".2f"),
+               ("PSDS1", "psds1", 1, ".3f"), ("PSDS2", "psds2", 1, ".3f"))
+    lines = [f"{'split':<6} {'run':<12}" + "".join(f" {c[0]:>15}" for c in columns)]
+    for name in scored:
+        for r in summary["runs"]:
+            lines.append(f"{name:<6} {'seed ' + str(r['seed']):<12}" + "".join(
+                f" {_pm(r[name][key], None, scale, spec):>15}" for _, key, scale, spec in columns))
+        m, sd = summary["mean"][name], summary["std"][name]
+        lines.append(f"{name:<6} {'mean ± std':<12}" + "".join(
+            f" {_pm(m[key], sd[key], scale, spec):>15}" for _, key, scale, spec in columns))
+    return "\n".join(lines)
+
+
+def _pm(mean, std, scale: float, spec: str) -> str:
+    if mean is None:
+        return "n/a"
+    return format(scale * mean, spec) + ("" if std is None else " ± " + format(scale * std, spec))
+
+
+def f1_line(summary: dict, clips: int, workdir: pathlib.Path) -> str:
+    """The printed summary: each seed's test event F1, mean ± std of event and segment F1."""
+    test = [r["test"] for r in summary["runs"]]
+    per_seed = ", ".join(f"seed {r['seed']} {100 * t['event_f1']:.2f}"
+                         for r, t in zip(summary["runs"], test) if t["event_f1"] is not None)
+    m, sd = summary["mean"]["test"], summary["std"]["test"]
+    lo, hi = summary["min"]["test"]["event_f1"], summary["max"]["test"]["event_f1"]
+    span = "" if lo is None else f" ({100 * lo:.2f}-{100 * hi:.2f})"
+    return (f"event-based macro F1 % per seed: {per_seed}; mean "
+            f"{_pm(m['event_f1'], sd['event_f1'], 100, '.2f')}{span} %  segment-based F1 mean "
+            f"{_pm(m['segment_f1'], sd['segment_f1'], 100, '.2f')} %  (test, {clips} clips, "
+            f"{summary['num_runs']} runs)  -> {workdir / 'results.json'}")
