@@ -28,6 +28,7 @@ def add_mean_teacher(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     mt.num_epochs = 100
     mt.steps_per_epoch = 0  # 0: one pass over the largest part of the mix
     mt.learning_rate = 1e-3
+    mt.learning_rates = ()  # with num_runs = K: K rates, one per run (else learning_rate)
     mt.adam_b1 = 0.9
     mt.adam_b2 = 0.999
     mt.adam_eps = 1e-8
