@@ -64,3 +64,19 @@ def test_dcase_scale_synthetic_is_the_baseline_on_synthetic_data():
     for section in ("features", "model", "pass1", "pass2", "postprocess", "evaluation"):
         assert c[section] == base[section], section
     assert c.data.synthetic == base.data.synthetic  # the real set's sizes
+
+
+@pytest.mark.parametrize("name", ["mean_teacher", "demo_mean_teacher", "demo_mean_teacher_strong"])
+def test_the_augment_variant_turns_on_augmentation_and_nothing_else(name):
+    import importlib
+    module = importlib.import_module(f"configs.{name}")
+    plain, augmented = module.get_config(), module.get_config("augment")
+    assert plain.mean_teacher.augment.mixup_share == 0 and plain.mean_teacher.augment.time_mask == 0
+    a = augmented.mean_teacher.augment
+    assert a.mixup_share > 0 and a.time_mask > 0 and a.freq_mask > 0 and a.time_shift > 0
+    # a roll of whole output frames, so that strong labels move with the audio exactly
+    assert a.time_shift % crnn.time_pooling(augmented.model) == 0
+    del augmented.mean_teacher.augment, plain.mean_teacher.augment
+    assert augmented.to_dict() == plain.to_dict()
+    with pytest.raises(ValueError, match="augment"):
+        module.get_config("augmnet")
