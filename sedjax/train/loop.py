@@ -135,8 +135,13 @@ def fit(name: str, state, num_epochs: int, stopping: EarlyStopping,
         bar.close()
     finally:
         ckpt.wait()
+    return restore_best(ckpt, state, directory, name), loop
+
+
+def restore_best(ckpt: checkpoint.PassCheckpoints, state, directory: pathlib.Path, name: str):
+    """The `best` checkpoint's state once training ended (the checkpoints are then closed)."""
     best = ckpt.restore("best", state)
     ckpt.close()
     if best is None:
         raise RuntimeError(f"{directory}: no best checkpoint after training {name}")
-    return best[0], loop
+    return best[0]

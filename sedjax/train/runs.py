@@ -196,11 +196,7 @@ def fit(name: str, state, num_epochs: int, stopping: loop.EarlyStopping,
         bar.close()
     finally:
         ckpt.wait()
-    kept = ckpt.restore("best", state)
-    ckpt.close()
-    if kept is None:
-        raise RuntimeError(f"{directory}: no best checkpoint after training {name}")
-    return kept[0], loops
+    return loop.restore_best(ckpt, state, directory, name), loops
 
 
 # ------------------------------------------------------------------------------------ runs
