@@ -22,13 +22,18 @@ class PassCheckpoints:
     """
 
     def __init__(self, directory: pathlib.Path):
-        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+        # Multi-process: synchronous saves. Two managers finishing async saves in background
+        # threads meet orbax's cross-process barriers in an order that can differ between
+        # processes; a 2-process job hung that way (tests/test_multiprocess.py). A save of
+        # this ~126 k-parameter state takes milliseconds.
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, enable_async_checkpointing=jax.process_count() == 1)
         self.managers = {kind: ocp.CheckpointManager(directory / "checkpoints" / kind,
                                                      options=options)
                          for kind in ("latest", "best")}
 
     def save(self, kind: str, step: int, state, meta: dict) -> None:
-        """Saves (asynchronously) the state and meta under `kind` at `step`."""
+        """Saves the state and meta under `kind` at `step` (asynchronously in one process)."""
         self.managers[kind].save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
