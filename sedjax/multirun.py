@@ -4,7 +4,8 @@ std, min and max (workdir/results.json), a table (results.txt) and the printed s
 from __future__ import annotations
 
 import pathlib
-import statistics
+
+from sedjax import compare
 
 HEADLINE = {  # name in results.json's runs/mean/std -> where a run's results hold it
     "event_f1": ("event_based", "f_measure_macro"),
@@ -24,13 +25,12 @@ SPREAD = ("mean", "std", "min", "max")
 
 
 def spread(values: list) -> dict:
-    """{mean, std (sample), min, max} of the defined values; None where there are too few."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return dict.fromkeys(SPREAD)
-    return {"mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else None,
-            "min": min(values), "max": max(values)}
+    """{mean, std (sample), min, max} of the defined values (compare.summarize); std None
+    where one run leaves it undefined."""
+    out = compare.summarize(values)
+    if sum(v is not None for v in values) < 2:
+        out["std"] = None
+    return out
 
 
 def summary(recipe: str, dirs: list, summaries: list, scored: list, timings: dict,
