@@ -110,8 +110,7 @@ def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, prob
     events = postprocess.probabilities_to_events(
         split.filenames, probs, config.postprocess, config.data.classes, seconds, valid)
     postprocess.write_events_csv(events_path, events, split.filenames)
-    reference = [{"filename": f, "onset": on, "offset": off, "event_label": label}
-                 for f, clip in zip(split.filenames, split.events) for on, off, label in clip]
+    reference = split.reference_events()
     results = evaluation.evaluate_events(reference, events, split.filenames, config.data.classes,
                                          config.evaluation)
     # scores median-filtered as the events are (the DCASE 2022-23 baselines' choice)

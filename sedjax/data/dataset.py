@@ -60,6 +60,15 @@ class Split:
     def __len__(self) -> int:
         return len(self.filenames)
 
+    def reference_events(self, rows: Sequence[int] | None = None) -> list[dict]:
+        """The events of a strong split (of `rows` only, when given) as sed_eval-style dicts:
+        filename, onset, offset, event_label."""
+        if self.events is None:
+            raise ValueError(f"split {self.name!r} has no event labels")
+        rows = range(len(self)) if rows is None else rows
+        return [{"filename": self.filenames[i], "onset": on, "offset": off, "event_label": label}
+                for i in rows for on, off, label in self.events[i]]
+
 
 def _rows(path: pathlib.Path, header: Sequence[str]):
     """Yields (line number, fields) of a tab-separated file after checking its header."""

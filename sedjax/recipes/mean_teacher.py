@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sedjax import report, sharding
+from sedjax import evaluation, postprocess, report, sharding
 from sedjax.data import dataset, pipeline
 from sedjax.models import crnn
 from sedjax.recipes import common
@@ -250,9 +250,9 @@ def step_settings(config, total_steps: int) -> StepSettings:
 
 
 def validation_score(inputs: common.Inputs, trainings: list[Training], state) -> list[float]:
-    """Per run: the teacher's clip macro F1 on its held-out weak clips, averaged with its frame
-    macro F1 on its held-out strong clips when there are any (both at
-    mean_teacher.val_threshold)."""
+    """Per run: the teacher's clip macro F1 on its held-out weak clips (at
+    mean_teacher.val_threshold), averaged, when there are strong clips, with the event-based
+    macro F1 of its held-out strong clips (strong_event_f1)."""
     mt, runs = inputs.config.mean_teacher, inputs.runs
     weak = inputs.run_batches("weak")
     probs = runs.predict(common.eval_fn("clip", weak), state, weak,
@@ -264,8 +264,29 @@ def validation_score(inputs: common.Inputs, trainings: list[Training], state) ->
         frames = runs.predict(common.eval_fn("frame", b), state, b,
                               [t.val_strong for t in trainings], mt.eval_batch_size)
         for v, f, t in zip(values, frames, trainings):
-            v.append(scores.macro_f1(f, t.strong_targets[t.val_strong], mt.val_threshold))
+            v.append(strong_event_f1(inputs.config, inputs.splits["synthetic"], t.val_strong, f,
+                                     inputs.arrays["synthetic"].frames[t.val_strong]))
     return [float(np.mean(v)) for v in values]
+
+
+def strong_event_f1(config, split: dataset.Split, rows: np.ndarray, probs: np.ndarray,
+                    frames: np.ndarray) -> float:
+    """Event-based macro F1 (config.evaluation, the test's metric) of the clips `rows` of a
+    strong split from their frame probabilities (N, T', C), post-processed as the test is.
+
+    Why events and not frames: on the demo's 2019 setting the frame F1 (at 0.5) of held-out
+    strong clips stopped rising after ~16 of 30 epochs while the events kept improving; the
+    checkpoints it picked scored 4-7 points of test event F1 below the last ones, and the
+    held-out event F1 ranked those checkpoints as the test did.
+    """
+    valid = crnn.valid_output_frames(frames, config.features.num_frames, config.model)
+    names = [split.filenames[i] for i in rows]
+    events = postprocess.probabilities_to_events(names, probs, config.postprocess,
+                                                 config.data.classes, crnn.frame_seconds(config),
+                                                 valid)
+    results = evaluation.evaluate_events(split.reference_events(rows), events, names,
+                                         config.data.classes, config.evaluation)
+    return results["event_based"]["f_measure_macro"]
 
 
 def train(inputs: common.Inputs) -> common.Trained:
