@@ -10,6 +10,8 @@ import pytest
 
 from configs import tiny_mean_teacher
 from sedjax import sharding
+from sedjax.data import dataset
+from sedjax.models import crnn
 from sedjax.recipes import mean_teacher as mt
 from sedjax.train import parallel
 
@@ -127,3 +129,31 @@ def test_predicting_with_the_teacher_swaps_in_its_weights():
                     jax.tree_util.tree_leaves(state.ema_params)):
         np.testing.assert_array_equal(x, y)
     assert dataclasses.fields(teacher) == dataclasses.fields(state)
+
+
+def test_held_out_strong_clips_are_scored_on_events_after_post_processing():
+    config = tiny_mean_teacher.get_config()
+    config.data.classes = ("Cat", "Dog")
+    events = [[(1.0, 3.0, "Cat"), (5.0, 8.0, "Dog")], [(2.0, 4.0, "Cat"), (6.0, 9.0, "Dog")],
+              [(0.5, 2.5, "Dog")]]
+    split = dataset.Split("synthetic", ["a.wav", "b.wav", "c.wav"], [], None, events)
+    seconds = crnn.frame_seconds(config)
+    probs = dataset.strong_labels(events, config.data.classes, 125, seconds) * 0.9
+    frames = np.full(3, config.features.num_frames)
+    rows = np.arange(3)
+    assert mt.strong_event_f1(config, split, rows, probs, frames) == pytest.approx(1.0)
+    # clip b's Cat predicted 1.5 s late: outside the 0.2 s onset collar -> a miss plus an
+    # insertion; Cat P = R = 1/2, Dog intact: macro F1 0.75
+    late = probs.copy()
+    late[1] = dataset.strong_labels([[(3.5, 5.5, "Cat"), (6.0, 9.0, "Dog")]],
+                                    config.data.classes, 125, seconds)[0]
+    assert mt.strong_event_f1(config, split, rows, late, frames) == pytest.approx(0.75)
+    # a 3-frame blip below the median filter's 7 frames is removed, as on the test split
+    blip = probs.copy()
+    blip[2, 100:103, 0] = 1.0
+    assert mt.strong_event_f1(config, split, rows, blip, frames) == pytest.approx(1.0)
+    # only the given rows count (their probabilities in the rows' order)
+    assert mt.strong_event_f1(config, split, np.array([1]), late[1:2], frames[:1]
+                              ) == pytest.approx(0.5)  # Cat 0, Dog 1
+    # below the post-processing threshold nothing is detected
+    assert mt.strong_event_f1(config, split, rows, probs * 0.5, frames) == pytest.approx(0.0)
