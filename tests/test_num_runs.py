@@ -389,3 +389,12 @@ def test_mean_teacher_run_k_equals_the_single_run_of_seed_k(data_root, tmp_path)
         "f_measure_macro"]
     assert many["runs"][1]["mean_teacher"] == single["mean_teacher"]
     assert many["seeds"] == [0, 1] and many["runs"][1]["predict_with"] == "teacher"
+
+
+@pytest.mark.parametrize("batch, num_runs, devices, expected", [
+    (128, 1, 1, 128), (128, 3, 1, 42), (128, 3, 4, 40), (128, 8, 4, 16), (8, 3, 4, 4),
+    (128, 64, 4, 4)])
+def test_k_runs_share_one_prediction_batch(batch, num_runs, devices, expected):
+    per_run = runs.shared_batch_size(batch, num_runs, devices)
+    assert per_run == expected and per_run % devices == 0
+    assert per_run * num_runs <= max(batch, devices * num_runs)  # memory of one run's batch

@@ -200,6 +200,13 @@ def fit(name: str, state, num_epochs: int, stopping: loop.EarlyStopping,
 
 
 # ------------------------------------------------------------------------------------ runs
+def shared_batch_size(batch_size: int, num_runs: int, num_devices: int) -> int:
+    """Clips per run when `num_runs` runs share a batch of `batch_size`: batch_size //
+    num_runs rounded down to a multiple of num_devices, at least num_devices."""
+    per_run = batch_size // num_runs // num_devices * num_devices
+    return max(per_run, num_devices)
+
+
 def learning_rate_lists(config) -> dict:
     """{section: its `learning_rates` (one per run)} of the sections that have a non-empty one."""
     return {name: tuple(config[name].learning_rates) for name in config
@@ -270,10 +277,16 @@ class Runs:
 
     def predict(self, eval_fn, state, batches, rows: Sequence[np.ndarray], batch_size: int
                 ) -> list[np.ndarray]:
-        """Each run's outputs on its own rows (rows of one length for every run)."""
+        """Each run's outputs on its own rows (rows of one length for every run).
+
+        K runs share one batch of `batch_size` clips (batch_size // K each, rounded down to a
+        multiple of the device count): a step's activations grow with K, and the demo's
+        pass-1 prediction (128 clips) of 3 runs at 128 each needed 14 GB on a CPU.
+        """
         if self.single:
             return [loop.predict(eval_fn, state, batches, rows[0], batch_size)]
-        return list(predict(eval_fn, state, batches, np.stack(rows), batch_size))
+        per_run = shared_batch_size(batch_size, self.count, sharding.num_shards(self.mesh))
+        return list(predict(eval_fn, state, batches, np.stack(rows), per_run))
 
     def fit(self, name: str, state, num_epochs: int, stopping: loop.EarlyStopping,
             train_epoch: Callable, validate: Callable, directory: pathlib.Path, writer=None,
