@@ -105,17 +105,13 @@ def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, prob
     """Post-processes frame probabilities into events, writes them and scores them with
     sed_eval; PSDS and the best collar F1 over thresholds from the frame probabilities with
     sed_scores_eval. Returns (results, PSD-ROC curves, events)."""
-    valid = crnn.valid_output_frames(arrays.frames, config.features.num_frames, config.model)
-    seconds = crnn.frame_seconds(config)
-    events = postprocess.probabilities_to_events(
-        split.filenames, probs, config.postprocess, config.data.classes, seconds, valid)
+    events, results = common.detect_and_score(config, split, probs, arrays.frames)
     postprocess.write_events_csv(events_path, events, split.filenames)
-    reference = split.reference_events()
-    results = evaluation.evaluate_events(reference, events, split.filenames, config.data.classes,
-                                         config.evaluation)
+    valid = crnn.valid_output_frames(arrays.frames, config.features.num_frames, config.model)
     # scores median-filtered as the events are (the DCASE 2022-23 baselines' choice)
     results["threshold_independent"], curves = psds.threshold_independent(
-        probs, split.filenames, seconds, config.data.classes, reference,
+        probs, split.filenames, crnn.frame_seconds(config), config.data.classes,
+        split.reference_events(),
         num_valid_frames=valid, median_filter=config.postprocess.median_filter,
         settings=config.evaluation.get("psds"))
     return results, curves, events

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax import sharding
+from sedjax import evaluation, postprocess, sharding
 from sedjax.data import dataset, pipeline
 from sedjax.models import crnn
 from sedjax.train import parallel, runs as runs_lib, state as state_lib
@@ -65,6 +65,21 @@ def run_dirs(workdir: pathlib.Path, count: int) -> list[pathlib.Path]:
     """[workdir] for one run, else [workdir/run0, workdir/run1, ...]."""
     workdir = pathlib.Path(workdir)
     return [workdir] if count == 1 else [workdir / f"run{k}" for k in range(count)]
+
+
+def detect_and_score(config, split: dataset.Split, probs: np.ndarray, frames: np.ndarray,
+                     rows: np.ndarray | None = None) -> tuple[list[dict], dict]:
+    """(events, sed_eval results) of a strong split's clips (all, or `rows`) from their frame
+    probabilities (N, T', C) and valid input frames (N,): post-processed (config.postprocess)
+    and scored with the challenge's metric (config.evaluation)."""
+    valid = crnn.valid_output_frames(frames, config.features.num_frames, config.model)
+    names = split.filenames if rows is None else [split.filenames[i] for i in rows]
+    events = postprocess.probabilities_to_events(names, probs, config.postprocess,
+                                                 config.data.classes, crnn.frame_seconds(config),
+                                                 valid)
+    results = evaluation.evaluate_events(split.reference_events(rows), events, names,
+                                         config.data.classes, config.evaluation)
+    return events, results
 
 
 @dataclasses.dataclass

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sedjax import evaluation, postprocess, report, sharding
+from sedjax import report, sharding
 from sedjax.data import dataset, pipeline
 from sedjax.models import crnn
 from sedjax.recipes import common
@@ -279,13 +279,7 @@ def strong_event_f1(config, split: dataset.Split, rows: np.ndarray, probs: np.nd
     checkpoints it picked scored 4-7 points of test event F1 below the last ones, and the
     held-out event F1 ranked those checkpoints as the test did.
     """
-    valid = crnn.valid_output_frames(frames, config.features.num_frames, config.model)
-    names = [split.filenames[i] for i in rows]
-    events = postprocess.probabilities_to_events(names, probs, config.postprocess,
-                                                 config.data.classes, crnn.frame_seconds(config),
-                                                 valid)
-    results = evaluation.evaluate_events(split.reference_events(rows), events, names,
-                                         config.data.classes, config.evaluation)
+    _, results = common.detect_and_score(config, split, probs, frames, rows)
     return results["event_based"]["f_measure_macro"]
 
 
