@@ -123,22 +123,32 @@ def test_cache_is_reused_and_rebuilt_on_config_change(tmp_path, cfg, frontend):
 
 
 def test_killed_cache_build_leaves_nothing_that_looks_complete(tmp_path, cfg):
-    paths = write_clips(tmp_path / "audio", 40)
+    paths = write_clips(tmp_path / "audio", 8)
+    stuck = tmp_path / "stuck"
     code = f"""
-import sys
+import pathlib, time
 from configs import baseline
 from sedjax.data import features
 cfg = baseline.get_config().features
 # threads only: nothing outlives the kill
 cfg.frontend, cfg.batch_size, cfg.num_workers = 'jax', 1, 1
+read = features.load_audio
+def load_then_hang(path, config, calls=[]):
+    # the kill must land mid-build, however fast this machine is: hang at the 5th clip
+    calls.append(path)
+    if len(calls) == 5:
+        pathlib.Path({str(stuck)!r}).touch()
+        time.sleep(600)
+    return read(path, config)
+features.load_audio = load_then_hang
 paths = {[str(p) for p in paths]!r}
 features.extract_split('weak', paths, paths, cfg, {str(tmp_path / 'cache')!r})
 """
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=pathlib.Path(__file__).parents[1])
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "cache").glob("*.partial")):
+    deadline = time.time() + 300
+    while time.time() < deadline and not stuck.exists() and proc.poll() is None:
         time.sleep(0.1)
-    time.sleep(1.0)
+    assert stuck.exists(), "the featurizing process never reached its 5th clip"
     proc.kill()
     proc.wait()
     left = [p.name for p in (tmp_path / "cache").iterdir()]
