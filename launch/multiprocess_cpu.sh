@@ -6,13 +6,14 @@
 # WORKDIR defaults to /tmp/sedjax_multiprocess. Process 0 prints to the terminal; process i
 # logs to WORKDIR/logs/process_i.log. If one process fails, the others are stopped (a
 # collective would otherwise wait for it): run the same command again to resume.
-# Environment: SEDJAX_DEVICES_PER_PROCESS (default 2), SEDJAX_COORDINATOR_PORT (default: free).
+# Environment: SEDJAX_DEVICES_PER_PROCESS (default 1: one process per device, as on GPU
+# nodes), SEDJAX_COORDINATOR_PORT (default: free).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:?number of processes}; config=${2:?config file}; shift 2
 workdir=/tmp/sedjax_multiprocess
 if [[ $# -gt 0 && $1 != --* ]]; then workdir=$1; shift; fi
-devices=${SEDJAX_DEVICES_PER_PROCESS:-2}
+devices=${SEDJAX_DEVICES_PER_PROCESS:-1}
 port=${SEDJAX_COORDINATOR_PORT:-$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 mkdir -p "$workdir/logs"
 flags="$(echo "${XLA_FLAGS:-}" | sed 's/--xla_force_host_platform_device_count=[0-9]*//g')"

@@ -6,7 +6,10 @@ split along their first axis. Multi-host: each process contributes its own rows.
 
 from __future__ import annotations
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -55,6 +58,48 @@ def to_host(x) -> np.ndarray:
     if getattr(x, "is_fully_addressable", True) or x.is_fully_replicated:
         return np.asarray(jax.device_get(x))
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def _ordered_mean(x, axis_name: str):
+    count, index = jax.lax.psum(1, axis_name), jax.lax.axis_index(axis_name)
+    slots = jnp.zeros((count, *x.shape), x.dtype).at[index].set(x)
+    return jax.lax.psum(slots, axis_name).sum(0) / count
+
+
+def device_mean(tree, axis_name: str = AXIS):
+    """Inside a per-device step: the mean over the devices of `axis_name`, added up in one
+    fixed order, the same on every device (for values not differentiated: gradients, BatchNorm
+    statistics; `ordered_mean` inside a loss).
+
+    Why not lax.pmean: an all-reduce adds in an order that depends on how the devices are split
+    among processes, so a 2 processes x 2 devices run parts from 1 process x 4 devices by
+    rounding (and Adam turns rounding on near-zero gradients into full-size steps). Here each
+    device's value goes to its own slot of a zero array and the psum gathers them exactly (one
+    value plus zeros, in any order), then the slots are added on each device by the same local
+    reduction. Costs `devices` times the all-reduce traffic of pmean
+    (runtime.ordered_reductions=False for large models on many devices).
+    """
+    return jax.tree_util.tree_map(lambda x: _ordered_mean(x, axis_name), tree)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def ordered_mean(x, axis_name: str = AXIS):
+    """device_mean of one array inside a differentiated function (BatchNorm's batch moments):
+    a per-device (varying) value whose gradient is averaged over devices in the same fixed
+    order (autodiff of device_mean would sum the cotangents with an all-reduce)."""
+    return jax.lax.pcast(_ordered_mean(x, axis_name), axis_name, to="varying")
+
+
+def _ordered_mean_fwd(x, axis_name):
+    return ordered_mean(x, axis_name), None
+
+
+def _ordered_mean_bwd(axis_name, _, cotangent):
+    # d/dx_i of sum_j f_j(mean(x)) = mean_j f_j'(...): the cotangents averaged the same way
+    return (ordered_mean(cotangent, axis_name),)
+
+
+ordered_mean.defvjp(_ordered_mean_fwd, _ordered_mean_bwd)
 
 
 def is_primary() -> bool:

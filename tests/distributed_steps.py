@@ -1,7 +1,9 @@
 """A few data-parallel train steps of the seed's model on fixed random batches, as one process
 of a jax.distributed job when SEDJAX_COORDINATOR is set (else alone). Process 0 writes the
 parameters after the steps, with plain SGD and with the recipe's Adam, and the per-step
-losses to the .npz named by argv[1]. Run by tests/test_multiprocess.py."""
+losses to the .npz named by argv[1], and the mean over devices of fixed per-device values of
+very different magnitudes, by lax.pmean and by sharding.device_mean. Run by
+tests/test_multiprocess.py."""
 
 import functools
 import os
@@ -15,6 +17,7 @@ if os.environ.get("SEDJAX_COORDINATOR"):
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from configs import tiny  # noqa: E402
 from sedjax import sharding  # noqa: E402
@@ -44,6 +47,21 @@ def train(state, config, mesh):
             for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}, np.asarray(losses)
 
 
+def reductions(mesh) -> dict:
+    """pmean and device_mean of per-device rows whose sum rounds differently in each order."""
+    rng = np.random.default_rng(0)
+    devices = sharding.num_shards(mesh)
+    rows = (rng.normal(size=(devices, 1000)) * 10.0 ** rng.integers(-4, 5, (devices, 1000))
+            ).astype(np.float32)
+
+    def both(x):
+        return jax.lax.pmean(x[0], sharding.AXIS)[None], sharding.device_mean(x[0])[None]
+    spec = P(sharding.AXIS)
+    fn = jax.jit(jax.shard_map(both, mesh=mesh, in_specs=spec, out_specs=(spec, spec)))
+    pmean, ordered = (sharding.to_host(v) for v in fn(sharding.shard_batch(rows, mesh)))
+    return {"rows": rows, "pmean": pmean, "device_mean": ordered}
+
+
 def main(out: str) -> None:
     config = tiny.get_config()
     mesh = sharding.make_mesh()
@@ -51,7 +69,7 @@ def main(out: str) -> None:
     sgd = optax.sgd(config.pass1.learning_rate)
     plain = common.init_state(config, "pass1", 1)  # its own arrays: train steps donate them
     plain = plain.replace(tx=sgd, opt_state=sgd.init(plain.params))
-    results = {}
+    results = reductions(mesh)
     for name, state in (("adam", adam), ("sgd", plain)):
         params, losses = train(sharding.replicate(state, mesh), config, mesh)
         results.update({f"{name}/{k}": v for k, v in params.items()})

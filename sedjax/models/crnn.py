@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sedjax.models.batch_norm import BatchNorm
+
 glorot = nn.initializers.glorot_uniform()  # Keras' default for conv, dense and GRU kernels
 
 POOLINGS = ("mean", "max", "linear_softmax", "attention")
@@ -71,6 +73,7 @@ class ConvBlock(nn.Module):
     conv_impl: str = "xla"
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    ordered_reductions: bool = True
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -79,11 +82,12 @@ class ConvBlock(nn.Module):
         else:
             x = nn.Conv(self.features, tuple(self.kernel_size), padding="SAME",
                         kernel_init=glorot, dtype=self.dtype)(x)
-        # axis_name: batch statistics are averaged over all devices (pmean), so the model
-        # sees the global batch whatever the device count
-        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                         epsilon=self.bn_epsilon, axis_name=self.axis_name if train else None,
-                         dtype=self.dtype)(x)
+        # axis_name: batch statistics are averaged over all devices, so the model sees the
+        # global batch whatever the device count
+        x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                      epsilon=self.bn_epsilon, dtype=self.dtype,
+                      axis_name=self.axis_name if train else None,
+                      ordered=self.ordered_reductions)(x)
         x = nn.relu(x)
         x = max_pool(x, tuple(self.pool))
         return nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -150,13 +154,15 @@ class CRNN(nn.Module):
     conv_impl: str = "xla"
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    ordered_reductions: bool = True  # see sedjax.sharding.device_mean
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = x[..., None].astype(self.dtype)  # one input channel
         for features, pool in zip(self.conv_features, self.pool_sizes):
             x = ConvBlock(features, self.conv_kernel, pool, self.conv_dropout, self.bn_momentum,
-                          self.bn_epsilon, self.conv_impl, self.dtype, self.axis_name)(x, train)
+                          self.bn_epsilon, self.conv_impl, self.dtype, self.axis_name,
+                          self.ordered_reductions)(x, train)
         b, t, f, c = x.shape
         x = x.reshape(b, t, f * c)  # frequency pooled to 1: (B, T', 64)
         # Keras' GRU input dropout: one mask per sequence, shared by all time steps
@@ -173,8 +179,10 @@ class CRNN(nn.Module):
         return frames, pool_frames(frames, self.pooling, weights)
 
 
-def from_config(model_config, num_classes: int, axis_name: str | None = None) -> CRNN:
-    """Builds the CRNN of config.model with `num_classes` outputs (len(config.data.classes))."""
+def from_config(model_config, num_classes: int, axis_name: str | None = None,
+                ordered_reductions: bool = True) -> CRNN:
+    """Builds the CRNN of config.model with `num_classes` outputs (len(config.data.classes));
+    axis_name and ordered_reductions: how BatchNorm averages batch moments over devices."""
     m = model_config
     return CRNN(num_classes=num_classes, conv_features=tuple(m.conv_features),
                 conv_kernel=tuple(m.conv_kernel),
@@ -182,7 +190,8 @@ def from_config(model_config, num_classes: int, axis_name: str | None = None) ->
                 bn_momentum=m.batchnorm_momentum, bn_epsilon=m.batchnorm_epsilon,
                 gru_units=m.gru_units, gru_input_dropout=m.gru_input_dropout,
                 gru_unroll=m.gru_unroll, pooling=m.pooling, conv_impl=m.conv_impl,
-                dtype=jnp.dtype(m.dtype), axis_name=axis_name)
+                dtype=jnp.dtype(m.dtype), axis_name=axis_name,
+                ordered_reductions=ordered_reductions)
 
 
 def time_pooling(model_config) -> int:

@@ -91,9 +91,16 @@ class Trained:
     summaries: list[dict]
 
 
+def ordered_reductions(config) -> bool:
+    """Whether steps average over devices in device order (runtime.ordered_reductions;
+    configs saved before the option existed: True, what they ran with on one device)."""
+    return bool(config.runtime.get("ordered_reductions", True))
+
+
 def init_state(config, section: str, rng_tag: int) -> state_lib.TrainState:
     """A fresh model + Adam (settings of config[section]) on the host's default device."""
-    model = crnn.from_config(config.model, len(config.data.classes), axis_name=sharding.AXIS)
+    model = crnn.from_config(config.model, len(config.data.classes), axis_name=sharding.AXIS,
+                             ordered_reductions=ordered_reductions(config))
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), rng_tag)
     state = state_lib.create_train_state(rng, model, config[section],
                                          (config.features.num_frames, config.features.n_mels))

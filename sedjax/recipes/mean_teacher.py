@@ -79,6 +79,7 @@ class StepSettings:
     freq_mask: int
     time_shift: int
     time_pooling: int
+    ordered: bool = True  # device-order reductions (sedjax.sharding.device_mean)
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array, global_count: jax.Array) -> jax.Array:
@@ -132,10 +133,11 @@ def train_step(state: MeanTeacherState, batch: dict, settings: StepSettings):
         loss = losses["weak"] + losses["strong"] + weight * losses["consistency"]
         return loss, (batch_stats, losses)
 
-    state, sums = state_lib.gradient_step(state, loss_fn, kind.shape[0])
+    state, sums = state_lib.gradient_step(state, loss_fn, kind.shape[0], s.ordered)
     decay = ema_decay(state.step, s.ema_decay)
     state = state.replace(ema_params=ema_update(state.ema_params, state.params, decay),
-                          ema_batch_stats=jax.lax.pmean(t_stats, AXIS))
+                          ema_batch_stats=sharding.device_mean(t_stats) if s.ordered
+                          else jax.lax.pmean(t_stats, AXIS))
     sums["consistency_weight_sum"] = weight * sums["count"]
     return state, sums
 
@@ -246,7 +248,7 @@ def step_settings(config, total_steps: int) -> StepSettings:
         rampup_steps=int(round(mt.consistency_rampup * total_steps)),
         mixup_share=a.mixup_share, mixup_alpha=a.mixup_alpha, time_mask=a.time_mask,
         freq_mask=a.freq_mask, time_shift=a.time_shift,
-        time_pooling=crnn.time_pooling(config.model))
+        time_pooling=crnn.time_pooling(config.model), ordered=common.ordered_reductions(config))
 
 
 def validation_score(inputs: common.Inputs, trainings: list[Training], state) -> list[float]:

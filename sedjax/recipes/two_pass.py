@@ -27,7 +27,7 @@ from sedjax.recipes import common
 from sedjax.train import checkpoint, loop, scores, state as state_lib
 
 
-def train_step(state, batch, bce_eps: float, output: str):
+def train_step(state, batch, bce_eps: float, output: str, ordered: bool = True):
     """Per-device step: BCE of the clip labels against the 'clip' or every 'frame' output."""
     rng = state_lib.step_key(state)
 
@@ -39,7 +39,7 @@ def train_step(state, batch, bce_eps: float, output: str):
         loss = state_lib.bce(probs, jnp.broadcast_to(targets, probs.shape), bce_eps).mean()
         return loss, (batch_stats, {})
 
-    return state_lib.gradient_step(state, loss_fn, batch["features"].shape[0])
+    return state_lib.gradient_step(state, loss_fn, batch["features"].shape[0], ordered)
 
 
 def _fit(name: str, inputs: common.Inputs, state, output: str, train, train_rows: list,
@@ -49,7 +49,8 @@ def _fit(name: str, inputs: common.Inputs, state, output: str, train, train_rows
     train_rows, val_rows: each run's rows; val_target(k, probs): run k's validation targets.
     """
     section, runs = inputs.config[name], inputs.runs
-    step = functools.partial(train_step, bce_eps=section.bce_eps, output=output)
+    step = functools.partial(train_step, bce_eps=section.bce_eps, output=output,
+                             ordered=common.ordered_reductions(inputs.config))
     train_fn = runs.train_step_fn(step, train)
     predict_fn = common.eval_fn(output, val)
     seeds = [c.seed + {"pass1": 1, "pass2": 2}[name] for c in runs.configs]

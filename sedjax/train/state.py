@@ -6,6 +6,7 @@ Steps are written pmap style: per-device functions with collectives over the axi
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from sedjax import sharding
 from sedjax.sharding import AXIS
 
 
@@ -69,23 +71,28 @@ def apply_eval(state: TrainState, features: jax.Array):
                           train=False)
 
 
-def gradient_step(state: TrainState, loss_fn: Callable, batch_size: int
+def gradient_step(state: TrainState, loss_fn: Callable, batch_size: int, ordered: bool = True
                   ) -> tuple[TrainState, dict]:
     """One data-parallel update; loss_fn(params) -> (loss, (batch_stats, metrics dict)).
 
-    Gradients and BatchNorm statistics are averaged over devices; `metrics` (per-device means)
-    come back summed over the global batch, with `count`, so that epochs can add them up.
+    Gradients and BatchNorm statistics are averaged over devices (ordered: added in device
+    order, bitwise the same however the devices are split among processes; see
+    sedjax.sharding.device_mean); `metrics` (per-device means) come back summed over the
+    global batch, with `count`, so that epochs can add them up.
     """
+    mean = functools.partial(sharding.device_mean, axis_name=AXIS) if ordered else (
+        functools.partial(jax.lax.pmean, axis_name=AXIS))
     # Mark the replicated params as per-device values so that grads are this device's own
     # (pmap semantics); differentiating the replicated value would make shard_map psum them.
     params = jax.lax.pcast(state.params, AXIS, to="varying")
     (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    grads = jax.lax.pmean(grads, AXIS)
-    # BatchNorm already averages its batch moments over 'batch'; the pmean makes the running
+    grads = mean(grads)
+    # BatchNorm already averages its batch moments over 'batch'; this makes the running
     # statistics provably identical on every device
-    batch_stats = jax.lax.pmean(batch_stats, AXIS)
+    batch_stats = mean(batch_stats)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    sums = {f"{k}_sum": jax.lax.psum(v * batch_size, AXIS)
+    devices = jax.lax.psum(1, AXIS)
+    sums = {f"{k}_sum": mean(v) * devices * batch_size
             for k, v in {"loss": loss, **metrics}.items()}
-    sums["count"] = jax.lax.psum(jnp.float32(batch_size), AXIS)
+    sums["count"] = jnp.float32(devices * batch_size)
     return state, sums
