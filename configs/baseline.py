@@ -135,10 +135,11 @@ def get_config() -> ml_collections.ConfigDict:
     r.device_memory_fraction = 0.5  # share of device memory the resident features may take
     r.prefetch = 2  # batches prefetched when streaming from the memmap cache
     r.log_every_epochs = 1
-    # Average gradients and BatchNorm moments over devices in device order, so that a run
-    # gives the same numbers however its devices are split among processes (2 x 2 == 1 x 4);
-    # False: a plain all-reduce (pmean), 1/devices of the traffic, for large models on many
-    # devices, whose results then drift apart by rounding between process layouts
+    # Average gradients and BatchNorm moments over devices in one fixed order, so that a run
+    # gives the same numbers however its devices are split among processes (2 processes x 2
+    # devices == 4 x 1; sedjax.sharding.device_mean); False: a plain all-reduce (pmean),
+    # 1/devices of the traffic, for large models on many devices, whose results then differ
+    # by rounding between process layouts
     r.ordered_reductions = True
     r.predict_batch_size = 128  # clips per prediction step on the test/eval splits
     r.piano_roll_clips = 4  # test clips drawn in piano_roll.png
