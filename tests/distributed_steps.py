@@ -30,7 +30,8 @@ STEPS, BATCH = 3, 8
 def train(state, config, mesh):
     """STEPS steps on the same global batches in every layout; (params, losses) on the host."""
     frames, bands = config.features.num_frames, config.features.n_mels
-    step = functools.partial(two_pass.train_step, bce_eps=config.pass1.bce_eps, output="clip")
+    step = functools.partial(two_pass.train_step, bce_eps=config.pass1.bce_eps, output="clip",
+                             ordered=common.ordered_reductions(config))
     fn = parallel.train_step_fn(step, mesh, resident=False)
     stats = sharding.replicate((np.zeros(bands, np.float32), np.ones(bands, np.float32)), mesh)
     rng = np.random.default_rng(0)  # the same global batches on every process

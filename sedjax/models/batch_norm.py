@@ -1,12 +1,11 @@
-"""Batch normalization whose statistics are averaged over devices in device order.
+"""Batch normalization whose statistics are averaged over devices in one fixed order.
 
 The same numbers, parameters ('scale', 'bias') and running statistics ('mean', 'var') as
 flax.linen.BatchNorm (fast variance E[x^2] - E[x]^2, clipped at 0; running averages with
 `momentum`). What differs is how the batch moments of the devices are averaged in training:
 flax's `pmean` is an all-reduce whose order of additions depends on how the devices are split
-among processes, so 2 processes x 2 devices drift away from 1 process x 4 devices by rounding;
-with `ordered` the moments and their gradients are averaged in one fixed order
-(sedjax.sharding.ordered_mean).
+among processes; here the moments and their gradients are averaged in one fixed order
+(sedjax.sharding.ordered_mean), so a run does not depend on that split.
 """
 
 from __future__ import annotations
@@ -22,14 +21,14 @@ from sedjax import sharding
 
 class BatchNorm(nn.Module):
     """Normalizes over every axis but the last (features) with the batch's moments in
-    training (averaged over `axis_name`'s devices when given) and the running ones otherwise."""
+    training (averaged over `axis_name`'s devices in a fixed order when given) and the
+    running ones otherwise."""
 
     use_running_average: bool
     momentum: float = 0.99
     epsilon: float = 1e-5
     dtype: Any = None
     axis_name: str | None = None
-    ordered: bool = True
 
     @nn.compact
     def __call__(self, x):
@@ -43,8 +42,7 @@ class BatchNorm(nn.Module):
             axes = tuple(range(x.ndim - 1))
             moments = jnp.stack([stats.mean(axes), jnp.square(stats).mean(axes)])
             if self.axis_name is not None and not self.is_initializing():
-                moments = (sharding.ordered_mean(moments, self.axis_name) if self.ordered
-                           else jax.lax.pmean(moments, self.axis_name))
+                moments = sharding.ordered_mean(moments, self.axis_name)
             mean, var = moments[0], jnp.maximum(0.0, moments[1] - jnp.square(moments[0]))
             if not self.is_initializing():
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean

@@ -73,7 +73,7 @@ class ConvBlock(nn.Module):
     conv_impl: str = "xla"
     dtype: Any = jnp.float32
     axis_name: str | None = None
-    ordered_reductions: bool = True
+    ordered_reductions: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -83,11 +83,12 @@ class ConvBlock(nn.Module):
             x = nn.Conv(self.features, tuple(self.kernel_size), padding="SAME",
                         kernel_init=glorot, dtype=self.dtype)(x)
         # axis_name: batch statistics are averaged over all devices, so the model sees the
-        # global batch whatever the device count
-        x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                      epsilon=self.bn_epsilon, dtype=self.dtype,
-                      axis_name=self.axis_name if train else None,
-                      ordered=self.ordered_reductions)(x)
+        # global batch whatever the device count; in a fixed order (sedjax's BatchNorm) or by
+        # flax's all-reduce (the same numbers on one device)
+        norm = BatchNorm if self.ordered_reductions else nn.BatchNorm
+        x = norm(use_running_average=not train, momentum=self.bn_momentum,
+                 epsilon=self.bn_epsilon, dtype=self.dtype,
+                 axis_name=self.axis_name if train else None)(x)
         x = nn.relu(x)
         x = max_pool(x, tuple(self.pool))
         return nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -154,7 +155,7 @@ class CRNN(nn.Module):
     conv_impl: str = "xla"
     dtype: Any = jnp.float32
     axis_name: str | None = None
-    ordered_reductions: bool = True  # see sedjax.sharding.device_mean
+    ordered_reductions: bool = False  # see sedjax.sharding.device_mean
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -180,7 +181,7 @@ class CRNN(nn.Module):
 
 
 def from_config(model_config, num_classes: int, axis_name: str | None = None,
-                ordered_reductions: bool = True) -> CRNN:
+                ordered_reductions: bool = False) -> CRNN:
     """Builds the CRNN of config.model with `num_classes` outputs (len(config.data.classes));
     axis_name and ordered_reductions: how BatchNorm averages batch moments over devices."""
     m = model_config

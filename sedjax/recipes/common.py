@@ -92,9 +92,10 @@ class Trained:
 
 
 def ordered_reductions(config) -> bool:
-    """Whether steps average over devices in device order (runtime.ordered_reductions;
-    configs saved before the option existed: True, what they ran with on one device)."""
-    return bool(config.runtime.get("ordered_reductions", True))
+    """Whether steps average over devices in one fixed order (runtime.ordered_reductions,
+    sedjax.sharding.device_mean). Never on one device: there is no order to fix there, and
+    the plain all-reduce keeps one-device runs bit for bit what they were before the option."""
+    return bool(config.runtime.get("ordered_reductions", False)) and jax.device_count() > 1
 
 
 def init_state(config, section: str, rng_tag: int) -> state_lib.TrainState:

@@ -79,7 +79,7 @@ class StepSettings:
     freq_mask: int
     time_shift: int
     time_pooling: int
-    ordered: bool = True  # device-order reductions (sedjax.sharding.device_mean)
+    ordered: bool = False  # fixed-order averages over devices (sharding.device_mean)
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array, global_count: jax.Array) -> jax.Array:

@@ -27,7 +27,7 @@ from sedjax.recipes import common
 from sedjax.train import checkpoint, loop, scores, state as state_lib
 
 
-def train_step(state, batch, bce_eps: float, output: str, ordered: bool = True):
+def train_step(state, batch, bce_eps: float, output: str, ordered: bool = False):
     """Per-device step: BCE of the clip labels against the 'clip' or every 'frame' output."""
     rng = state_lib.step_key(state)
 

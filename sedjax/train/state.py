@@ -71,7 +71,7 @@ def apply_eval(state: TrainState, features: jax.Array):
                           train=False)
 
 
-def gradient_step(state: TrainState, loss_fn: Callable, batch_size: int, ordered: bool = True
+def gradient_step(state: TrainState, loss_fn: Callable, batch_size: int, ordered: bool = False
                   ) -> tuple[TrainState, dict]:
     """One data-parallel update; loss_fn(params) -> (loss, (batch_stats, metrics dict)).
 
