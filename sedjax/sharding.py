@@ -66,10 +66,10 @@ def _ordered_mean(x, axis_name: str):
     return jax.lax.psum(slots, axis_name).sum(0) / count
 
 
-def device_mean(tree, axis_name: str = AXIS):
+def device_mean(tree, ordered: bool = True, axis_name: str = AXIS):
     """Inside a per-device step: the mean over the devices of `axis_name`, added up in one
     fixed order, the same on every device (for values not differentiated: gradients, BatchNorm
-    statistics; `ordered_mean` inside a loss).
+    statistics; `ordered_mean` inside a loss); ordered=False: lax.pmean.
 
     Why not lax.pmean: an all-reduce adds in an order that depends on how the devices are split
     among processes, so a 2 processes x 2 devices run parts from 1 process x 4 devices by
@@ -79,6 +79,8 @@ def device_mean(tree, axis_name: str = AXIS):
     reduction. Costs `devices` times the all-reduce traffic of pmean
     (runtime.ordered_reductions=False for large models on many devices).
     """
+    if not ordered:
+        return jax.lax.pmean(tree, axis_name)
     return jax.tree_util.tree_map(lambda x: _ordered_mean(x, axis_name), tree)
 
 

@@ -136,8 +136,7 @@ def train_step(state: MeanTeacherState, batch: dict, settings: StepSettings):
     state, sums = state_lib.gradient_step(state, loss_fn, kind.shape[0], s.ordered)
     decay = ema_decay(state.step, s.ema_decay)
     state = state.replace(ema_params=ema_update(state.ema_params, state.params, decay),
-                          ema_batch_stats=sharding.device_mean(t_stats) if s.ordered
-                          else jax.lax.pmean(t_stats, AXIS))
+                          ema_batch_stats=sharding.device_mean(t_stats, s.ordered))
     sums["consistency_weight_sum"] = weight * sums["count"]
     return state, sums
 

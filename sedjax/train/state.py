@@ -80,8 +80,7 @@ def gradient_step(state: TrainState, loss_fn: Callable, batch_size: int, ordered
     sedjax.sharding.device_mean); `metrics` (per-device means) come back summed over the
     global batch, with `count`, so that epochs can add them up.
     """
-    mean = functools.partial(sharding.device_mean, axis_name=AXIS) if ordered else (
-        functools.partial(jax.lax.pmean, axis_name=AXIS))
+    mean = functools.partial(sharding.device_mean, ordered=ordered)
     # Mark the replicated params as per-device values so that grads are this device's own
     # (pmap semantics); differentiating the replicated value would make shard_map psum them.
     params = jax.lax.pcast(state.params, AXIS, to="varying")
