@@ -32,6 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
     d.classes = CLASSES
     d.clip_seconds = 10.0
     d.use_eval = True  # score metadata/eval/eval.csv too when it is present
+    # read DESED's strongly labelled validation split (metadata/validation/validation.tsv) when
+    # present: every choice of a run (early stopping, kept checkpoint, tuned post-processing)
+    # is then made on it; the DCASE2018 layout has none (the seed holds out 20 % of weak clips)
+    d.use_validation = True
     # read metadata/train/synthetic.csv (strongly labelled clips, DCASE2019 layout) when present;
     # the 2018 task had none
     d.use_strong = False
@@ -42,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
     s.num_unlabeled = 14412
     s.num_test = 288
     s.num_strong = 0  # strongly labelled clips (metadata/train/synthetic.csv)
+    s.num_validation = 0  # strongly labelled validation clips (metadata/validation/, DESED)
     s.seed = 1234
     s.sample_rate = 44100
 
@@ -120,6 +125,11 @@ def get_config() -> ml_collections.ConfigDict:
     # in output frames (~1 s): one length, or one per class in data.classes' order. Output frame
     # i starts at i * hop_length * time pooling / sample_rate seconds (0.02 s here).
     pp.median_filter = ml_collections.FieldReference(51, field_type=object)  # int or tuple
+    # Tuned post-processing (sedjax/tuning.py), on the validation split only: a grid of median
+    # filter lengths (output frames) from which each class keeps the one of its best validation
+    # event F1; () = not tuned (the seed: one fixed length)
+    pp.tune = ml_collections.ConfigDict()
+    pp.tune.median_filters = ()
 
     c.evaluation = e = ml_collections.ConfigDict()
     e.t_collar = 0.2

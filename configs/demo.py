@@ -25,6 +25,8 @@ def get_config():
     c.data.synthetic.num_weak = 500
     c.data.synthetic.num_unlabeled = 300
     c.data.synthetic.num_test = 100
+    # a strongly labelled validation split, as DESED ships one: every choice is made on it
+    c.data.synthetic.num_validation = 200
     c.pass1.num_epochs = 20
     c.pass1.learning_rate = 3e-3
     c.pass2.num_epochs = 2

@@ -9,6 +9,7 @@ def get_config():
     c.data.synthetic.num_weak = 20
     c.data.synthetic.num_unlabeled = 16
     c.data.synthetic.num_test = 8
+    c.data.synthetic.num_validation = 8
     c.pass1.num_epochs = 2
     c.pass1.batch_size = 8
     c.pass2.num_epochs = 1

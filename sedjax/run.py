@@ -10,8 +10,11 @@ workdir/
   model/                       the weights that predicted + normalization (sedjax.detect)
   training.json                the recipe's summary, written once its model predicted
   predictions/                 <split>_probs.npy (frame probabilities), <split>_events.csv,
-                               <split>_psd_roc.npz (PSD-ROC curves)
-  results.json, results.txt    sed_eval event/segment scores, PSDS1/2 and best collar F1
+                               <split>_psd_roc.npz (PSD-ROC curves), for validation (when the
+                               dataset has it), test and eval
+  postprocess.json             the post-processing chosen on validation (postprocess.tune)
+  results.json, results.txt    sed_eval event/segment scores, PSDS1/2 and best collar F1 of
+                               the validation and test splits
   class_scores.png, psd_roc.png, training_curves.png, piano_roll.png
 
 Several runs (config.num_runs = K > 1, seeds seed .. seed + K - 1, one program): the recipe's
@@ -22,6 +25,10 @@ each run's headline scores with their mean and sample std, workdir/training.json
 training summary.
 
 Every stage is skipped when its output is already there, so a killed run resumes.
+
+Protocol: every choice a run makes (early stopping, the kept checkpoint, thresholds, tuned
+post-processing) uses the validation split (or, without one, clips held out of training);
+the test split's labels are read only by the scoring stage, once, at the end.
 """
 
 from __future__ import annotations
@@ -36,13 +43,13 @@ import numpy as np
 from absl import logging
 
 from sedjax import (evaluation, files, multirun, plots, postprocess, psds,
-                    recipes, report, sharding, tensorboard, validation)
+                    recipes, report, sharding, tensorboard, tuning, validation)
 from sedjax.data import dataset, features, pipeline, synthetic
 from sedjax.models import crnn
 from sedjax.recipes import common
 from sedjax.train import checkpoint, runs as runs_lib
 
-SCORED_SPLITS = ("test", "eval")
+SCORED_SPLITS = ("validation", "test", "eval")  # predicted and scored, in this order
 
 
 @contextlib.contextmanager
@@ -63,7 +70,13 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
         sharding.sync("synthetic dataset")
     primary = sharding.is_primary()  # the one writer of the error log
     splits = dataset.load_dataset(root, config.data.classes, workdir, config.data.use_eval,
-                                  config.data.get("use_strong", False), write_log=primary)
+                                  config.data.get("use_strong", False), write_log=primary,
+                                  use_validation=config.data.get("use_validation", True))
+    if tuning.enabled(config) and common.VALIDATION not in splits:
+        raise dataset.DatasetError(
+            f"postprocess.tune: tuned post-processing needs a validation split "
+            f"({dataset.SPLITS['validation'][0]} under {root}); there is none: set "
+            f"--config.postprocess.tune.median_filters=() or add one")
     arrays = {}
     for name, split in list(splits.items()):
         feats, frames, unreadable = features.extract_split(
@@ -219,6 +232,8 @@ def train_and_evaluate(config, workdir) -> dict:
               for d, (results, curves), summary in zip(dirs, scored_runs, summaries)]
     if runs.single:
         print(tables[0])
+        if "validation" in scored_runs[0][0]:
+            print(_validation_line(scored_runs[0][0]["validation"], len(splits["validation"])))
         print(_f1_line(scored_runs[0][0]["test"], len(splits["test"]), workdir))
         return summaries[0]
     summary = multirun.summary(config.recipe, dirs, summaries, scored, timings, devices)
@@ -230,11 +245,30 @@ def train_and_evaluate(config, workdir) -> dict:
     return summary
 
 
+def choose_postprocess(config, run_dir: pathlib.Path, splits: dict, arrays: dict):
+    """The run's post-processing: config.postprocess, or (postprocess.tune) the median filter
+    per class chosen on its validation predictions, written to run_dir/postprocess.json and
+    beside the model (sedjax.detect reads it). Reads no test label."""
+    if not tuning.enabled(config):
+        return config, None
+    split, a = splits[common.VALIDATION], arrays[common.VALIDATION]
+    probs = np.load(run_dir / "predictions" / f"{common.VALIDATION}_probs.npy")
+    valid = crnn.valid_output_frames(a.frames, config.features.num_frames, config.model)
+    tuned = tuning.tune_median_filter(config, split.filenames, split.reference_events(), probs,
+                                      crnn.frame_seconds(config), valid)
+    tuned["tuned_on"] = common.VALIDATION
+    for folder in (run_dir, run_dir / checkpoint.MODEL_DIR):
+        report.write_json(folder / "postprocess.json", tuned)
+    return tuning.apply(config, tuned), tuned
+
+
 def score_run(config, run_dir: pathlib.Path, training: dict, splits: dict, arrays: dict,
               scored: list) -> tuple[dict, dict]:
     """Scores one run's predictions of every scored split (events, PSD-ROC curves, pictures of
-    the test split into run_dir); returns ({split: results}, {split: curves})."""
+    the test split into run_dir) after the post-processing is chosen on validation; returns
+    ({split: results, 'postprocess': what was used}, {split: curves})."""
     pred_dir = run_dir / "predictions"
+    config, tuned = choose_postprocess(config, run_dir, splits, arrays)
     results, curves = {}, {}
     for name in scored:
         probs = np.load(pred_dir / f"{name}_probs.npy")
@@ -243,6 +277,9 @@ def score_run(config, run_dir: pathlib.Path, training: dict, splits: dict, array
         psds.save_curves(pred_dir / f"{name}_psd_roc.npz", curves[name])
         if name == "test":
             plot_run(config, run_dir, training, splits[name], arrays[name], probs, events)
+    results["postprocess"] = {"threshold": config.postprocess.threshold,
+                              "median_filter": tuning.configured_lengths(config),
+                              "tuned_on": None if tuned is None else tuned["tuned_on"]}
     return results, curves
 
 
@@ -256,6 +293,16 @@ def report_run(run_dir: pathlib.Path, results: dict, curves: dict, summary: dict
     report.plot_psd_roc(curves["test"], run_dir / "psd_roc.png",
                         results["test"]["threshold_independent"])
     return table
+
+
+def _validation_line(val: dict, clips: int) -> str:
+    ti, f1 = val.get("threshold_independent", {}), val["event_based"]["f_measure_macro"]
+
+    def num(x, scale=1.0, spec=".3f"):
+        return "n/a" if x is None else format(scale * x, spec)
+    return (f"validation: event-based macro F1 {num(f1, 100, '.2f')} %  PSDS1 "
+            f"{num(ti.get('psds1'))}  PSDS2 {num(ti.get('psds2'))}  ({clips} clips; every "
+            f"choice of the run was made on it)")
 
 
 def _f1_line(test: dict, clips: int, workdir: pathlib.Path) -> str:

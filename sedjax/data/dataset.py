@@ -21,9 +21,12 @@ SPLITS = {
     "unlabel_in_domain": ("metadata/train/unlabel_in_domain.csv",
                           "audio/train/unlabel_in_domain", "none"),
     "synthetic": ("metadata/train/synthetic.csv", "audio/train/synthetic", "strong"),
+    "validation": ("metadata/validation/validation.tsv", "audio/validation", "strong"),
     "test": ("metadata/test/test.csv", "audio/test", "strong"),
     "eval": ("metadata/eval/eval.csv", "audio/eval", "strong"),
 }
+# DESED's durations files (filename, duration): they list the clips without any event too
+DURATIONS = {"validation": "metadata/validation/validation_durations.tsv"}
 ERROR_LOG = "item_access_error.log.csv"
 
 HOW_TO_GET_DATA = """\
@@ -137,6 +140,20 @@ def read_strong_csv(path, classes: Sequence[str]) -> tuple[list[str], list[list[
     return list(order), list(order.values())
 
 
+def read_durations_tsv(path) -> dict[str, float]:
+    """Reads DESED's `filename<TAB>duration` file: {filename: seconds}."""
+    out = {}
+    for line, row in _rows(path, ("filename", "duration")):
+        if len(row) != 2:
+            raise DatasetError(f"{path}:{line}: expected 2 tab-separated fields, got {len(row)}")
+        try:
+            out[row[0].strip()] = float(row[1])
+        except ValueError:
+            raise DatasetError(f"{path}:{line}: duration must be a number, got {row[1]!r}"
+                               ) from None
+    return out
+
+
 def multi_hot(labels: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
     """Clip labels -> (N, C) float32 multi-hot."""
     index = {c: i for i, c in enumerate(classes)}
@@ -186,6 +203,11 @@ def load_split(root: pathlib.Path, split: str, classes: Sequence[str],
         names, labels = read_weak_csv(meta, classes)
     elif kind == "strong":
         names, events = read_strong_csv(meta, classes)
+        durations = root / DURATIONS[split] if split in DURATIONS else None
+        if durations is not None and durations.is_file():
+            # DESED lists only events in <split>.tsv: a clip without any is only in durations
+            quiet = [n for n in read_durations_tsv(durations) if n not in set(names)]
+            names, events = names + quiet, events + [[] for _ in quiet]
     else:
         names = read_unlabeled_csv(meta)
     if not names:
@@ -245,13 +267,15 @@ def drop_unreadable(split: Split, reasons: dict[int, str], error_log: pathlib.Pa
 
 
 def load_dataset(root, classes: Sequence[str], workdir, use_eval: bool = True,
-                 use_strong: bool = False, write_log: bool = True) -> dict[str, Split]:
+                 use_strong: bool = False, write_log: bool = True,
+                 use_validation: bool = True) -> dict[str, Split]:
     """Reads the splits of a DCASE-layout root: {name: Split}, in the order weak,
-    unlabel_in_domain, synthetic, test, eval.
+    unlabel_in_domain, synthetic, validation, test, eval.
 
     synthetic (strongly labelled training clips, DCASE2019 layout) only with use_strong and when
-    its metadata file is present; eval only with use_eval and when present. write_log: whether
-    this process (re)writes workdir's error log (one process of a multi-process run does).
+    its metadata file is present; validation (DESED's) only with use_validation and when
+    present; eval only with use_eval and when present. write_log: whether this process
+    (re)writes workdir's error log (one process of a multi-process run does).
     """
     root = dataset_root(root)
     workdir = pathlib.Path(workdir)
@@ -260,8 +284,11 @@ def load_dataset(root, classes: Sequence[str], workdir, use_eval: bool = True,
     if write_log and error_log.exists():
         error_log.unlink()  # rewritten from scratch: it lists what is missing now
     splits = {}
-    for name in ("weak", "unlabel_in_domain", "synthetic", "test", "eval"):
+    for name in ("weak", "unlabel_in_domain", "synthetic", "validation", "test", "eval"):
         if name == "eval" and not (use_eval and (root / SPLITS["eval"][0]).is_file()):
+            continue
+        if name == "validation" and not (use_validation
+                                         and (root / SPLITS["validation"][0]).is_file()):
             continue
         if name == "synthetic" and not use_strong:
             continue

@@ -2,6 +2,9 @@
 
 With num_strong > 0 it also writes a strongly labelled training split, "synthetic", where
 DCASE2019 Task 4 (DESED) has it: audio/train/synthetic/ and metadata/train/synthetic.csv.
+With num_validation > 0 it writes a strongly labelled validation split as DESED ships one:
+audio/validation/, metadata/validation/validation.tsv (filename, onset, offset, event_label)
+and validation_durations.tsv (filename, duration). Every choice a run makes is made on it.
 """
 
 from __future__ import annotations
@@ -24,13 +27,17 @@ import tqdm
 from absl import logging
 
 # split id: part of each clip's rng seed, so the splits' clips differ; never renumber one
-SPLITS = {"weak": 0, "unlabel_in_domain": 1, "test": 2, "synthetic": 3}
+SPLITS = {"weak": 0, "unlabel_in_domain": 1, "test": 2, "synthetic": 3, "validation": 4}
 AUDIO_DIRS = {"weak": "audio/train/weak", "unlabel_in_domain": "audio/train/unlabel_in_domain",
-              "test": "audio/test", "synthetic": "audio/train/synthetic"}
+              "test": "audio/test", "synthetic": "audio/train/synthetic",
+              "validation": "audio/validation"}
 METADATA = {"weak": "metadata/train/weak.csv",
             "unlabel_in_domain": "metadata/train/unlabel_in_domain.csv",
-            "test": "metadata/test/test.csv", "synthetic": "metadata/train/synthetic.csv"}
-_PREFIX = {"weak": "w", "unlabel_in_domain": "u", "test": "t", "synthetic": "s"}
+            "test": "metadata/test/test.csv", "synthetic": "metadata/train/synthetic.csv",
+            "validation": "metadata/validation/validation.tsv"}
+DURATIONS = {"validation": "metadata/validation/validation_durations.tsv"}
+_PREFIX = {"weak": "w", "unlabel_in_domain": "u", "test": "t", "synthetic": "s",
+           "validation": "v"}
 MARKER = ".complete"
 VERSION = 1  # bump whenever the generated content changes, so cached datasets are regenerated
 MIN_EVENT_MS, MERGE_GAP_MS = 250, 150  # DCASE annotation rules (SEED.md)
@@ -321,45 +328,58 @@ def render_clip(seed: int, split_id: int, index: int, sample_rate: int = 44100,
     return (x * np.float32(0.99 / peak) if peak > 0.99 else x), _annotate(raw)
 
 
-def _write_clip(job: tuple) -> tuple[str, list[Event]]:
+def _write_clip(job: tuple) -> tuple[str, list[Event], float]:
     out, split, index, seed, sr, classes, clip_seconds = job
     x, events = render_clip(seed, SPLITS[split], index, sr, classes, clip_seconds)
     name = f"Ysyn_{_PREFIX[split]}{index:05d}_0.000_{x.size / sr:.3f}.wav"
     pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
     sf.write(os.path.join(out, AUDIO_DIRS[split], name), pcm, sr, subtype="PCM_16")
-    return name, events
+    return name, events, x.size / sr
 
 
 def _params(*, num_weak: int, num_unlabeled: int, num_test: int, seed: int, sample_rate: int,
-            classes: Sequence[str], clip_seconds: float, num_strong: int = 0) -> str:
-    # The generation parameters as the completion marker holds them (JSON). num_strong only when
-    # > 0: the markers of datasets written before the strong split existed stay valid.
-    strong = {"num_strong": num_strong} if num_strong else {}
+            classes: Sequence[str], clip_seconds: float, num_strong: int = 0,
+            num_validation: int = 0) -> str:
+    # The generation parameters as the completion marker holds them (JSON). num_strong and
+    # num_validation only when > 0: the markers of datasets written before those splits existed
+    # stay valid.
+    extra = {k: v for k, v in (("num_strong", num_strong), ("num_validation", num_validation))
+             if v}
     return json.dumps(dict(num_weak=num_weak, num_unlabeled=num_unlabeled, num_test=num_test,
-                           **strong, seed=seed, sample_rate=sample_rate, classes=list(classes),
+                           **extra, seed=seed, sample_rate=sample_rate, classes=list(classes),
                            clip_seconds=clip_seconds, version=VERSION), indent=1)
 
 
-def _write_strong_csv(path: pathlib.Path, clips: Sequence[tuple[str, list[Event]]]) -> None:
+def _write_strong_csv(path: pathlib.Path, clips: Sequence[tuple]) -> None:
     with open(path, "w") as f:
         f.write("filename\tonset\toffset\tevent_label\n")
-        for n, ev in clips:  # a clip without events: one row with empty fields
+        for n, ev, _ in clips:  # a clip without events: one row with empty fields
             f.writelines([f"{n}\t{a:.3f}\t{b:.3f}\t{c}\n" for a, b, c in ev] or [f"{n}\t\t\t\n"])
+
+
+def _write_durations(path: pathlib.Path, clips: Sequence[tuple]) -> None:
+    """DESED's <split>_durations.tsv: filename, duration in seconds."""
+    with open(path, "w") as f:
+        f.write("filename\tduration\n")
+        f.writelines(f"{n}\t{d:.3f}\n" for n, _, d in clips)
 
 
 def generate(out_dir: str | os.PathLike, *, num_weak: int, num_unlabeled: int, num_test: int,
              seed: int, sample_rate: int = 44100, classes: Sequence[str] = CLASSES,
-             num_workers: int = 0, clip_seconds: float = 10.0, num_strong: int = 0
-             ) -> pathlib.Path:
+             num_workers: int = 0, clip_seconds: float = 10.0, num_strong: int = 0,
+             num_validation: int = 0) -> pathlib.Path:
     """Writes a synthetic dataset in the DCASE2018 Task 4 layout to out_dir; returns out_dir.
 
     num_strong > 0 adds that many strongly labelled training clips (split "synthetic", the
-    DCASE2019 layout's place); the other splits' files do not depend on it.
+    DCASE2019 layout's place), num_validation > 0 a strongly labelled validation split (DESED's
+    metadata/validation/); the other splits' files depend on neither (each split draws its
+    clips from its own seeds).
     """
     out, classes = pathlib.Path(out_dir).expanduser(), tuple(classes)
     check_classes(classes)
-    if num_strong < 0:
-        raise ValueError(f"num_strong must be >= 0, got {num_strong}")
+    for name, value in (("num_strong", num_strong), ("num_validation", num_validation)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
     for split in ("weak", "synthetic"):
         csv_path = out / METADATA[split]
         if csv_path.exists() and any(not line.startswith("Ysyn_")
@@ -370,7 +390,10 @@ def generate(out_dir: str | os.PathLike, *, num_weak: int, num_unlabeled: int, n
     sizes = {"weak": num_weak, "unlabel_in_domain": num_unlabeled, "test": num_test}
     if num_strong:
         sizes["synthetic"] = num_strong
-    for d in [*(AUDIO_DIRS[s] for s in sizes), "metadata/train", "metadata/test"]:
+    if num_validation:
+        sizes["validation"] = num_validation
+    for d in [*(AUDIO_DIRS[s] for s in sizes), "metadata/train", "metadata/test",
+              *(["metadata/validation"] if num_validation else [])]:
         (out / d).mkdir(parents=True, exist_ok=True)
     jobs = [(str(out), s, i, seed, sample_rate, classes, clip_seconds)
             for s, k in sizes.items() for i in range(k)]
@@ -394,26 +417,35 @@ def generate(out_dir: str | os.PathLike, *, num_weak: int, num_unlabeled: int, n
         by_split[s], i = results[i: i + k], i + k
     with open(out / METADATA["weak"], "w") as f:
         f.write("filename\tevent_labels\n")
-        f.writelines(f"{n}\t{','.join(sorted({e[2] for e in ev}))}\n" for n, ev in by_split["weak"])
+        f.writelines(f"{n}\t{','.join(sorted({e[2] for e in ev}))}\n"
+                     for n, ev, _ in by_split["weak"])
     with open(out / METADATA["unlabel_in_domain"], "w") as f:
-        f.writelines(f"{n}\n" for n in ["filename", *(n for n, _ in by_split["unlabel_in_domain"])])
+        f.writelines(f"{n}\n"
+                     for n in ["filename", *(c[0] for c in by_split["unlabel_in_domain"])])
     _write_strong_csv(out / METADATA["test"], by_split["test"])
     if num_strong:
         _write_strong_csv(out / METADATA["synthetic"], by_split["synthetic"])
     else:  # an earlier generation's strong split would linger
         (out / METADATA["synthetic"]).unlink(missing_ok=True)
+    if num_validation:
+        _write_strong_csv(out / METADATA["validation"], by_split["validation"])
+        _write_durations(out / DURATIONS["validation"], by_split["validation"])
+    else:
+        (out / METADATA["validation"]).unlink(missing_ok=True)
+        (out / DURATIONS["validation"]).unlink(missing_ok=True)
     for s, d in AUDIO_DIRS.items():  # clips of an earlier, larger generation would linger
-        keep = {name for name, _ in by_split.get(s, [])}
+        keep = {c[0] for c in by_split.get(s, [])}
         for p in (out / d).glob("Ysyn_*.wav"):
             if p.name not in keep:
                 p.unlink()
-    strong_dir = out / AUDIO_DIRS["synthetic"]
-    if not num_strong and strong_dir.is_dir() and not any(strong_dir.iterdir()):
-        strong_dir.rmdir()
+    for split, size in (("synthetic", num_strong), ("validation", num_validation)):
+        audio_dir = out / AUDIO_DIRS[split]
+        if not size and audio_dir.is_dir() and not any(audio_dir.iterdir()):
+            audio_dir.rmdir()
     (out / MARKER).write_text(_params(  # last: marks the dataset complete
         num_weak=num_weak, num_unlabeled=num_unlabeled, num_test=num_test, seed=seed,
         sample_rate=sample_rate, classes=classes, clip_seconds=clip_seconds,
-        num_strong=num_strong))
+        num_strong=num_strong, num_validation=num_validation))
     dt = time.time() - t0
     logging.info("Synthetic dataset: %d clips in %s (%.1f s, %.1f clips/s, %d workers)",
                  len(jobs), out, dt, len(jobs) / max(dt, 1e-9), workers)
@@ -426,7 +458,8 @@ def ensure_dataset(data_config: Any, out_dir: str | os.PathLike) -> pathlib.Path
     kw = dict(num_weak=s.num_weak, num_unlabeled=s.num_unlabeled, num_test=s.num_test, seed=s.seed,
               sample_rate=s.sample_rate, classes=tuple(data_config.classes),
               clip_seconds=float(data_config.get("clip_seconds", 10.0)),
-              num_strong=int(s.get("num_strong", 0)))
+              num_strong=int(s.get("num_strong", 0)),
+              num_validation=int(s.get("num_validation", 0)))
     marker = out / MARKER
     if marker.exists() and marker.read_text() == _params(**kw):
         logging.info("Reusing the complete synthetic dataset in %s", out)
@@ -444,13 +477,15 @@ def main(argv: Sequence[str]) -> None:
         out = generate(f.out, num_weak=f.num_weak, num_unlabeled=f.num_unlabeled,
                        num_test=f.num_test, seed=f.seed, sample_rate=f.sample_rate,
                        classes=tuple(f.classes), num_workers=f.workers,
-                       num_strong=f.num_strong)
+                       num_strong=f.num_strong, num_validation=f.num_validation)
     except ValueError as e:  # an unknown class or a bad size: one message
         sys.exit(f"error: {e}")
-    n, dt = f.num_weak + f.num_unlabeled + f.num_test + f.num_strong, time.time() - t0
+    n = f.num_weak + f.num_unlabeled + f.num_test + f.num_strong + f.num_validation
+    dt = time.time() - t0
     strong = f", {f.num_strong} synthetic (strong)" if f.num_strong else ""
-    print(f"wrote {f.num_weak} weak, {f.num_unlabeled} unlabel_in_domain{strong}, {f.num_test} "
-          f"test clips to {out} in {dt:.1f} s: {n / dt:.1f} clips/s "
+    val = f", {f.num_validation} validation" if f.num_validation else ""
+    print(f"wrote {f.num_weak} weak, {f.num_unlabeled} unlabel_in_domain{strong}{val}, "
+          f"{f.num_test} test clips to {out} in {dt:.1f} s: {n / dt:.1f} clips/s "
           f"({f.workers or os.cpu_count()} workers)")
 
 
@@ -463,6 +498,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("num_test", 100, "Strongly labelled test clips.")
     flags.DEFINE_integer("num_strong", 0, "Strongly labelled training clips (split 'synthetic', "
                          "the DCASE2019 layout); 0 = none.")
+    flags.DEFINE_integer("num_validation", 0, "Strongly labelled validation clips "
+                         "(metadata/validation/validation.tsv, DESED's layout); 0 = none.")
     flags.DEFINE_integer("seed", 1234, "Random seed.")
     flags.DEFINE_integer("sample_rate", 44100, "Sample rate in Hz.")
     flags.DEFINE_integer("workers", 0, "Worker processes; 0 = all cores.")

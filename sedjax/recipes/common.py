@@ -82,6 +82,27 @@ def detect_and_score(config, split: dataset.Split, probs: np.ndarray, frames: np
     return events, results
 
 
+VALIDATION = "validation"  # the split every choice is made on when the dataset has one
+
+
+def has_validation_split(inputs: Inputs) -> bool:
+    """Whether the dataset has a validation split (DESED's metadata/validation/)."""
+    return VALIDATION in inputs.splits
+
+
+def validation_event_f1(inputs: Inputs, state, batch_size: int) -> list[float]:
+    """Per run: the event-based macro F1 of the validation split, post-processed and scored as
+    the test is (config.postprocess, config.evaluation); the score that picks checkpoints."""
+    b = inputs.run_batches(VALIDATION)
+    rows = np.arange(len(b.arrays))
+    probs = inputs.runs.predict(eval_fn("frame", b), state, b, [rows] * inputs.runs.count,
+                                batch_size)
+    split, frames = inputs.splits[VALIDATION], inputs.arrays[VALIDATION].frames
+    f1 = [detect_and_score(inputs.config, split, p, frames)[1]["event_based"]["f_measure_macro"]
+          for p in probs]
+    return [0.0 if v is None else float(v) for v in f1]  # None: no class scored at all
+
+
 @dataclasses.dataclass
 class Trained:
     """A recipe's result: the state that predicts the test frames (with a leading run axis

@@ -187,19 +187,22 @@ def build_training(inputs: common.Inputs, config=None) -> Training:
                         for a, k in zip(parts_arrays, kinds)]),
         {"kind": np.concatenate([np.full(n, k, np.int32) for n, k in zip(sizes, kinds)]),
          "strong": strong})
-    train_weak, val_weak = _split_rows(sizes[0], mt.val_fraction, config.seed, 101)
+    # a validation split in the dataset picks the checkpoint; none: hold out training clips
+    held_out = 0.0 if common.has_validation_split(inputs) else mt.val_fraction
+    train_weak, val_weak = _split_rows(sizes[0], held_out, config.seed, 101)
     # without a strong split its share of the batch goes to weak clips: the batch keeps its
     # configured size (and its divisibility by the device count)
     parts = {WEAK: (train_weak, mt.batch_weak + (0 if use_strong else mt.batch_strong)),
              UNLABELED: (offsets[1] + np.arange(sizes[1]), mt.batch_unlabeled)}
     val_strong = None
     if use_strong:
-        train_strong, val_strong = _split_rows(sizes[2], mt.val_fraction, config.seed, 102)
+        train_strong, val_strong = _split_rows(sizes[2], held_out, config.seed, 102)
         parts[STRONG] = (offsets[2] + train_strong, mt.batch_strong)
     parts = {k: v for k, v in parts.items() if v[1] > 0 and len(v[0])}
-    logging.info("mean teacher: %s clips per batch; %d weak and %s strong clips held out",
+    logging.info("mean teacher: %s clips per batch; %d weak and %s strong clips held out%s",
                  {["weak", "unlabeled", "strong"][k]: n for k, (_, n) in parts.items()},
-                 len(val_weak), "no" if val_strong is None else len(val_strong))
+                 len(val_weak), "no" if val_strong is None else len(val_strong),
+                 " (the validation split picks the checkpoint)" if not held_out else "")
     return Training(arrays, parts, val_weak, val_strong, strong_targets)
 
 
@@ -251,10 +254,13 @@ def step_settings(config, total_steps: int) -> StepSettings:
 
 
 def validation_score(inputs: common.Inputs, trainings: list[Training], state) -> list[float]:
-    """Per run: the teacher's clip macro F1 on its held-out weak clips (at
-    mean_teacher.val_threshold), averaged, when there are strong clips, with the event-based
-    macro F1 of its held-out strong clips (strong_event_f1)."""
+    """Per run: with a validation split, its event-based macro F1 (common.validation_event_f1);
+    without one, the clip macro F1 of the held-out weak clips (at mean_teacher.val_threshold),
+    averaged, when there are strong clips, with the event-based macro F1 of the held-out
+    strong clips (strong_event_f1)."""
     mt, runs = inputs.config.mean_teacher, inputs.runs
+    if common.has_validation_split(inputs):
+        return common.validation_event_f1(inputs, state, mt.eval_batch_size)
     weak = inputs.run_batches("weak")
     probs = runs.predict(common.eval_fn("clip", weak), state, weak,
                          [t.val_weak for t in trainings], mt.eval_batch_size)

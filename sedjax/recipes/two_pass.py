@@ -3,7 +3,8 @@
 pass 1: weak clips, BCE on the clip output; per-class thresholds on a held-out 20 %;
         its clip decisions on unlabel_in_domain become pseudo-labels (memmap .npy, atomic).
 pass 2: unlabel_in_domain with each clip's pseudo-labels copied to every output frame, BCE on
-        the frame outputs, validated on the weak clips.
+        the frame outputs, validated on the weak clips (the seed) or, when the dataset has a
+        validation split, on its event-based F1 (common.validation_event_f1).
 
 workdir/pass1/ and pass2/ hold checkpoints/{latest,best} and result.json; pseudo_labels.npy.
 Each pass resumes from its `latest` checkpoint; pass 1 is skipped once its result.json and the
@@ -43,10 +44,11 @@ def train_step(state, batch, bce_eps: float, output: str, ordered: bool = False)
 
 
 def _fit(name: str, inputs: common.Inputs, state, output: str, train, train_rows: list,
-         val, val_rows: list, val_target: Callable):
+         val, val_rows: list, val_target: Callable, validate: Callable | None = None):
     """One pass through the shared loop; validation = macro F1 at the pass's threshold.
 
-    train_rows, val_rows: each run's rows; val_target(k, probs): run k's validation targets.
+    train_rows, val_rows: each run's rows; val_target(k, probs): run k's validation targets;
+    validate(state) -> one score per run replaces that macro F1 when given.
     """
     section, runs = inputs.config[name], inputs.runs
     step = functools.partial(train_step, bce_eps=section.bce_eps, output=output,
@@ -60,11 +62,12 @@ def _fit(name: str, inputs: common.Inputs, state, output: str, train, train_rows
                   for seed, rows in zip(seeds, train_rows)]
         return runs.run_epoch(train_fn, train, orders, section.batch_size, state)
 
-    def validate(state):
+    def macro_f1(state):
         probs = runs.predict(predict_fn, state, val, val_rows, section.eval_batch_size)
         return [scores.macro_f1(p, val_target(k, p), section.val_threshold)
                 for k, p in enumerate(probs)]
 
+    validate = validate or macro_f1
     return runs.fit(name, state, section.num_epochs, loop.EarlyStopping.from_config(section),
                     train_epoch, validate, inputs.workdir / name, inputs.writer,
                     [{"learning_rate": c[name].learning_rate} for c in runs.configs])
@@ -131,9 +134,14 @@ def run_pass2(inputs: common.Inputs, unl):
     if config.pass2.init_from_pass1:
         state = _warm_start(state, inputs.workdir)
     all_unl, all_weak = np.arange(len(unl.arrays)), np.arange(len(weak))
+    validate = None
+    if common.has_validation_split(inputs):  # events of strongly labelled clips, not frames
+        def validate(state):
+            return common.validation_event_f1(inputs, state, config.pass2.eval_batch_size)
     return _fit("pass2", inputs, state, "frame", unl, [all_unl] * runs.count,
                 inputs.run_batches("weak"), [all_weak] * runs.count,
-                lambda k, probs: np.broadcast_to(weak.labels[:, None, :], probs.shape))
+                lambda k, probs: np.broadcast_to(weak.labels[:, None, :], probs.shape),
+                validate)
 
 
 def _warm_start(state, workdir: pathlib.Path):
