@@ -24,10 +24,10 @@ SYN = ("filename\tonset\toffset\tevent_label\n"  # the DCASE2019 strong training
 
 
 def make_root(tmp_path: pathlib.Path, weak=WEAK, unl=UNL, test=TEST, eval_=None, synthetic=None,
-              missing=()) -> pathlib.Path:
+              missing=(), validation=None) -> pathlib.Path:
     root = tmp_path / "dcase"
     files = {"weak": weak, "unlabel_in_domain": unl, "synthetic": synthetic, "test": test,
-             "eval": eval_}
+             "eval": eval_, "validation": validation}
     for split, text in files.items():
         if text is None:
             continue
@@ -207,3 +207,33 @@ def test_missing_root_says_how_to_get_data(tmp_path):
     text = str(err.value)
     assert str(tmp_path / "nowhere") in text
     assert "configs/demo.py" in text and "dcase2018_baseline" in text
+
+
+# DESED's validation.tsv lists events only; a clip without any is only in the durations file
+VAL = ("filename\tonset\toffset\tevent_label\n"
+       "v1.wav\t0.5\t1.0\tCat\n"
+       "v1.wav\t2.0\t3.3\tSpeech\n"
+       "v3.wav\t9.5\t10.0\tDishes\n")
+VAL_DURATIONS = "filename\tduration\nv1.wav\t10.0\nv2.wav\t10.0\nv3.wav\t10.0\n"
+
+
+def test_validation_split_read_with_its_quiet_clips_from_the_durations_file(tmp_path):
+    root = make_root(tmp_path, validation=VAL)
+    (root / "audio/validation/v2.wav").write_bytes(b"")
+    splits = dataset.load_dataset(root, CLASSES, tmp_path / "w")
+    assert list(splits) == ["weak", "unlabel_in_domain", "validation", "test"]
+    assert splits["validation"].filenames == ["v1.wav", "v3.wav"]  # no durations file yet
+    (root / dataset.DURATIONS["validation"]).write_text(VAL_DURATIONS)
+    val = dataset.load_dataset(root, CLASSES, tmp_path / "w")["validation"]
+    assert val.filenames == ["v1.wav", "v3.wav", "v2.wav"]
+    assert val.events == [[(0.5, 1.0, "Cat"), (2.0, 3.3, "Speech")], [(9.5, 10.0, "Dishes")], []]
+    assert val.weak[2].sum() == 0 and val.weak[1, CLASSES.index("Dishes")] == 1
+    assert "validation" not in dataset.load_dataset(root, CLASSES, tmp_path / "w",
+                                                    use_validation=False)
+
+
+def test_bad_durations_file_names_its_line(tmp_path):
+    root = make_root(tmp_path, validation=VAL)
+    (root / dataset.DURATIONS["validation"]).write_text("filename\tduration\nv1.wav\tten\n")
+    with pytest.raises(dataset.DatasetError, match=r"validation_durations.tsv:2: duration"):
+        dataset.load_dataset(root, CLASSES, tmp_path / "w")

@@ -410,3 +410,55 @@ def test_cli(tmp_path):
          "--classes=Cat,Unicorn"], capture_output=True, text=True,
         cwd=os.path.dirname(os.path.dirname(__file__)))
     assert bad.returncode != 0 and "Unicorn" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def validation_pair(tmp_path_factory):
+    """The same small dataset without and with a validation split: (plain root, with it)."""
+    base = tmp_path_factory.mktemp("validation")
+    plain = synthetic.generate(base / "plain", **SMALL, num_workers=1)
+    with_val = synthetic.generate(base / "val", **SMALL, num_validation=6, num_workers=2)
+    return plain, with_val
+
+
+def test_validation_split_is_written_in_desed_layout(validation_pair):
+    _, root = validation_pair
+    names = sorted(p.name for p in (root / "audio/validation").glob("*.wav"))
+    assert len(names) == 6 and all(n.startswith("Ysyn_v") for n in names)
+    clips, durations = [], ["filename\tduration"]
+    for i, name in enumerate(names):
+        x, events = synthetic.render_clip(11, synthetic.SPLITS["validation"], i)
+        assert name == f"Ysyn_v{i:05d}_0.000_{x.size / SR:.3f}.wav"
+        clips.append((name, events))
+        durations.append(f"{name}\t{x.size / SR:.3f}")
+    meta = root / "metadata/validation"
+    assert (meta / "validation.tsv").read_text().splitlines() == _strong_csv_lines(clips)
+    assert (meta / "validation_durations.tsv").read_text().splitlines() == durations
+    # the reader takes it as a strongly labelled split with the rendered events
+    from sedjax.data import dataset as reader
+    split = reader.load_dataset(root, synthetic.CLASSES, root.parent / "w")["validation"]
+    assert split.filenames == names and split.events == [ev for _, ev in clips]
+
+
+def test_validation_clips_are_their_own_and_leave_the_other_splits_alone(validation_pair):
+    plain, with_val = validation_pair
+    a, b = _tree_hashes(plain), _tree_hashes(with_val)
+    val = {v for k, v in b.items() if k.startswith("audio/validation/")}
+    others = {v for k, v in b.items() if k.endswith(".wav") and "validation" not in k}
+    assert len(val) == 6 and not val & others
+    assert {k: v for k, v in b.items() if "validation" not in k and k != synthetic.MARKER} == {
+        k: v for k, v in a.items() if k != synthetic.MARKER}
+    assert not any("validation" in k for k in a)
+
+
+def test_num_validation_on_the_command_line(tmp_path):
+    out = tmp_path / "cli"
+    proc = subprocess.run([sys.executable, "-m", "sedjax.data.synthetic", f"--out={out}",
+                           "--num_weak=2", "--num_unlabeled=1", "--num_test=1",
+                           "--num_validation=3", "--workers=1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "3 validation" in proc.stdout
+    assert len(list((out / "audio/validation").glob("*.wav"))) == 3
+    assert len((out / "metadata/validation/validation_durations.tsv").read_text()
+               .splitlines()) == 4

@@ -1,0 +1,35 @@
+"""A small synthetic set that a few CPU minutes learn: the end-to-end quality floors' config.
+
+4-second clips (200 frames), a few hundred of them and enough epochs that each recipe scores
+well above a constant predictor; tests/test_quality_floors.py holds the floors measured on it.
+"""
+
+from configs import demo, demo_mean_teacher_strong
+
+
+def _shrink(c):
+    c.data.clip_seconds = 4.0
+    c.features.num_frames = 200
+    s = c.data.synthetic
+    s.num_weak, s.num_unlabeled, s.num_validation, s.num_test = 160, 80, 40, 40
+    c.runtime.predict_batch_size = 40
+    return c
+
+
+def get_config(recipe: str = "two_pass"):
+    """`configs/learnable.py:two_pass` (the seed's recipe) or `:mean_teacher` (with strong
+    clips, the 2019 setting)."""
+    if recipe == "two_pass":
+        c = _shrink(demo.get_config())
+        c.pass1.num_epochs, c.pass1.eval_batch_size = 8, 40
+        c.pass2.num_epochs, c.pass2.eval_batch_size, c.pass2.batch_size = 2, 40, 16
+        c.postprocess.median_filter = 11
+        return c
+    if recipe == "mean_teacher":
+        c = _shrink(demo_mean_teacher_strong.get_config())
+        c.data.synthetic.num_strong = 80
+        mt = c.mean_teacher
+        mt.num_epochs, mt.steps_per_epoch, mt.eval_batch_size = 6, 20, 40
+        mt.early_stopping_start_epoch = 2
+        return c
+    raise ValueError(f"unknown variant {recipe!r}: use 'two_pass' or 'mean_teacher'")
