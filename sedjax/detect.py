@@ -225,6 +225,15 @@ class Detector:
             raise WorkdirError(f"{workdir}: no such workdir")
         config = load_config(workdir)
         _check_config(config, str(workdir / "config.json"))
+        tuned = workdir / checkpoint.MODEL_DIR / "postprocess.json"
+        if tuned.is_file():  # the median filter per class the run chose on validation
+            try:
+                lengths = [int(k) for k in json.loads(tuned.read_text())["median_filter"]]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise WorkdirError(f"{tuned}: unreadable tuned post-processing ({e})") from None
+            config.postprocess = ml_collections.ConfigDict(  # the field may be typed int
+                {**config.postprocess.to_dict(), "median_filter": lengths})
+            _check_config(config, str(tuned))
         try:
             variables, norm = checkpoint.load_model(workdir)
         except FileNotFoundError as e:

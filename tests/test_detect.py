@@ -318,3 +318,18 @@ def test_decoder_fallback_and_inputs(tmp_path, monkeypatch):
 def test_bad_threshold(capsys):
     assert detect.main(["--workdir=x", "a.wav", "--threshold", "1.5"]) == 2
     assert "--threshold" in capsys.readouterr().err
+
+
+def test_the_median_filter_a_run_tuned_on_validation_is_used(exported, tmp_path):
+    import shutil
+
+    workdir, c, *_ = exported
+    tuned = tmp_path / "tuned"
+    shutil.copytree(workdir, tuned)
+    assert detect.Detector.from_workdir(tuned).postprocess["median_filter"] == 51
+    lengths = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19]
+    (tuned / "model" / "postprocess.json").write_text(json.dumps({"median_filter": lengths}))
+    assert detect.Detector.from_workdir(tuned).postprocess["median_filter"] == lengths
+    (tuned / "model" / "postprocess.json").write_text(json.dumps({"median_filter": [3, 3]}))
+    with pytest.raises(detect.WorkdirError, match=r"postprocess.json: .*2 lengths for 10"):
+        detect.Detector.from_workdir(tuned)
