@@ -14,8 +14,7 @@ def get_config(variant: str = ""):
     # one epoch = 34 steps as in the 2018 setting (the largest part, 240 strong clips, would
     # make it 50): the same ~1,000 steps, under 15 min on a 2-core CPU
     mt.steps_per_epoch = 34
-    # the best checkpoint is the best validation score, however small the gain: the held-out
-    # event F1 (mean_teacher.strong_event_f1) still rises by tenths of a point late in training,
-    # and with a 0.01 minimum gain the best stayed at epoch 16-17 (4-7 points below the last)
+    # the kept checkpoint is the one of the best validation event F1, however small the gain
+    # (a 0.01 minimum gain keeps an earlier epoch whose validation score is lower)
     mt.early_stopping_min_delta = 0.0
     return c

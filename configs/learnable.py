@@ -26,7 +26,7 @@ def get_config(recipe: str = "two_pass"):
     clips, the 2019 setting)."""
     if recipe == "two_pass":
         c = _shrink(demo.get_config())
-        c.pass1.num_epochs, c.pass1.eval_batch_size = 15, 40
+        c.pass1.num_epochs, c.pass1.eval_batch_size = 30, 40
         c.pass2.num_epochs, c.pass2.eval_batch_size, c.pass2.batch_size = 2, 40, 16
         c.postprocess.median_filter = 11
         return c
@@ -34,7 +34,7 @@ def get_config(recipe: str = "two_pass"):
         c = _shrink(demo_mean_teacher_strong.get_config())
         c.data.synthetic.num_strong = 160
         mt = c.mean_teacher
-        mt.num_epochs, mt.steps_per_epoch, mt.eval_batch_size = 15, 20, 40
+        mt.num_epochs, mt.steps_per_epoch, mt.eval_batch_size = 20, 20, 40
         mt.early_stopping_start_epoch = 2
         return c
     raise ValueError(f"unknown variant {recipe!r}: use 'two_pass' or 'mean_teacher'")

@@ -36,7 +36,10 @@ def add_mean_teacher(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     mt.ema_decay = 0.999
     mt.consistency_weight = 2.0  # MSE between student and teacher, frames + clip
     mt.consistency_rampup = 0.5  # share of all steps over which the weight ramps up
-    mt.val_fraction = 0.2  # of the weak (and strong) clips, held out for validation
+    # of the weak (and strong) clips, held out for validation when the dataset has no
+    # validation split (DCASE2018 layout); with one (DESED's), nothing is held out and the
+    # checkpoint is picked on its event-based F1
+    mt.val_fraction = 0.2
     mt.val_threshold = 0.5
     mt.early_stopping_patience = 15
     mt.early_stopping_min_delta = 0.01

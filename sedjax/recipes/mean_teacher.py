@@ -7,6 +7,8 @@ the teacher's (frames and clip) on every clip, the weight of that consistency te
 over the first part of training. The teacher is the exponential moving average of the student's
 weights, min(1 - 1/(step + 1), decay), and predicts at the end (mean_teacher.predict_with).
 Augmentation (mixup, time/frequency masks, time shift) runs on the device inside the step.
+The checkpoint is picked on the validation split's event-based F1 when the dataset has one
+(nothing is held out of training then), else on clips held out of training (val_fraction).
 
 workdir/mean_teacher/ holds checkpoints/{latest,best} (student, teacher, optimizer) and
 result.json; the loop resumes from `latest`. Several runs (config.num_runs) train as one

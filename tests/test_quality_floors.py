@@ -1,0 +1,78 @@
+"""Quality floors: on a small learnable synthetic set each recipe must beat constant predictors.
+
+configs/learnable.py (4-second clips of four classes, a few CPU minutes per recipe) trains the
+seed's two passes and the mean teacher with strongly labelled clips through `sedjax.main`; their
+test scores must clear the best constant predictors by stated margins:
+- all-zero: no event anywhere (segment F1 0);
+- clip prior: the class prior as every frame's probability, at its best threshold: each class
+  either everywhere (any threshold at or below its prior) or nowhere, i.e. every class active
+  over every whole clip (the better of the two for any class with reference events).
+A broken loss, swapped label axes or targets that do not line up with the frames leave a model
+that is no better than these, and the floors fail.
+
+Margins are set from measured runs (tests' own data, seed 0) with room for seed noise: the
+README's "Quality floors" lists the measured figures.
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+import soundfile as sf
+
+from sedjax import evaluation
+from sedjax.data import dataset
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+# recipe -> (segment F1 above the clip prior, event F1 at least); measured in README
+FLOORS = {"two_pass": (0.15, None), "mean_teacher": (0.15, 0.30)}
+
+
+@pytest.fixture(scope="module", params=sorted(FLOORS))
+def finished(request, tmp_path_factory):
+    recipe = request.param
+    workdir = tmp_path_factory.mktemp(f"floors_{recipe}")
+    cmd = [sys.executable, "-m", "sedjax.main", f"--config=configs/learnable.py:{recipe}",
+           f"--workdir={workdir}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return recipe, workdir
+
+
+def constant_predictors(workdir: pathlib.Path, split_name: str = "test") -> dict:
+    """Segment- and event-based macro F1 of the all-zero and clip-prior predictors."""
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    classes = list(config.data.classes)
+    split = dataset.load_split(workdir / "synthetic", split_name, classes)
+    everywhere = [{"filename": name, "onset": 0.0, "offset": sf.info(str(path)).duration,
+                   "event_label": label}
+                  for name, path in zip(split.filenames, split.paths) for label in classes]
+    out = {}
+    for name, estimated in (("all_zero", []), ("clip_prior", everywhere)):
+        r = evaluation.evaluate_events(split.reference_events(), estimated, split.filenames,
+                                       classes, config.evaluation)
+        out[name] = {kind: r[kind]["f_measure_macro"] or 0.0  # None: nothing estimated
+                     for kind in ("segment_based", "event_based")}
+    return out
+
+
+def test_each_recipe_beats_constant_predictors(finished):
+    recipe, workdir = finished
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["recipe"] == recipe
+    test = results["test"]
+    segment, event = (test[k]["f_measure_macro"] for k in ("segment_based", "event_based"))
+    constant = constant_predictors(workdir)
+    assert constant["all_zero"]["segment_based"] == 0.0
+    best_constant = max(c["segment_based"] for c in constant.values())
+    assert best_constant > 0.2  # the clip prior is a real baseline on this set
+    margin, event_floor = FLOORS[recipe]
+    print(f"{recipe}: segment F1 {segment:.3f} vs constant {best_constant:.3f}, "
+          f"event F1 {event:.3f}")
+    assert segment >= best_constant + margin, (segment, constant)
+    if event_floor is not None:  # localizes: event F1 well above the clip prior's
+        assert event >= event_floor > constant["clip_prior"]["event_based"], (event, constant)
