@@ -73,6 +73,15 @@ def _pm(mean, std, scale: float, spec: str) -> str:
     return format(scale * mean, spec) + ("" if std is None else " ± " + format(scale * std, spec))
 
 
+def validation_line(summary: dict, clips: int) -> str:
+    """The printed validation summary of several runs: mean ± std of event F1, PSDS1, PSDS2."""
+    m, sd = summary["mean"]["validation"], summary["std"]["validation"]
+    f1 = _pm(m["event_f1"], sd["event_f1"], 100, ".2f")
+    return (f"validation: event-based macro F1 mean {f1} %  PSDS1 {_pm(m['psds1'], sd['psds1'], 1, '.3f')}  PSDS2 "
+            f"{_pm(m['psds2'], sd['psds2'], 1, '.3f')}  ({clips} clips, {summary['num_runs']} "
+            f"runs; every choice of each run was made on it)")
+
+
 def f1_line(summary: dict, clips: int, workdir: pathlib.Path) -> str:
     """The printed summary: each seed's test event F1, mean ± std of event and segment F1."""
     test = [r["test"] for r in summary["runs"]]

@@ -241,6 +241,8 @@ def train_and_evaluate(config, workdir) -> dict:
     text = multirun.format_table(summary, scored)
     files.write_text(workdir / "results.txt", text + "\n")
     print(text)
+    if "validation" in scored:
+        print(multirun.validation_line(summary, len(splits["validation"])))
     print(multirun.f1_line(summary, len(splits["test"]), workdir))
     return summary
 

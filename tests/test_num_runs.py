@@ -398,3 +398,15 @@ def test_k_runs_share_one_prediction_batch(batch, num_runs, devices, expected):
     per_run = runs.shared_batch_size(batch, num_runs, devices)
     assert per_run == expected and per_run % devices == 0
     assert per_run * num_runs <= max(batch, devices * num_runs)  # memory of one run's batch
+
+
+def test_several_runs_print_their_validation_mean(tmp_path):
+    dirs = [tmp_path / f"run{k}" for k in range(2)]
+    scored = {"event_based": {"f_measure_macro": 0.5}, "segment_based": {"f_measure_macro": 0.7},
+              "threshold_independent": {"psds1": 0.25, "psds2": 0.5}}
+    summaries = [{"seed": k, "validation": scored, "test": scored, "recipe": "two_pass",
+                  "timings_s": {}, "devices": 4} for k in range(2)]
+    out = multirun.summary("two_pass", dirs, summaries, ["validation", "test"], {}, 4)
+    line = multirun.validation_line(out, 200)
+    assert "event-based macro F1 mean 50.00 ± 0.00 %" in line and "PSDS1 0.250" in line
+    assert "(200 clips, 2 runs" in line

@@ -134,14 +134,13 @@ def run_pass2(inputs: common.Inputs, unl):
     if config.pass2.init_from_pass1:
         state = _warm_start(state, inputs.workdir)
     all_unl, all_weak = np.arange(len(unl.arrays)), np.arange(len(weak))
-    validate = None
-    if common.has_validation_split(inputs):  # events of strongly labelled clips, not frames
-        def validate(state):
-            return common.validation_event_f1(inputs, state, config.pass2.eval_batch_size)
+    def on_validation_split(state):  # events of strongly labelled clips, not frames
+        return common.validation_event_f1(inputs, state, config.pass2.eval_batch_size)
+
     return _fit("pass2", inputs, state, "frame", unl, [all_unl] * runs.count,
                 inputs.run_batches("weak"), [all_weak] * runs.count,
                 lambda k, probs: np.broadcast_to(weak.labels[:, None, :], probs.shape),
-                validate)
+                on_validation_split if common.has_validation_split(inputs) else None)
 
 
 def _warm_start(state, workdir: pathlib.Path):
