@@ -26,7 +26,9 @@ def get_config(recipe: str = "two_pass"):
     clips, the 2019 setting)."""
     if recipe == "two_pass":
         c = _shrink(demo.get_config())
-        c.pass1.num_epochs, c.pass1.eval_batch_size = 30, 40
+        c.data.synthetic.num_weak = 400  # pass 1 learns from clip labels only: more of them
+        c.pass1.num_epochs, c.pass1.eval_batch_size = 20, 40
+        c.pass1.early_stopping_patience = 20  # the best of all epochs
         c.pass2.num_epochs, c.pass2.eval_batch_size, c.pass2.batch_size = 2, 40, 16
         c.postprocess.median_filter = 11
         return c
