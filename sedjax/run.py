@@ -252,6 +252,8 @@ def choose_postprocess(config, run_dir: pathlib.Path, splits: dict, arrays: dict
     per class chosen on its validation predictions, written to run_dir/postprocess.json and
     beside the model (sedjax.detect reads it). Reads no test label."""
     if not tuning.enabled(config):
+        for folder in (run_dir, run_dir / checkpoint.MODEL_DIR):  # a rerun's, now stale
+            (folder / "postprocess.json").unlink(missing_ok=True)
         return config, None
     split, a = splits[common.VALIDATION], arrays[common.VALIDATION]
     probs = np.load(run_dir / "predictions" / f"{common.VALIDATION}_probs.npy")

@@ -63,3 +63,14 @@ def test_apply_puts_per_class_lengths_into_a_copy_even_of_an_int_typed_field():
     assert tuned.postprocess.tune.median_filters == (1, 3, 9)
     assert c.postprocess.median_filter == 7 and tuning.apply(c, None) is c
     assert tuning.configured_lengths(c) == [7, 7, 7]
+
+
+def test_a_rerun_without_tuning_removes_the_stale_tuned_lengths(tmp_path):
+    from sedjax import run
+
+    for folder in (tmp_path, tmp_path / "model"):
+        folder.mkdir(exist_ok=True)
+        (folder / "postprocess.json").write_text('{"median_filter": [3, 1, 1]}')
+    config, tuned = run.choose_postprocess(_config(grid=()), tmp_path, {}, {})
+    assert tuned is None and config.postprocess.median_filter == 1
+    assert not list(tmp_path.rglob("postprocess.json"))  # sedjax.detect would use them
