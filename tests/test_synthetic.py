@@ -120,13 +120,17 @@ GOLDEN_AUDIO = {
 SMALL = dict(num_weak=3, num_unlabeled=2, num_test=3, seed=11)
 
 
+def _pair(tmp_path_factory, name: str, **extra):
+    """The same small dataset without and with an extra split: (plain root, root with it)."""
+    base = tmp_path_factory.mktemp(name)
+    plain = synthetic.generate(base / "plain", **SMALL, num_workers=1)
+    return plain, synthetic.generate(base / name, **SMALL, **extra, num_workers=2)
+
+
 @pytest.fixture(scope="module")
 def strong_pair(tmp_path_factory):
     """The same small dataset without and with a strong split: (plain root, strong root)."""
-    base = tmp_path_factory.mktemp("strong")
-    plain = synthetic.generate(base / "plain", **SMALL, num_workers=1)
-    strong = synthetic.generate(base / "strong", **SMALL, num_strong=8, num_workers=2)
-    return plain, strong
+    return _pair(tmp_path_factory, "strong", num_strong=8)
 
 
 def _strong_csv_lines(clips):
@@ -415,10 +419,7 @@ def test_cli(tmp_path):
 @pytest.fixture(scope="module")
 def validation_pair(tmp_path_factory):
     """The same small dataset without and with a validation split: (plain root, with it)."""
-    base = tmp_path_factory.mktemp("validation")
-    plain = synthetic.generate(base / "plain", **SMALL, num_workers=1)
-    with_val = synthetic.generate(base / "val", **SMALL, num_validation=6, num_workers=2)
-    return plain, with_val
+    return _pair(tmp_path_factory, "validation", num_validation=6)
 
 
 def test_validation_split_is_written_in_desed_layout(validation_pair):

@@ -206,7 +206,8 @@ def load_split(root: pathlib.Path, split: str, classes: Sequence[str],
         durations = root / DURATIONS[split] if split in DURATIONS else None
         if durations is not None and durations.is_file():
             # DESED lists only events in <split>.tsv: a clip without any is only in durations
-            quiet = [n for n in read_durations_tsv(durations) if n not in set(names)]
+            listed = set(names)
+            quiet = [n for n in read_durations_tsv(durations) if n not in listed]
             names, events = names + quiet, events + [[] for _ in quiet]
     else:
         names = read_unlabeled_csv(meta)
