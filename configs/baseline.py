@@ -67,7 +67,14 @@ def get_config() -> ml_collections.ConfigDict:
     f.fmax = 22050.0
     f.htk = False  # Slaney mel scale
     f.mel_norm = "slaney"  # librosa's area normalization; dcase_util's peak normalization off
+    f.window_periodic = True  # scipy get_window(fftbins=True); DESED: a symmetric window
+    f.log = "natural"  # log(mel + log_eps); 'db': 20 log10(max(mel, db_amin)) clipped to db_range
     f.log_eps = 2.220446049250313e-16  # numpy.spacing(1): float64 machine epsilon
+    f.db_amin = 1e-5  # used when log == 'db' (DESED_task)
+    f.db_range = (-50.0, 80.0)  # used when log == 'db' (DESED_task)
+    # 'dataset': per-band mean/std over the training clips (the seed); 'instance_minmax': each
+    # clip scaled to [0, 1] over its own frames and bands (DESED_task's TorchScaler)
+    f.scaler = "dataset"
     f.num_frames = 500  # a 10 s clip gives 501 frames; the first 500 are kept
     f.frontend = "jax"  # 'jax' (batched on the accelerator) or 'librosa' (the reference)
     f.batch_size = 64  # clips per jnp frontend call
@@ -75,6 +82,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- model (SEED.md "Model") ------------------------------------------------------------
     c.model = m = ml_collections.ConfigDict()
+    m.arch = "crnn"  # 'crnn' (the seed's) or 'desed_crnn' (DESED_task's 2023 baseline CRNN)
     m.conv_features = (64, 64, 64)
     m.conv_kernel = (3, 3)
     # (time, frequency); time pooling > 1 lowers the frame outputs' rate (DCASE2019: x8)
@@ -85,6 +93,8 @@ def get_config() -> ml_collections.ConfigDict:
     m.gru_units = 64  # per direction
     m.gru_input_dropout = 0.3
     m.gru_unroll = 1  # nn.scan unroll factor; a speed knob, not a modelling choice
+    m.gru_layers = 1  # stacked bidirectional GRU layers (desed_crnn only; the seed has one)
+    m.head_dropout = 0.0  # dropout before the dense heads (desed_crnn only)
     # frames -> clip output: 'mean' (the seed), 'max', 'linear_softmax' or 'attention'
     m.pooling = "mean"
     m.dtype = "float32"  # compute dtype of matmuls/convs ('bfloat16' keeps float32 params)

@@ -93,7 +93,11 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
 
 
 def normalization_stats(config, splits: dict, arrays: dict, workdir: pathlib.Path) -> tuple:
-    """Per-band mean/std over the training clips (weak + unlabel_in_domain, each once)."""
+    """Per-band mean/std over the training clips (weak + unlabel_in_domain, each once); with
+    features.scaler 'instance_minmax' each clip is scaled already: mean 0, std 1."""
+    if config.features.scaler == "instance_minmax":
+        n = config.features.n_mels
+        return np.zeros(n, np.float32), np.ones(n, np.float32)
     names = ("weak", "unlabel_in_domain")
     key = features.cache_key(config.features, [f for n in names for f in splits[n].filenames])
     path = workdir / "features" / f"stats-{key}.npy"

@@ -1,4 +1,11 @@
-"""The seed's log-mel features: librosa reference, batched jnp frontend, memmap cache, stats."""
+"""Log-mel features: librosa reference, batched jnp frontend, memmap cache, stats.
+
+Two recipes of features, chosen by the config's `features` section: the seed's (natural log of
+Slaney mel magnitudes, per-band mean/std over the training clips) and DESED_task's (HTK mel
+magnitudes of a symmetric Hamming window, 20 log10 clamped to [-50, 80] dB, then each clip
+min-max scaled over its own frames and bands: `scaler = 'instance_minmax'`, applied here, so
+the cache holds the final features).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +34,8 @@ from sedjax.data import pipeline
 # Feature-config fields that change the numbers (the others are speed knobs).
 _KEY_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "window", "center",
                "pad_mode", "spectrogram", "n_mels", "fmin", "fmax", "htk", "mel_norm",
-               "log_eps", "num_frames", "frontend")
+               "log_eps", "num_frames", "frontend", "window_periodic", "log", "db_amin",
+               "db_range", "scaler")
 
 
 def num_workers(config) -> int:
@@ -125,8 +133,30 @@ def num_valid_frames(num_samples: int, config) -> int:
 
 # ---------------------------------------------------------------------------- librosa reference
 @functools.lru_cache(maxsize=8)
-def _window(name: str, win_length: int) -> np.ndarray:
-    return scipy.signal.get_window(name, win_length)  # fftbins=True: periodic (asymmetric)
+def _window(name: str, win_length: int, periodic: bool = True) -> np.ndarray:
+    # fftbins=True: periodic (the seed's); False: symmetric (torch's periodic=False, DESED's)
+    return scipy.signal.get_window(name, win_length, fftbins=periodic)
+
+
+def window(config) -> np.ndarray:
+    """The analysis window of config (periodic unless window_periodic is False)."""
+    return _window(config.window, config.win_length, bool(config.window_periodic))
+
+
+def _log_and_scale(mel, valid, config, xp):
+    """Log compression then the per-clip scaler: (frames, n_mels) -> same; `valid` (frames, 1)
+    marks the frames that hold audio (the scaler reads only those); xp: numpy or jax.numpy."""
+    if config.log == "db":  # torchaudio AmplitudeToDB(stype='amplitude', amin) + clamp
+        lo, hi = config.db_range
+        out = xp.clip(20.0 * xp.log10(xp.maximum(mel, config.db_amin)), lo, hi)
+    else:
+        out = xp.log(mel + config.log_eps)
+    if config.scaler == "instance_minmax":  # DESED_task's TorchScaler('instance', 'minmax')
+        big = xp.asarray(np.inf, out.dtype)
+        low = xp.min(xp.where(valid, out, big))
+        high = xp.max(xp.where(valid, out, -big))
+        out = (out - low) / (high - low + 1e-8)
+    return out
 
 
 @functools.lru_cache(maxsize=8)
@@ -150,12 +180,13 @@ def log_mel(waveform: np.ndarray, sample_rate: int, config) -> np.ndarray:
     y = to_mono_resampled(waveform, sample_rate, config)
     stft = librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length,
                         win_length=config.win_length,
-                        window=_window(config.window, config.win_length),
+                        window=window(config),
                         center=config.center, pad_mode=config.pad_mode)
     spec = np.abs(stft)
     if config.spectrogram == "power":
         spec = spec ** 2
-    mel = np.log(mel_basis(config) @ spec + config.log_eps).T[: config.num_frames]
+    mel = (mel_basis(config) @ spec).T[: config.num_frames]
+    mel = _log_and_scale(mel, np.ones((len(mel), 1), bool), config, np)
     out = np.zeros((config.num_frames, config.n_mels), np.float32)
     out[: len(mel)] = mel
     return out
@@ -173,7 +204,7 @@ def make_jax_frontend(config) -> Callable[[jax.Array, jax.Array], jax.Array]:
     half = n_fft // 2 if config.center else 0
     win = np.zeros(n_fft, np.float32)
     lpad = (n_fft - config.win_length) // 2  # librosa centres the short window in n_fft
-    win[lpad: lpad + config.win_length] = _window(config.window, config.win_length)
+    win[lpad: lpad + config.win_length] = window(config)
     basis = jnp.asarray(mel_basis(config).T, jnp.float32)  # (bins, mels)
     # Two gathers: the padded signal from a per-sample index map (the padding depends on each
     # clip's own length), then the frames from fixed positions in it. Indexing every
@@ -181,7 +212,7 @@ def make_jax_frontend(config) -> Callable[[jax.Array, jax.Array], jax.Array]:
     taps = np.arange(frames)[:, None] * hop + np.arange(n_fft)[None, :]
     taps = jnp.asarray(taps, jnp.int32)  # (frames, n_fft) positions in the padded signal
     padded_len = (frames - 1) * hop + n_fft
-    window = jnp.asarray(win)
+    win = jnp.asarray(win)
     reflect = config.pad_mode == "reflect"
 
     def one_clip(wave, length):
@@ -194,15 +225,16 @@ def make_jax_frontend(config) -> Callable[[jax.Array, jax.Array], jax.Array]:
         else:
             valid = (p >= 0) & (p < length)
         padded = jnp.where(valid, wave[jnp.clip(p, 0, wave.shape[0] - 1)], 0.0)
-        x = padded[taps] * window
+        x = padded[taps] * win
         spec = jnp.abs(jnp.fft.rfft(x, axis=-1))
         if config.spectrogram == "power":
             spec = spec * spec
         # HIGHEST: accelerators default to reduced-precision matmuls, which would break 1e-4
         mel = jnp.matmul(spec, basis, precision=jax.lax.Precision.HIGHEST)
-        logmel = jnp.log(mel + config.log_eps)
         valid_frames = jnp.minimum(frames, 1 + length // hop)
-        return jnp.where(jnp.arange(frames)[:, None] < valid_frames, logmel, 0.0)
+        valid = jnp.arange(frames)[:, None] < valid_frames
+        logmel = _log_and_scale(mel, valid, config, jnp)
+        return jnp.where(valid, logmel, 0.0)
 
     @jax.jit
     def frontend(waves, lengths):

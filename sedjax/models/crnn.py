@@ -32,13 +32,16 @@ class Im2ColConv(nn.Module):
     features: int
     kernel_size: Sequence[int]
     dtype: Any = jnp.float32
+    kernel_init: Any = glorot
+    bias_init: Any = nn.initializers.zeros
 
     @nn.compact
     def __call__(self, x):
         kh, kw = self.kernel_size
         cin = x.shape[-1]
-        kernel = self.param("kernel", glorot, (kh, kw, cin, self.features), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features),
+                            jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
         ph, pw = (kh - 1) // 2, (kw - 1) // 2
         xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
         h, w = x.shape[1], x.shape[2]
@@ -180,11 +183,18 @@ class CRNN(nn.Module):
         return frames, pool_frames(frames, self.pooling, weights)
 
 
+ARCHS = ("crnn", "desed_crnn")  # model.arch: the seed's CRNN, DESED_task's baseline CRNN
+
+
 def from_config(model_config, num_classes: int, axis_name: str | None = None,
-                ordered_reductions: bool = False) -> CRNN:
-    """Builds the CRNN of config.model with `num_classes` outputs (len(config.data.classes));
+                ordered_reductions: bool = False) -> nn.Module:
+    """Builds the model of config.model (arch 'crnn': this module's CRNN; 'desed_crnn':
+    sedjax.models.desed_crnn) with `num_classes` outputs (len(config.data.classes));
     axis_name and ordered_reductions: how BatchNorm averages batch moments over devices."""
     m = model_config
+    if m.arch == "desed_crnn":
+        from sedjax.models import desed_crnn  # imports this module
+        return desed_crnn.from_config(m, num_classes, axis_name, ordered_reductions)
     return CRNN(num_classes=num_classes, conv_features=tuple(m.conv_features),
                 conv_kernel=tuple(m.conv_kernel),
                 pool_sizes=tuple(tuple(p) for p in m.pool_sizes), conv_dropout=m.conv_dropout,
