@@ -27,8 +27,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- data -------------------------------------------------------------------------------
     c.data = d = ml_collections.ConfigDict()
-    d.dataset = "dcase2018"  # 'dcase2018' (real, read from `root`) or 'synthetic' (generated)
-    d.root = "~/data/dcase2018_task4"  # holds metadata/ and audio/ in the DCASE2018 layout
+    # 'dcase2018' or 'desed' (real, read from `root` in that layout; sedjax/data/dataset.py) or
+    # 'synthetic' (generated, in the layout data.synthetic.layout)
+    d.dataset = "dcase2018"
+    d.root = "~/data/dcase2018_task4"  # holds metadata/ and audio/
     d.classes = CLASSES
     d.clip_seconds = 10.0
     d.use_eval = True  # score metadata/eval/eval.csv too when it is present
@@ -49,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
     s.num_validation = 0  # strongly labelled validation clips (metadata/validation/, DESED)
     s.seed = 1234
     s.sample_rate = 44100
+    s.layout = "dcase2018"  # or 'desed' (DESED's folders and tsv files)
 
     # ---- features (SEED.md "Features") ------------------------------------------------------
     c.features = f = ml_collections.ConfigDict()

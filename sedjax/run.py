@@ -60,6 +60,13 @@ def _timed(timings: dict, name: str):
     timings[name] = round(time.time() - start, 2)
 
 
+def data_layout(config) -> str:
+    """The dataset's layout: data.dataset, or for generated data data.synthetic.layout."""
+    if config.data.dataset == "synthetic":
+        return config.data.synthetic.layout
+    return config.data.dataset
+
+
 def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
     """Dataset splits (real or synthetic) and their features: ({split: Split}, {split: arrays})."""
     root = config.data.root
@@ -69,13 +76,15 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
             synthetic.ensure_dataset(config.data, root)
         sharding.sync("synthetic dataset")
     primary = sharding.is_primary()  # the one writer of the error log
+    layout = data_layout(config)
     splits = dataset.load_dataset(root, config.data.classes, workdir, config.data.use_eval,
                                   config.data.get("use_strong", False), write_log=primary,
-                                  use_validation=config.data.get("use_validation", True))
+                                  use_validation=config.data.get("use_validation", True),
+                                  layout=layout, sample_rate=config.features.sample_rate)
     if tuning.enabled(config) and common.VALIDATION not in splits:
         raise dataset.DatasetError(
             f"postprocess.tune: tuned post-processing needs a validation split "
-            f"({dataset.SPLITS['validation'][0]} under {root}); there is none: set "
+            f"({dataset.LAYOUTS[layout]['validation'][0]} under {root}); there is none: set "
             f"--config.postprocess.tune.median_filters=() or add one")
     arrays = {}
     for name, split in list(splits.items()):

@@ -9,7 +9,8 @@ from sedjax.models import crnn
 
 CHOICES = {  # field -> allowed values
     "recipe": tuple(recipes.RECIPES),
-    "data.dataset": ("dcase2018", "synthetic"),
+    "data.dataset": ("dcase2018", "desed", "synthetic"),
+    "data.synthetic.layout": ("dcase2018", "desed"),
     "features.frontend": ("jax", "librosa"),
     "features.spectrogram": ("magnitude", "power"),
     "features.pad_mode": ("reflect", "constant"),

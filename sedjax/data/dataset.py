@@ -1,7 +1,16 @@
-"""Reads a dataset in the DCASE2018 Task 4 layout and encodes its labels as arrays.
+"""Reads a dataset in the DCASE2018 Task 4 or the DESED layout and encodes its labels as arrays.
 
-The DCASE2019 Task 4 (DESED) layout adds a strongly labelled training split, "synthetic"
-(metadata/train/synthetic.csv, audio/train/synthetic/), read when asked for and present.
+Layouts (`LAYOUTS`, chosen by data.dataset; generated data by data.synthetic.layout):
+- 'dcase2018': metadata/{train,test,eval}/*.csv; the DCASE2019 variant adds a strongly labelled
+  training split, "synthetic" (metadata/train/synthetic.csv, audio/train/synthetic/), and
+  DESED's validation split (metadata/validation/), read when asked for and present.
+- 'desed' (DESED, as DCASE-REPO/DESED_task reads it): metadata/train/weak.tsv;
+  audio/train/unlabel_in_domain/ without a list (every audio file in it); strongly labelled
+  synthetic clips metadata/train/synthetic21_train/soundscapes.tsv (+ real ones,
+  metadata/train/audioset_strong.tsv, when present: both are the "synthetic" split);
+  metadata/validation/validation.tsv + validation_durations.tsv; the public evaluation set
+  metadata/eval/public.tsv + public_durations.tsv is the test split. An audio folder X is read
+  from X_16k (DESED_task's resampled copy) when that exists and the features run at 16 kHz.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import numpy as np
 from absl import logging
 
 # split name -> (metadata file, audio folder, kind of labels), relative to the dataset root.
-SPLITS = {
+SPLITS = DCASE2018 = {
     "weak": ("metadata/train/weak.csv", "audio/train/weak", "weak"),
     "unlabel_in_domain": ("metadata/train/unlabel_in_domain.csv",
                           "audio/train/unlabel_in_domain", "none"),
@@ -25,12 +34,27 @@ SPLITS = {
     "test": ("metadata/test/test.csv", "audio/test", "strong"),
     "eval": ("metadata/eval/eval.csv", "audio/eval", "strong"),
 }
+DESED = {
+    "weak": ("metadata/train/weak.tsv", "audio/train/weak", "weak"),
+    "unlabel_in_domain": (None, "audio/train/unlabel_in_domain", "none"),  # no list: the folder
+    "synthetic": ("metadata/train/synthetic21_train/soundscapes.tsv",
+                  "audio/train/synthetic21_train/soundscapes", "strong"),
+    "validation": ("metadata/validation/validation.tsv", "audio/validation/validation",
+                   "strong"),
+    "test": ("metadata/eval/public.tsv", "audio/eval/public", "strong"),
+}
+# real strongly labelled clips (DCASE 2022-), joined to DESED's "synthetic" split when present
+DESED_AUDIOSET_STRONG = ("metadata/train/audioset_strong.tsv", "audio/train/strong_label_real",
+                         "strong")
+LAYOUTS = {"dcase2018": DCASE2018, "desed": DESED}
 # DESED's durations files (filename, duration): they list the clips without any event too
-DURATIONS = {"validation": "metadata/validation/validation_durations.tsv"}
+DURATIONS = {"validation": "metadata/validation/validation_durations.tsv",
+             "test": "metadata/eval/public_durations.tsv"}
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")  # files of an unlisted audio folder
 ERROR_LOG = "item_access_error.log.csv"
 
 HOW_TO_GET_DATA = """\
-The DCASE2018 Task 4 dataset is not at {root}.
+The {layout} dataset is not at {root}.
   - Real data (82 GB, from YouTube): follow
     https://github.com/DCASE-REPO/dcase2018_baseline/tree/master/task4/dataset and point
     --config.data.root at the folder holding metadata/ and audio/.
@@ -183,36 +207,79 @@ def strong_labels(events: Sequence[Sequence[Event]], classes: Sequence[str], num
     return out
 
 
-def dataset_root(root: str | os.PathLike) -> pathlib.Path:
+DESED_HOW_TO = """\
+  - Real DESED: DCASE-REPO/DESED_task's generate_dcase_task4_2023.py downloads it; point
+    --config.data.root at the folder holding metadata/ and audio/ (see README, "DESED").
+  - Or the same layout generated: python -m sedjax.main --config=configs/demo_desed.py"""
+
+
+def dataset_root(root: str | os.PathLike, layout: str = "dcase2018") -> pathlib.Path:
     """Expands the root and says how to get the data when it is not there."""
     path = pathlib.Path(os.path.expanduser(str(root)))
     if not (path / "metadata").is_dir():
-        raise DatasetNotFound(HOW_TO_GET_DATA.format(root=path))
+        if layout == "desed":
+            raise DatasetNotFound(f"The DESED dataset is not at {path}.\n{DESED_HOW_TO}")
+        raise DatasetNotFound(HOW_TO_GET_DATA.format(root=path, layout="DCASE2018 Task 4"))
     return path
 
 
+def audio_folder(root: pathlib.Path, audio_rel: str, sample_rate: int | None) -> pathlib.Path:
+    """root/audio_rel, or its DESED_task resampled copy audio_rel_16k at 16 kHz when present."""
+    folder = root / audio_rel
+    if sample_rate and sample_rate % 1000 == 0:
+        resampled = root / f"{audio_rel}_{sample_rate // 1000}k"
+        if resampled.is_dir():
+            return resampled
+    return folder
+
+
+def list_audio_folder(folder: pathlib.Path, split: str) -> list[str]:
+    """The audio files of an unlisted folder (DESED's unlabel_in_domain), sorted; other files
+    are logged and left out."""
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: audio folder of split {split!r} not found")
+    names, other = [], []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith("."):
+            (names if p.suffix.lower() in AUDIO_EXTENSIONS else other).append(p.name)
+    if other:
+        logging.warning("%s: %d files that are not audio (%s) left out: %s", folder, len(other),
+                        "/".join(AUDIO_EXTENSIONS), ", ".join(other[:5]))
+    if not names:
+        raise DatasetError(f"{folder}: split {split!r} has no audio files "
+                           f"({'/'.join(AUDIO_EXTENSIONS)})")
+    return names
+
+
 def load_split(root: pathlib.Path, split: str, classes: Sequence[str],
-               error_log: pathlib.Path | None = None) -> Split:
-    """Reads one split; clips whose audio is missing are logged to `error_log` and skipped."""
-    meta_rel, audio_rel, kind = SPLITS[split]
-    meta = root / meta_rel
-    if not meta.is_file():
+               error_log: pathlib.Path | None = None, layout: str = "dcase2018",
+               sample_rate: int | None = None, spec: tuple | None = None) -> Split:
+    """Reads one split; clips whose audio is missing are logged to `error_log` and skipped.
+
+    spec: (metadata, audio folder, kind) in place of the layout's entry for `split`."""
+    meta_rel, audio_rel, kind = spec or LAYOUTS[layout][split]
+    folder = audio_folder(root, audio_rel, sample_rate)
+    meta = folder if meta_rel is None else root / meta_rel
+    if meta_rel is not None and not meta.is_file():
         raise DatasetError(f"{meta}: metadata file of split {split!r} not found")
     weak = events = None
     if kind == "weak":
         names, labels = read_weak_csv(meta, classes)
     elif kind == "strong":
         names, events = read_strong_csv(meta, classes)
-        durations = root / DURATIONS[split] if split in DURATIONS else None
+        durations = root / DURATIONS[split] if split in DURATIONS and spec is None else None
         if durations is not None and durations.is_file():
             # DESED lists only events in <split>.tsv: a clip without any is only in durations
             listed = set(names)
             quiet = [n for n in read_durations_tsv(durations) if n not in listed]
             names, events = names + quiet, events + [[] for _ in quiet]
+    elif meta_rel is None:
+        names = list_audio_folder(folder, split)
     else:
         names = read_unlabeled_csv(meta)
     if not names:
         raise DatasetError(f"{meta}: split {split!r} lists no clips")
+    audio_rel = folder.relative_to(root)
     paths = [root / audio_rel / n for n in names]
     keep = [i for i, p in enumerate(paths) if p.is_file()]
     missing = [names[i] for i in sorted(set(range(len(names))) - set(keep))]
@@ -267,36 +334,59 @@ def drop_unreadable(split: Split, reasons: dict[int, str], error_log: pathlib.Pa
                  None if split.events is None else [split.events[i] for i in keep])
 
 
+def join_splits(name: str, parts: Sequence[Split]) -> Split:
+    """One split of several (DESED's synthetic + real strongly labelled clips)."""
+    if len(parts) == 1:
+        return parts[0]
+    return Split(name, [f for p in parts for f in p.filenames], [f for p in parts for f in p.paths],
+                 np.concatenate([p.weak for p in parts]), [e for p in parts for e in p.events])
+
+
 def load_dataset(root, classes: Sequence[str], workdir, use_eval: bool = True,
                  use_strong: bool = False, write_log: bool = True,
-                 use_validation: bool = True) -> dict[str, Split]:
-    """Reads the splits of a DCASE-layout root: {name: Split}, in the order weak,
+                 use_validation: bool = True, layout: str = "dcase2018",
+                 sample_rate: int | None = None) -> dict[str, Split]:
+    """Reads the splits of a root in `layout` (LAYOUTS): {name: Split}, in the order weak,
     unlabel_in_domain, synthetic, validation, test, eval.
 
-    synthetic (strongly labelled training clips, DCASE2019 layout) only with use_strong and when
-    its metadata file is present; validation (DESED's) only with use_validation and when
-    present; eval only with use_eval and when present. write_log: whether this process
-    (re)writes workdir's error log (one process of a multi-process run does).
+    synthetic (strongly labelled training clips) only with use_strong and when its metadata
+    file is present; validation only with use_validation and when present; eval (DCASE2018
+    layout) only with use_eval and when present. write_log: whether this process (re)writes
+    workdir's error log (one process of a multi-process run does). sample_rate: the features'
+    rate (DESED's resampled *_16k folders are read at 16 kHz).
     """
-    root = dataset_root(root)
+    if layout not in LAYOUTS:
+        raise DatasetError(f"unknown dataset layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    splits_of = LAYOUTS[layout]
+    root = dataset_root(root, layout)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     error_log = workdir / ERROR_LOG
     if write_log and error_log.exists():
         error_log.unlink()  # rewritten from scratch: it lists what is missing now
     splits = {}
+    log = error_log if write_log else None
     for name in ("weak", "unlabel_in_domain", "synthetic", "validation", "test", "eval"):
-        if name == "eval" and not (use_eval and (root / SPLITS["eval"][0]).is_file()):
+        if name not in splits_of:
             continue
-        if name == "validation" and not (use_validation
-                                         and (root / SPLITS["validation"][0]).is_file()):
+        meta = root / splits_of[name][0] if splits_of[name][0] else None
+        if name == "eval" and not (use_eval and meta.is_file()):
+            continue
+        if name == "validation" and not (use_validation and meta.is_file()):
             continue
         if name == "synthetic" and not use_strong:
             continue
-        if name == "synthetic" and not (root / SPLITS["synthetic"][0]).is_file():
+        real_strong = layout == "desed" and (root / DESED_AUDIOSET_STRONG[0]).is_file()
+        if name == "synthetic" and not (meta.is_file() or real_strong):
             logging.info("no strongly labelled training split (%s not found; a DCASE2018 "
-                         "layout has none): going on without it", root / SPLITS["synthetic"][0])
+                         "layout has none): going on without it", meta)
             continue
-        splits[name] = load_split(root, name, classes, error_log if write_log else None)
+        parts = []
+        if meta is None or meta.is_file():
+            parts.append(load_split(root, name, classes, log, layout, sample_rate))
+        if name == "synthetic" and real_strong:
+            parts.append(load_split(root, name, classes, log, layout, sample_rate,
+                                    spec=DESED_AUDIOSET_STRONG))
+        splits[name] = join_splits(name, parts)
         logging.info("split %-18s %6d clips", name, len(splits[name]))
     return splits

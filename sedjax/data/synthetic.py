@@ -5,6 +5,9 @@ DCASE2019 Task 4 (DESED) has it: audio/train/synthetic/ and metadata/train/synth
 With num_validation > 0 it writes a strongly labelled validation split as DESED ships one:
 audio/validation/, metadata/validation/validation.tsv (filename, onset, offset, event_label)
 and validation_durations.tsv (filename, duration). Every choice a run makes is made on it.
+With layout='desed' it writes DESED's folders and tsv files instead (sedjax.data.dataset.DESED:
+weak.tsv, an unlisted unlabel_in_domain folder, synthetic21_train/soundscapes.tsv, the
+validation split and the public evaluation set metadata/eval/public.tsv as the test split).
 """
 
 from __future__ import annotations
@@ -36,6 +39,19 @@ METADATA = {"weak": "metadata/train/weak.csv",
             "test": "metadata/test/test.csv", "synthetic": "metadata/train/synthetic.csv",
             "validation": "metadata/validation/validation.tsv"}
 DURATIONS = {"validation": "metadata/validation/validation_durations.tsv"}
+# DESED's layout (sedjax.data.dataset.DESED); unlabel_in_domain has no list there
+DESED_AUDIO_DIRS = {"weak": "audio/train/weak", "unlabel_in_domain": "audio/train/unlabel_in_domain",
+                    "test": "audio/eval/public",
+                    "synthetic": "audio/train/synthetic21_train/soundscapes",
+                    "validation": "audio/validation/validation"}
+DESED_METADATA = {"weak": "metadata/train/weak.tsv", "unlabel_in_domain": None,
+                  "test": "metadata/eval/public.tsv",
+                  "synthetic": "metadata/train/synthetic21_train/soundscapes.tsv",
+                  "validation": "metadata/validation/validation.tsv"}
+DESED_DURATIONS = {"validation": "metadata/validation/validation_durations.tsv",
+                   "test": "metadata/eval/public_durations.tsv"}
+LAYOUTS = {"dcase2018": (AUDIO_DIRS, METADATA, DURATIONS),
+           "desed": (DESED_AUDIO_DIRS, DESED_METADATA, DESED_DURATIONS)}
 _PREFIX = {"weak": "w", "unlabel_in_domain": "u", "test": "t", "synthetic": "s",
            "validation": "v"}
 MARKER = ".complete"
@@ -329,32 +345,36 @@ def render_clip(seed: int, split_id: int, index: int, sample_rate: int = 44100,
 
 
 def _write_clip(job: tuple) -> tuple[str, list[Event], float]:
-    out, split, index, seed, sr, classes, clip_seconds = job
+    out, split, index, seed, sr, classes, clip_seconds, audio_dir = job
     x, events = render_clip(seed, SPLITS[split], index, sr, classes, clip_seconds)
     name = f"Ysyn_{_PREFIX[split]}{index:05d}_0.000_{x.size / sr:.3f}.wav"
     pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
-    sf.write(os.path.join(out, AUDIO_DIRS[split], name), pcm, sr, subtype="PCM_16")
+    sf.write(os.path.join(out, audio_dir, name), pcm, sr, subtype="PCM_16")
     return name, events, x.size / sr
 
 
 def _params(*, num_weak: int, num_unlabeled: int, num_test: int, seed: int, sample_rate: int,
             classes: Sequence[str], clip_seconds: float, num_strong: int = 0,
-            num_validation: int = 0) -> str:
-    # The generation parameters as the completion marker holds them (JSON). num_strong and
-    # num_validation only when > 0: the markers of datasets written before those splits existed
-    # stay valid.
-    extra = {k: v for k, v in (("num_strong", num_strong), ("num_validation", num_validation))
-             if v}
+            num_validation: int = 0, layout: str = "dcase2018") -> str:
+    # The generation parameters as the completion marker holds them (JSON). num_strong,
+    # num_validation and layout only when not their first value: the markers of datasets
+    # written before those existed stay valid.
+    extra = {k: v for k, v in (("num_strong", num_strong), ("num_validation", num_validation),
+                               ("layout", layout if layout != "dcase2018" else 0)) if v}
     return json.dumps(dict(num_weak=num_weak, num_unlabeled=num_unlabeled, num_test=num_test,
                            **extra, seed=seed, sample_rate=sample_rate, classes=list(classes),
                            clip_seconds=clip_seconds, version=VERSION), indent=1)
 
 
-def _write_strong_csv(path: pathlib.Path, clips: Sequence[tuple]) -> None:
+def _write_strong_csv(path: pathlib.Path, clips: Sequence[tuple], quiet_rows: bool = True
+                      ) -> None:
+    """quiet_rows: a clip without events gets one row with empty fields (DCASE2018); False: it
+    is left to the durations file (DESED lists events only)."""
     with open(path, "w") as f:
         f.write("filename\tonset\toffset\tevent_label\n")
-        for n, ev, _ in clips:  # a clip without events: one row with empty fields
-            f.writelines([f"{n}\t{a:.3f}\t{b:.3f}\t{c}\n" for a, b, c in ev] or [f"{n}\t\t\t\n"])
+        for n, ev, _ in clips:
+            f.writelines([f"{n}\t{a:.3f}\t{b:.3f}\t{c}\n" for a, b, c in ev]
+                         or ([f"{n}\t\t\t\n"] if quiet_rows else []))
 
 
 def _write_durations(path: pathlib.Path, clips: Sequence[tuple]) -> None:
@@ -367,8 +387,8 @@ def _write_durations(path: pathlib.Path, clips: Sequence[tuple]) -> None:
 def generate(out_dir: str | os.PathLike, *, num_weak: int, num_unlabeled: int, num_test: int,
              seed: int, sample_rate: int = 44100, classes: Sequence[str] = CLASSES,
              num_workers: int = 0, clip_seconds: float = 10.0, num_strong: int = 0,
-             num_validation: int = 0) -> pathlib.Path:
-    """Writes a synthetic dataset in the DCASE2018 Task 4 layout to out_dir; returns out_dir.
+             num_validation: int = 0, layout: str = "dcase2018") -> pathlib.Path:
+    """Writes a synthetic dataset in the DCASE2018 Task 4 (or DESED) layout to out_dir.
 
     num_strong > 0 adds that many strongly labelled training clips (split "synthetic", the
     DCASE2019 layout's place), num_validation > 0 a strongly labelled validation split (DESED's
@@ -377,11 +397,14 @@ def generate(out_dir: str | os.PathLike, *, num_weak: int, num_unlabeled: int, n
     """
     out, classes = pathlib.Path(out_dir).expanduser(), tuple(classes)
     check_classes(classes)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    audio_dirs, metadata, durations = LAYOUTS[layout]
     for name, value in (("num_strong", num_strong), ("num_validation", num_validation)):
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
     for split in ("weak", "synthetic"):
-        csv_path = out / METADATA[split]
+        csv_path = out / metadata[split]
         if csv_path.exists() and any(not line.startswith("Ysyn_")
                                      for line in csv_path.read_text().splitlines()[1:]):
             raise RuntimeError(f"{csv_path} lists real (non-synthetic) clips; "
@@ -392,10 +415,10 @@ def generate(out_dir: str | os.PathLike, *, num_weak: int, num_unlabeled: int, n
         sizes["synthetic"] = num_strong
     if num_validation:
         sizes["validation"] = num_validation
-    for d in [*(AUDIO_DIRS[s] for s in sizes), "metadata/train", "metadata/test",
-              *(["metadata/validation"] if num_validation else [])]:
+    for d in [*(audio_dirs[s] for s in sizes),
+              *(str(pathlib.Path(metadata[s]).parent) for s in sizes if metadata[s])]:
         (out / d).mkdir(parents=True, exist_ok=True)
-    jobs = [(str(out), s, i, seed, sample_rate, classes, clip_seconds)
+    jobs = [(str(out), s, i, seed, sample_rate, classes, clip_seconds, audio_dirs[s])
             for s, k in sizes.items() for i in range(k)]
     workers = min(num_workers or os.cpu_count() or 1, max(len(jobs), 1))
     t0 = time.time()
@@ -415,37 +438,37 @@ def generate(out_dir: str | os.PathLike, *, num_weak: int, num_unlabeled: int, n
     by_split, i = {}, 0
     for s, k in sizes.items():
         by_split[s], i = results[i: i + k], i + k
-    with open(out / METADATA["weak"], "w") as f:
+    with open(out / metadata["weak"], "w") as f:
         f.write("filename\tevent_labels\n")
         f.writelines(f"{n}\t{','.join(sorted({e[2] for e in ev}))}\n"
                      for n, ev, _ in by_split["weak"])
-    with open(out / METADATA["unlabel_in_domain"], "w") as f:
-        f.writelines(f"{n}\n"
-                     for n in ["filename", *(c[0] for c in by_split["unlabel_in_domain"])])
-    _write_strong_csv(out / METADATA["test"], by_split["test"])
-    if num_strong:
-        _write_strong_csv(out / METADATA["synthetic"], by_split["synthetic"])
-    else:  # an earlier generation's strong split would linger
-        (out / METADATA["synthetic"]).unlink(missing_ok=True)
-    if num_validation:
-        _write_strong_csv(out / METADATA["validation"], by_split["validation"])
-        _write_durations(out / DURATIONS["validation"], by_split["validation"])
-    else:
-        (out / METADATA["validation"]).unlink(missing_ok=True)
-        (out / DURATIONS["validation"]).unlink(missing_ok=True)
-    for s, d in AUDIO_DIRS.items():  # clips of an earlier, larger generation would linger
+    if metadata["unlabel_in_domain"]:  # DESED lists no unlabeled clip: its folder is the list
+        with open(out / metadata["unlabel_in_domain"], "w") as f:
+            f.writelines(f"{n}\n"
+                         for n in ["filename", *(c[0] for c in by_split["unlabel_in_domain"])])
+    for split in ("test", "synthetic", "validation"):
+        if split not in by_split:  # an earlier generation's split would linger
+            (out / metadata[split]).unlink(missing_ok=True)
+            if split in durations:
+                (out / durations[split]).unlink(missing_ok=True)
+            continue
+        _write_strong_csv(out / metadata[split], by_split[split],
+                          quiet_rows=split not in durations)
+        if split in durations:
+            _write_durations(out / durations[split], by_split[split])
+    for s, d in audio_dirs.items():  # clips of an earlier, larger generation would linger
         keep = {c[0] for c in by_split.get(s, [])}
         for p in (out / d).glob("Ysyn_*.wav"):
             if p.name not in keep:
                 p.unlink()
     for split, size in (("synthetic", num_strong), ("validation", num_validation)):
-        audio_dir = out / AUDIO_DIRS[split]
+        audio_dir = out / audio_dirs[split]
         if not size and audio_dir.is_dir() and not any(audio_dir.iterdir()):
             audio_dir.rmdir()
     (out / MARKER).write_text(_params(  # last: marks the dataset complete
         num_weak=num_weak, num_unlabeled=num_unlabeled, num_test=num_test, seed=seed,
         sample_rate=sample_rate, classes=classes, clip_seconds=clip_seconds,
-        num_strong=num_strong, num_validation=num_validation))
+        num_strong=num_strong, num_validation=num_validation, layout=layout))
     dt = time.time() - t0
     logging.info("Synthetic dataset: %d clips in %s (%.1f s, %.1f clips/s, %d workers)",
                  len(jobs), out, dt, len(jobs) / max(dt, 1e-9), workers)
@@ -459,7 +482,8 @@ def ensure_dataset(data_config: Any, out_dir: str | os.PathLike) -> pathlib.Path
               sample_rate=s.sample_rate, classes=tuple(data_config.classes),
               clip_seconds=float(data_config.get("clip_seconds", 10.0)),
               num_strong=int(s.get("num_strong", 0)),
-              num_validation=int(s.get("num_validation", 0)))
+              num_validation=int(s.get("num_validation", 0)),
+              layout=s.get("layout", "dcase2018"))
     marker = out / MARKER
     if marker.exists() and marker.read_text() == _params(**kw):
         logging.info("Reusing the complete synthetic dataset in %s", out)
@@ -477,7 +501,8 @@ def main(argv: Sequence[str]) -> None:
         out = generate(f.out, num_weak=f.num_weak, num_unlabeled=f.num_unlabeled,
                        num_test=f.num_test, seed=f.seed, sample_rate=f.sample_rate,
                        classes=tuple(f.classes), num_workers=f.workers,
-                       num_strong=f.num_strong, num_validation=f.num_validation)
+                       num_strong=f.num_strong, num_validation=f.num_validation,
+                       layout=f.layout)
     except ValueError as e:  # an unknown class or a bad size: one message
         sys.exit(f"error: {e}")
     n = f.num_weak + f.num_unlabeled + f.num_test + f.num_strong + f.num_validation
@@ -500,6 +525,8 @@ if __name__ == "__main__":
                          "the DCASE2019 layout); 0 = none.")
     flags.DEFINE_integer("num_validation", 0, "Strongly labelled validation clips "
                          "(metadata/validation/validation.tsv, DESED's layout); 0 = none.")
+    flags.DEFINE_enum("layout", "dcase2018", list(LAYOUTS), "Folder and metadata layout: "
+                      "DCASE2018 Task 4's or DESED's (weak.tsv, eval/public.tsv, ...).")
     flags.DEFINE_integer("seed", 1234, "Random seed.")
     flags.DEFINE_integer("sample_rate", 44100, "Sample rate in Hz.")
     flags.DEFINE_integer("workers", 0, "Worker processes; 0 = all cores.")
