@@ -138,11 +138,20 @@ def get_config() -> ml_collections.ConfigDict:
     # in output frames (~1 s): one length, or one per class in data.classes' order. Output frame
     # i starts at i * hop_length * time pooling / sample_rate seconds (0.02 s here).
     pp.median_filter = ml_collections.FieldReference(51, field_type=object)  # int or tuple
-    # Tuned post-processing (sedjax/tuning.py), on the validation split only: a grid of median
-    # filter lengths (output frames) from which each class keeps the one of its best validation
-    # event F1; () = not tuned (the seed: one fixed length)
-    pp.tune = ml_collections.ConfigDict()
-    pp.tune.median_filters = ()
+    # Tuned post-processing (sedjax/tuning.py), on the validation split only, per class:
+    # method 'median_filter': a length from the grid median_filters (output frames); () = not
+    # tuned (the seed: one fixed length). method 'csebbs': change-point bounding boxes
+    # (sedjax/csebbs.py; the optional sebbs package) from the grid in `csebbs`. metric: what a
+    # class's choice maximizes on validation: 'event_f1' (sed_eval, at `threshold`), 'psds1'
+    # or 'collar_f1' (sed_scores_eval, over thresholds)
+    pp.tune = t = ml_collections.ConfigDict()
+    t.method = "median_filter"
+    t.median_filters = ()
+    t.metric = "event_f1"
+    t.csebbs = ml_collections.ConfigDict()  # sebbs.csebbs.tune's default grid
+    t.csebbs.step_filter_lengths = (0.32, 0.48, 0.64)  # seconds
+    t.csebbs.merge_thresholds_abs = (0.15, 0.2, 0.3)
+    t.csebbs.merge_thresholds_rel = (1.5, 2.0, 3.0)
 
     c.evaluation = e = ml_collections.ConfigDict()
     e.t_collar = 0.2

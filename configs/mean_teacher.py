@@ -36,6 +36,8 @@ def add_mean_teacher(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     mt.ema_decay = 0.999
     mt.consistency_weight = 2.0  # MSE between student and teacher, frames + clip
     mt.consistency_rampup = 0.5  # share of all steps over which the weight ramps up
+    # share of all steps over which the learning rate ramps up the same way (DESED_task); 0: none
+    mt.learning_rate_rampup = 0.0
     # of the weak (and strong) clips, held out for validation when the dataset has no
     # validation split (DCASE2018 layout); with one (DESED's), nothing is held out and the
     # checkpoint is picked on its event-based F1

@@ -199,6 +199,9 @@ class Detector:
             size = int(size[0]) if len(size) == 1 else [int(k) for k in size]
         self.postprocess = {"threshold": float(pp.threshold), "median_filter": int(size)
                             if not isinstance(size, list) else size}
+        boxes = postprocess.csebbs_settings(pp)
+        if boxes:  # cSEBBs tuned on validation (sedjax.csebbs) replace the median filter
+            self.postprocess["csebbs"] = boxes
         if apply_fn is None:
             model = crnn.from_config(config.model, len(self.classes))
             apply_fn = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
@@ -226,13 +229,17 @@ class Detector:
         config = load_config(workdir)
         _check_config(config, str(workdir / "config.json"))
         tuned = workdir / checkpoint.MODEL_DIR / "postprocess.json"
-        if tuned.is_file():  # the median filter per class the run chose on validation
+        if tuned.is_file():  # the post-processing the run chose on validation
             try:
-                lengths = [int(k) for k in json.loads(tuned.read_text())["median_filter"]]
-            except (OSError, ValueError, KeyError, TypeError) as e:
+                chosen = json.loads(tuned.read_text())
+                if chosen.get("method") == "csebbs":
+                    update = {"csebbs": dict(chosen["csebbs"])}
+                else:
+                    update = {"median_filter": [int(k) for k in chosen["median_filter"]]}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
                 raise WorkdirError(f"{tuned}: unreadable tuned post-processing ({e})") from None
             config.postprocess = ml_collections.ConfigDict(  # the field may be typed int
-                {**config.postprocess.to_dict(), "median_filter": lengths})
+                {**config.postprocess.to_dict(), **update})
             _check_config(config, str(tuned))
         try:
             variables, norm = checkpoint.load_model(workdir)

@@ -84,6 +84,15 @@ def frames_to_events(
     return events
 
 
+def csebbs_settings(postprocess_config: Any) -> dict | None:
+    """The tuned cSEBB settings of a postprocess section (sedjax.tuning), or None."""
+    found = (postprocess_config.get("csebbs") if isinstance(postprocess_config, Mapping)
+             else getattr(postprocess_config, "csebbs", None))
+    if not found:
+        return None
+    return found.to_dict() if hasattr(found, "to_dict") else dict(found)
+
+
 def probabilities_to_events(
     filenames: Sequence[str],
     probs: np.ndarray,
@@ -111,6 +120,11 @@ def probabilities_to_events(
         raise ValueError(f"num_valid_frames must have shape ({len(filenames)},)")
 
     threshold = float(_cfg(postprocess_config, "threshold"))
+    boxes = csebbs_settings(postprocess_config)
+    if boxes:  # cSEBBs tuned on validation (sedjax.tuning) replace threshold + median filter
+        from sedjax import csebbs
+        return csebbs.events(boxes, filenames, probs, classes, frame_seconds,
+                             np.minimum(num_valid_frames, num_frames), threshold)
     size = _cfg(postprocess_config, "median_filter")
     frame_seconds = float(frame_seconds)
 

@@ -281,6 +281,7 @@ def threshold_independent(
     num_valid_frames: Sequence[int] | np.ndarray | None = None,
     settings: Settings | Mapping[str, Any] | None = None,
     median_filter: int | Sequence[int] | None = None,
+    tables: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """PSDS1, PSDS2 and the best collar-based F1 of frame probabilities; (figures, curves).
 
@@ -292,6 +293,8 @@ def threshold_independent(
     (see Settings.from_mapping); None: PSDS1, PSDS2 and the DCASE2018 collars.
     median_filter: frames (one, or one per class) of a median filter applied to the
     probabilities first (e.g. config.postprocess.median_filter); None: the raw probabilities.
+    tables: score tables {audio id: DataFrame} to score instead of the probabilities' (e.g.
+    the boxes of sedjax.csebbs.score_tables); probs then only give the clips' valid frames.
 
     figures (JSON-ready, NaN/inf as None):
       psds1, psds2 (one key per settings.psds name), collar_f1_best_macro: the headline numbers;
@@ -308,9 +311,13 @@ def threshold_independent(
 
     settings = Settings.from_mapping(settings)
     classes = [str(c) for c in classes]
-    scores = score_dataframes(probs, filenames, frame_seconds, classes, num_valid_frames,
-                              median_filter)
-    valid = [len(table) for table in scores.values()]  # in the order of filenames
+    if tables is None:
+        scores = score_dataframes(probs, filenames, frame_seconds, classes, num_valid_frames,
+                                  median_filter)
+        valid = [len(table) for table in scores.values()]  # in the order of filenames
+    else:
+        scores = dict(tables)
+        valid = _valid_frames(num_valid_frames, len(filenames), np.asarray(probs).shape[1])
     durs = audio_durations(filenames, durations, frame_seconds, valid)
     # sed_scores_eval needs reference events of every class it scores: a small test set (or
     # recordings of a few classes) is scored over the classes it has, the others listed

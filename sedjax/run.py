@@ -42,7 +42,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax import (evaluation, files, multirun, plots, postprocess, psds,
+from sedjax import (csebbs, evaluation, files, multirun, plots, postprocess, psds,
                     recipes, report, sharding, tensorboard, tuning, validation)
 from sedjax.data import dataset, features, pipeline, synthetic
 from sedjax.models import crnn
@@ -134,12 +134,16 @@ def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, prob
     events, results = common.detect_and_score(config, split, probs, arrays.frames)
     postprocess.write_events_csv(events_path, events, split.filenames)
     valid = crnn.valid_output_frames(arrays.frames, config.features.num_frames, config.model)
-    # scores median-filtered as the events are (the DCASE 2022-23 baselines' choice)
+    boxes = postprocess.csebbs_settings(config.postprocess)
+    # scores median-filtered as the events are (the DCASE 2022-23 baselines' choice), or the
+    # cSEBBs' boxes with their confidences
+    tables = None if not boxes else csebbs.score_tables(
+        boxes, split.filenames, probs, config.data.classes, crnn.frame_seconds(config), valid)
     results["threshold_independent"], curves = psds.threshold_independent(
         probs, split.filenames, crnn.frame_seconds(config), config.data.classes,
         split.reference_events(),
-        num_valid_frames=valid, median_filter=config.postprocess.median_filter,
-        settings=config.evaluation.get("psds"))
+        num_valid_frames=valid, median_filter=None if boxes else config.postprocess.median_filter,
+        settings=config.evaluation.get("psds"), tables=tables)
     return results, curves, events
 
 
@@ -271,7 +275,7 @@ def choose_postprocess(config, run_dir: pathlib.Path, splits: dict, arrays: dict
     split, a = splits[common.VALIDATION], arrays[common.VALIDATION]
     probs = np.load(run_dir / "predictions" / f"{common.VALIDATION}_probs.npy")
     valid = crnn.valid_output_frames(a.frames, config.features.num_frames, config.model)
-    tuned = tuning.tune_median_filter(config, split.filenames, split.reference_events(), probs,
+    tuned = tuning.tune(config, split.filenames, split.reference_events(), probs,
                                       crnn.frame_seconds(config), valid)
     tuned["tuned_on"] = common.VALIDATION
     for folder in (run_dir, run_dir / checkpoint.MODEL_DIR):
@@ -297,6 +301,11 @@ def score_run(config, run_dir: pathlib.Path, training: dict, splits: dict, array
     results["postprocess"] = {"threshold": config.postprocess.threshold,
                               "median_filter": tuning.configured_lengths(config),
                               "tuned_on": None if tuned is None else tuned["tuned_on"]}
+    if tuned is not None:
+        results["postprocess"].update(method=tuned["method"], metric=tuned["metric"])
+        if tuned["method"] == "csebbs":
+            results["postprocess"]["csebbs"] = tuned["csebbs"]
+            del results["postprocess"]["median_filter"]
     return results, curves
 
 
@@ -318,7 +327,8 @@ def _validation_line(val: dict, clips: int) -> str:
     def num(x, scale=1.0, spec=".3f"):
         return "n/a" if x is None else format(scale * x, spec)
     return (f"validation: event-based macro F1 {num(f1, 100, '.2f')} %  PSDS1 "
-            f"{num(ti.get('psds1'))}  PSDS2 {num(ti.get('psds2'))}  ({clips} clips; every "
+            f"{num(ti.get('psds1'))}  PSDS2 {num(ti.get('psds2'))}  best collar F1 "
+            f"{num(ti.get('collar_f1_best_macro'), 100, '.2f')} %  ({clips} clips; every "
             f"choice of the run was made on it)")
 
 

@@ -1,12 +1,17 @@
 """Post-processing chosen on the validation split (config.postprocess.tune), never on test.
 
-The median-filter length is picked per class from a small grid: each candidate length is
-applied to every class of the validation clips' frame probabilities (thresholded at
-postprocess.threshold, as the test is), the events are scored with the challenge's metric
-(sed_eval, config.evaluation), and each class keeps the length of its best class-wise event F1.
-The event-based F1 of one class depends on that class's events only, so choosing per class is
-choosing the best combination. Ties keep the configured length (then the shorter one); a class
-without reference events in validation keeps the configured length.
+Two methods (postprocess.tune.method), each choosing per class on the validation clips'
+frame probabilities by postprocess.tune.metric:
+- 'median_filter': a median-filter length from a grid (postprocess.tune.median_filters). With
+  metric 'event_f1' the candidates are thresholded at postprocess.threshold as the test is and
+  scored with the challenge's metric (sed_eval, config.evaluation); with 'psds1' or
+  'collar_f1' the median-filtered probabilities are scored over every threshold
+  (sed_scores_eval: single-class PSDS1, best collar-based F1).
+- 'csebbs': change-point bounding boxes (sedjax.csebbs, the optional `sebbs` package), their
+  step filter and merge thresholds from postprocess.tune.csebbs' grid.
+A class's score depends on that class's outputs only, so choosing per class is choosing the
+best combination. Median filter: ties keep the configured length (then the shorter one); a
+class without reference events in validation keeps the configured length.
 """
 
 from __future__ import annotations
@@ -17,13 +22,58 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sedjax import evaluation, postprocess
+from sedjax import evaluation, postprocess, psds
+
+METHODS = ("median_filter", "csebbs")
+METRICS = ("event_f1", "psds1", "collar_f1")
 
 
 def enabled(config) -> bool:
-    """Whether the config asks for tuned post-processing (a non-empty median-filter grid)."""
+    """Whether the config asks for tuned post-processing (cSEBBs, or a non-empty median-filter
+    grid)."""
     tune = config.postprocess.get("tune")
-    return tune is not None and len(tune.get("median_filters", ())) > 0
+    if tune is None:
+        return False
+    return tune.method == "csebbs" or len(tune.median_filters) > 0
+
+
+def tune(config, filenames: Sequence[str], reference_events: Sequence[dict], probs: np.ndarray,
+         frame_seconds: float, num_valid_frames: np.ndarray) -> dict[str, Any]:
+    """The post-processing config.postprocess.tune asks for, chosen on these (validation)
+    clips: JSON-ready {'method', 'metric', ...the method's values}."""
+    t = config.postprocess.tune
+    if t.method == "csebbs":
+        from sedjax import csebbs
+        out = csebbs.tune(t.csebbs, filenames, reference_events, probs, config.data.classes,
+                          frame_seconds, num_valid_frames, t.metric,
+                          config.evaluation.get("psds"))
+        logging.info("post-processing tuned on validation: cSEBBs %s", out["csebbs"])
+    else:
+        out = tune_median_filter(config, filenames, reference_events, probs, frame_seconds,
+                                 num_valid_frames)
+    return {"method": t.method, "metric": t.metric, **out}
+
+
+def _class_scores(config, filenames, reference_events, probs, frame_seconds, valid,
+                  length: int) -> dict[str, float | None]:
+    """{class: score of metric postprocess.tune.metric} with one median-filter length."""
+    classes, metric = list(config.data.classes), config.postprocess.tune.metric
+    if metric == "event_f1":
+        settings = {"threshold": config.postprocess.threshold, "median_filter": length}
+        events = postprocess.probabilities_to_events(filenames, probs, settings, classes,
+                                                     frame_seconds, valid)
+        scores = evaluation.evaluate_events(reference_events, events, filenames, classes,
+                                            config.evaluation)["event_based"]["class_wise"]
+        return {c: scores[c]["f_measure"] if scores[c]["num_reference"] else None
+                for c in classes}
+    figures, _ = psds.threshold_independent(
+        probs, filenames, frame_seconds, classes, reference_events, num_valid_frames=valid,
+        median_filter=length, settings=config.evaluation.get("psds"))
+    if metric == "psds1":
+        found = figures.get("psds_detail", {}).get("psds1", {}).get("class_wise", {})
+        return {c: found.get(c) for c in classes}
+    found = figures.get("collar_best", {}).get("class_wise", {})
+    return {c: found[c]["f_measure"] if c in found else None for c in classes}
 
 
 def configured_lengths(config) -> list[int]:
@@ -38,21 +88,19 @@ def tune_median_filter(config, filenames: Sequence[str], reference_events: Seque
     """Per-class median-filter lengths chosen on a strongly labelled (validation) split.
 
     Returns {'median_filter': [length per class], 'grid': [...], 'class_f1': {class:
-    {length: event F1 or None}}} (JSON-ready); config.postprocess.median_filter stays the
-    fallback of a class without reference events.
+    {length: score of postprocess.tune.metric, or None}}} (JSON-ready; 'class_f1' keeps its
+    name whatever the metric); config.postprocess.median_filter stays the fallback of a class
+    without reference events.
     """
     classes = list(config.data.classes)
     configured = configured_lengths(config)
     grid = sorted({int(k) for k in config.postprocess.tune.median_filters})
     f1: dict[str, dict[int, float | None]] = {c: {} for c in classes}
     for length in sorted(set(grid) | set(configured)):
-        settings = {"threshold": config.postprocess.threshold, "median_filter": length}
-        events = postprocess.probabilities_to_events(filenames, probs, settings, classes,
-                                                     frame_seconds, num_valid_frames)
-        scores = evaluation.evaluate_events(reference_events, events, filenames, classes,
-                                            config.evaluation)["event_based"]["class_wise"]
+        scores = _class_scores(config, filenames, reference_events, probs, frame_seconds,
+                               num_valid_frames, length)
         for c in classes:
-            f1[c][length] = scores[c]["f_measure"] if scores[c]["num_reference"] else None
+            f1[c][length] = scores[c]
     chosen = []
     for c, default in zip(classes, configured):
         best, best_f1 = default, f1[c][default]
@@ -73,7 +121,10 @@ def apply(config, tuned: dict | None):
         return config
     c = config.copy_and_resolve_references()
     settings = c.postprocess.to_dict()
-    settings["median_filter"] = tuple(int(k) for k in tuned["median_filter"])
+    if tuned.get("method") == "csebbs":
+        settings["csebbs"] = tuned["csebbs"]
+    else:
+        settings["median_filter"] = tuple(int(k) for k in tuned["median_filter"])
     with c.unlocked():  # a new section: the configured field may be typed int
         c.postprocess = ml_collections.ConfigDict(settings)
     return c

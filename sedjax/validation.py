@@ -17,6 +17,8 @@ CHOICES = {  # field -> allowed values
     "features.log": ("natural", "db"),
     "features.scaler": ("dataset", "instance_minmax"),
     "model.arch": crnn.ARCHS,
+    "postprocess.tune.method": ("median_filter", "csebbs"),
+    "postprocess.tune.metric": ("event_f1", "psds1", "collar_f1"),
     "model.pooling": crnn.POOLINGS,
     "model.conv_impl": crnn.CONV_IMPLS,
     "model.dtype": ("float32", "bfloat16", "float16"),
@@ -100,6 +102,11 @@ def validate(config, num_devices: int = 1) -> None:
                           f"no output frame of {config.features.num_frames} input frames")
     if config.recipe == "mean_teacher":
         _check_mean_teacher(config, num_devices)
+    if config.postprocess.tune.method == "csebbs":
+        from sedjax import csebbs
+        if not csebbs.available():
+            raise ConfigError("postprocess.tune.method: 'csebbs' needs the optional package "
+                              f"sebbs (AGPL-3.0): {csebbs.INSTALL}")
     median = config.postprocess.median_filter
     if isinstance(median, Sequence) and not isinstance(median, str):
         if len(median) != len(classes):

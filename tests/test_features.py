@@ -180,3 +180,53 @@ def test_undecodable_audio_names_the_file(tmp_path, cfg):
     bad.write_bytes(b"not audio")
     with pytest.raises(IOError, match="bad.wav"):
         features.load_audio(bad, cfg)
+
+
+def desed_task_recipe(y: np.ndarray) -> np.ndarray:
+    """DESED_task's features written out from torchaudio's definitions in numpy (float64):
+    MelSpectrogram(16 kHz, n_fft = win = 2048, hop 256, symmetric Hamming, power 1, center,
+    reflect, 128 HTK triangles 0-8 kHz without normalization), AmplitudeToDB(amin 1e-5)
+    clamped to [-50, 80], TorchScaler('instance', 'minmax')."""
+    n_fft, hop, sr, n_mels = 2048, 256, 16000, 128
+    n = np.arange(n_fft)
+    window = 0.54 - 0.46 * np.cos(2 * np.pi * n / (n_fft - 1))  # periodic=False
+    padded = np.pad(y.astype(np.float64), n_fft // 2, mode="reflect")
+    frames = 1 + len(y) // hop
+    spec = np.abs(np.fft.rfft(np.stack([padded[i * hop: i * hop + n_fft] * window
+                                        for i in range(frames)]), axis=-1))  # (T, bins)
+    # torchaudio.functional.melscale_fbanks(mel_scale='htk', norm=None)
+    freqs = np.linspace(0, sr // 2, n_fft // 2 + 1)
+    mel = np.linspace(2595 * np.log10(1 + 0 / 700), 2595 * np.log10(1 + 8000 / 700), n_mels + 2)
+    f_pts = 700 * (10 ** (mel / 2595) - 1)
+    slopes = f_pts[None, :] - freqs[:, None]
+    diff = np.diff(f_pts)
+    fb = np.maximum(0, np.minimum(-slopes[:, :-2] / diff[:-1], slopes[:, 2:] / diff[1:]))
+    db = np.clip(20 * np.log10(np.maximum(spec @ fb, 1e-5)), -50, 80)
+    return (db - db.min()) / (db.max() - db.min() + 1e-8)
+
+
+@pytest.fixture(scope="module")
+def desed_cfg():
+    from configs import desed_baseline
+    return desed_baseline.get_config().features
+
+
+def test_desed_features_equal_desed_tasks_recipe(desed_cfg):
+    y = signal(160000, seed=3, sr=16000)
+    y[:16000] = 0.0  # 1 s of silence: below DESED's -50 dB floor, where the clamp acts
+    want = desed_task_recipe(y)
+    assert want.shape == (626, 128)
+    got = features.log_mel(y, 16000, desed_cfg)
+    np.testing.assert_allclose(got, want, atol=2e-4)
+    assert got.min() == 0.0 and abs(got.max() - 1.0) < 1e-6
+
+
+def test_desed_jax_frontend_equals_librosa_with_short_clip(desed_cfg):
+    waves = np.zeros((2, features.buffer_samples(desed_cfg)), np.float32)
+    long, short = signal(160000, seed=4, sr=16000), signal(100000, seed=5, sr=16000)
+    waves[0, :len(long)], waves[1, :len(short)] = long[:waves.shape[1]], short
+    got = np.asarray(features.make_jax_frontend(desed_cfg)(waves, np.array([160000, 100000])))
+    for row, y in zip(got, (long, short)):
+        np.testing.assert_allclose(row, features.log_mel(y, 16000, desed_cfg), atol=2e-4)
+    # the scaler reads the clip's own frames only: zeros after the short clip's 391 frames
+    assert (got[1, 391:] == 0).all() and got[1, :391].max() == pytest.approx(1.0, abs=1e-5)

@@ -119,13 +119,16 @@ def ordered_reductions(config) -> bool:
     return bool(config.runtime.get("ordered_reductions", False)) and jax.device_count() > 1
 
 
-def init_state(config, section: str, rng_tag: int) -> state_lib.TrainState:
-    """A fresh model + Adam (settings of config[section]) on the host's default device."""
+def init_state(config, section: str, rng_tag: int, rampup_steps: int = 0
+               ) -> state_lib.TrainState:
+    """A fresh model + Adam (settings of config[section]; its learning rate ramped up over
+    rampup_steps when > 0) on the host's default device."""
     model = crnn.from_config(config.model, len(config.data.classes), axis_name=sharding.AXIS,
                              ordered_reductions=ordered_reductions(config))
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), rng_tag)
     state = state_lib.create_train_state(rng, model, config[section],
-                                         (config.features.num_frames, config.features.n_mels))
+                                         (config.features.num_frames, config.features.n_mels),
+                                         rampup_steps)
     logging.info("%s model: %d parameters", section, crnn.count_params(state.params))
     return state
 

@@ -230,9 +230,10 @@ def mixed_order(rng: np.random.Generator, parts: dict, steps: int) -> np.ndarray
 
 
 # ------------------------------------------------------------------------------ training
-def init_state(config) -> MeanTeacherState:
-    """Student and teacher start equal (the teacher is an average of the student's past)."""
-    base = common.init_state(config, NAME, 3)
+def init_state(config, rampup_steps: int = 0) -> MeanTeacherState:
+    """Student and teacher start equal (the teacher is an average of the student's past);
+    the learning rate ramps up over rampup_steps (mean_teacher.learning_rate_rampup)."""
+    base = common.init_state(config, NAME, 3, rampup_steps)
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
     copy = functools.partial(jax.tree_util.tree_map, np.array)  # own buffers: donation-safe
     return MeanTeacherState(**fields, ema_params=copy(base.params),
@@ -319,7 +320,9 @@ def train(inputs: common.Inputs) -> common.Trained:
     def validate(state):
         return validation_score(inputs, trainings, _predictor(state, predict_with))
 
-    state = runs.state(init_state)
+    # DESED_task ramps the learning rate up as the consistency weight (share of all steps)
+    lr_rampup = int(round(mt.learning_rate_rampup * steps * mt.num_epochs))
+    state = runs.state(functools.partial(init_state, rampup_steps=lr_rampup))
     state, progress = runs.fit(NAME, state, mt.num_epochs, loop.EarlyStopping.from_config(mt),
                                train_epoch, validate, inputs.workdir / NAME, inputs.writer,
                                [{"learning_rate": c.mean_teacher.learning_rate}

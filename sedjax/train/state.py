@@ -26,12 +26,20 @@ class TrainState(train_state.TrainState):
     dropout_rng: jax.Array
 
 
-def create_train_state(rng: jax.Array, model: nn.Module, optim_config, input_shape
-                       ) -> TrainState:
+def rampup_factor(step: jax.Array, rampup_steps: int) -> jax.Array:
+    """exp(-5 (1 - t)^2), t = step / rampup_steps clipped to 1 (Laine & Aila; DESED_task's
+    ExponentialWarmup)."""
+    t = jnp.clip(jnp.asarray(step, jnp.float32) / rampup_steps, 0.0, 1.0)
+    return jnp.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def create_train_state(rng: jax.Array, model: nn.Module, optim_config, input_shape,
+                       rampup_steps: int = 0) -> TrainState:
     """Initializes the model (Keras-like init) and Adam with the section's settings.
 
     With a list of learning rates (one per run, `learning_rates`), the rate is part of the
     optimizer state, so that runs stacked into one program each keep their own.
+    rampup_steps > 0: the learning rate ramps up over that many steps (rampup_factor).
     """
     init_rng, dropout_rng = jax.random.split(rng)
     variables = model.init({"params": init_rng}, jnp.zeros((1, *input_shape), jnp.float32),
@@ -41,6 +49,8 @@ def create_train_state(rng: jax.Array, model: nn.Module, optim_config, input_sha
         adam = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root"))
     tx = adam(optim_config.learning_rate, b1=optim_config.adam_b1, b2=optim_config.adam_b2,
               eps=optim_config.adam_eps)
+    if rampup_steps > 0:
+        tx = optax.chain(tx, optax.scale_by_schedule(lambda n: rampup_factor(n, rampup_steps)))
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              batch_stats=variables["batch_stats"], dropout_rng=dropout_rng)
 

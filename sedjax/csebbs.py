@@ -1,0 +1,145 @@
+"""Change-point post-processing (cSEBBs, Ebbers et al., Interspeech 2024) via the `sebbs` package.
+
+cSEBBs turn each class's frame probabilities into sound event bounding boxes: change points
+of the scores (a step filter of `step_filter_length` seconds) cut segments, neighbouring
+candidate segments are merged when the gap's scores stay close (`merge_threshold_abs`,
+`merge_threshold_rel`), and each box keeps its mean score as confidence. Events are the boxes
+whose confidence passes a detection threshold; PSDS and the best collar F1 score the boxes over
+every threshold. The parameters are chosen per class on the validation split
+(sedjax.tuning), DESED_task's 2024 baseline's choice.
+
+`sebbs` (MERL, AGPL-3.0-or-later) is an optional extra; install it with
+`pip install --no-deps sebbs==1.0.2` (its declared dependency `sed_scores_eval_np2` would
+replace the sed_scores_eval that sedjax pins; sebbs 1.0.2 runs on sed_scores_eval 0.0.4).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from sedjax import psds
+
+INSTALL = "pip install --no-deps sebbs==1.0.2"
+
+
+class MissingSebbs(ImportError):
+    """The optional `sebbs` package is not installed."""
+
+
+def _sebbs():
+    try:
+        from sebbs import csebbs
+    except ImportError as e:
+        raise MissingSebbs(f"postprocess.tune.method 'csebbs' needs the optional package "
+                           f"sebbs (AGPL-3.0): {INSTALL}  ({e})") from None
+    return csebbs
+
+
+def available() -> bool:
+    """Whether the `sebbs` package can be imported."""
+    try:
+        _sebbs()
+    except MissingSebbs:
+        return False
+    return True
+
+
+def _tables(probs, filenames, classes, frame_seconds, valid) -> dict:
+    return psds.score_dataframes(probs, filenames, frame_seconds, classes, valid)
+
+
+def tune(tune_config, filenames: Sequence[str], reference_events: Sequence[dict],
+         probs: np.ndarray, classes: Sequence[str], frame_seconds: float,
+         valid: np.ndarray, metric: str, psds_settings=None) -> dict[str, Any]:
+    """cSEBB parameters per class chosen on a strongly labelled split by `metric` ('psds1':
+    single-class PSDS1; 'collar_f1' or 'event_f1': the best collar-based F1, which also fixes a
+    detection threshold per class). Returns JSON-ready {'csebbs': predictor settings,
+    'class_scores': {class: value}}; classes without reference events keep the grid's middle
+    values (and postprocess.threshold)."""
+    csebbs = _sebbs()
+    classes = [str(c) for c in classes]
+    present = sorted({str(e["event_label"]) for e in reference_events}, key=classes.index)
+    tables = _tables(probs, filenames, classes, frame_seconds, valid)
+    durations = {k: len(t) * float(frame_seconds) for k, t in zip(tables, tables.values())}
+    if present != classes:  # sed_scores_eval needs reference events of every class it scores
+        tables = {k: t.drop(columns=[c for c in classes if c not in present])
+                  for k, t in tables.items()}
+    gt = psds.ground_truth(reference_events, filenames, present)
+    grid = dict(step_filter_lengths=tuple(tune_config.step_filter_lengths),
+                merge_thresholds_abs=tuple(tune_config.merge_thresholds_abs),
+                merge_thresholds_rel=tuple(tune_config.merge_thresholds_rel))
+    if metric == "psds1":
+        s = psds.Settings.from_mapping(psds_settings).psds["psds1"]
+        predictor, values = csebbs.tune(
+            tables, gt, durations, **grid, selection_fn=csebbs.select_best_psds,
+            dtc_threshold=s.dtc_threshold, gtc_threshold=s.gtc_threshold,
+            cttc_threshold=s.cttc_threshold, alpha_ct=s.alpha_ct, unit_of_time=s.unit_of_time,
+            max_efpr=s.max_efpr)
+    else:
+        c = psds.Settings.from_mapping(psds_settings).collar
+        predictor, values = csebbs.tune(
+            tables, gt, durations, **grid, selection_fn=csebbs.select_best_cbf,
+            onset_collar=c.onset_collar, offset_collar=c.offset_collar,
+            offset_collar_rate=c.offset_collar_rate)
+    chosen = predictor.to_dict()
+
+    def middle(values):
+        return float(sorted(values)[len(values) // 2])
+    defaults = {"step_filter_length": middle(grid["step_filter_lengths"]),
+                "merge_threshold_abs": middle(grid["merge_thresholds_abs"]),
+                "merge_threshold_rel": middle(grid["merge_thresholds_rel"])}
+    settings: dict[str, Any] = {}
+    for key, default in defaults.items():
+        given = chosen.get(key) or {}
+        settings[key] = {c: float(given[c]) if c in given else default for c in classes}
+    thresholds = chosen.get("detection_threshold")
+    settings["detection_threshold"] = (None if not thresholds else
+                                       {c: float(thresholds[c]) for c in thresholds})
+    return {"csebbs": settings,
+            "class_scores": {c: (float(values[c]) if c in values else None) for c in classes}}
+
+
+def predictor(settings: Mapping[str, Any], classes: Sequence[str]):
+    """sebbs' CSEBBsPredictor of tuned settings (tune()['csebbs'])."""
+    csebbs = _sebbs()
+    return csebbs.CSEBBsPredictor(
+        step_filter_length=dict(settings["step_filter_length"]),
+        merge_threshold_abs=dict(settings["merge_threshold_abs"]),
+        merge_threshold_rel=dict(settings["merge_threshold_rel"]),
+        detection_threshold=(None if not settings.get("detection_threshold") else
+                             dict(settings["detection_threshold"])),
+        sound_classes=[str(c) for c in classes])
+
+
+def boxes(settings, filenames, probs, classes, frame_seconds, valid) -> dict[str, list]:
+    """{audio id: [(onset, offset, class, confidence), ...]} of every clip."""
+    tables = _tables(probs, filenames, classes, frame_seconds, valid)
+    return predictor(settings, classes).predict(tables)
+
+
+def events(settings, filenames: Sequence[str], probs: np.ndarray, classes: Sequence[str],
+           frame_seconds: float, valid, threshold: float) -> list[dict[str, Any]]:
+    """Event dicts (filename, onset, offset, event_label) of the boxes whose confidence passes
+    the tuned per-class detection threshold (else `threshold`)."""
+    per_class = settings.get("detection_threshold") or {}
+    found = boxes(settings, filenames, probs, classes, frame_seconds, valid)
+    out = []
+    for name in filenames:
+        for onset, offset, label, confidence in found[psds.audio_id(name)]:
+            if confidence > float(per_class.get(label, threshold)):
+                out.append({"filename": name, "onset": float(onset), "offset": float(offset),
+                            "event_label": label})
+    return out
+
+
+def score_tables(settings, filenames, probs, classes, frame_seconds, valid) -> dict:
+    """sed_scores_eval tables of the boxes (a box's confidence over its extent, -inf
+    elsewhere), for PSDS and the best collar F1 over thresholds."""
+    from sebbs.utils import sed_scores_from_sebbs
+
+    found = boxes(settings, filenames, probs, classes, frame_seconds, valid)
+    v = psds._valid_frames(valid, len(filenames), np.asarray(probs).shape[1])
+    durations = {psds.audio_id(n): float(k) * float(frame_seconds) for n, k in zip(filenames, v)}
+    return sed_scores_from_sebbs(found, [str(c) for c in classes], audio_duration=durations)
