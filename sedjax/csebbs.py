@@ -70,19 +70,30 @@ def tune(tune_config, filenames: Sequence[str], reference_events: Sequence[dict]
     grid = dict(step_filter_lengths=tuple(tune_config.step_filter_lengths),
                 merge_thresholds_abs=tuple(tune_config.merge_thresholds_abs),
                 merge_thresholds_rel=tuple(tune_config.merge_thresholds_rel))
+    # sebbs.csebbs.tune's grid search (each merge criterion alone: the other one infinite),
+    # written out because sebbs 1.0.2's own leaves the candidates' class list empty, which
+    # yields no box at all
+    candidates = []
+    for step in grid["step_filter_lengths"]:
+        base = csebbs.CSEBBsPredictor(step_filter_length=step, sound_classes=present)
+        changes = base._run_change_detection(tables)
+        merges = ([(a, np.inf) for a in grid["merge_thresholds_abs"]]
+                  + [(np.inf, r) for r in grid["merge_thresholds_rel"]])
+        for merge_abs, merge_rel in merges:
+            candidate = base.copy()
+            candidate.merge_threshold_abs, candidate.merge_threshold_rel = merge_abs, merge_rel
+            candidates.append((candidate, candidate._get_sebbs_from_change_detection(changes)))
     if metric == "psds1":
         s = psds.Settings.from_mapping(psds_settings).psds["psds1"]
-        predictor, values = csebbs.tune(
-            tables, gt, durations, **grid, selection_fn=csebbs.select_best_psds,
-            dtc_threshold=s.dtc_threshold, gtc_threshold=s.gtc_threshold,
-            cttc_threshold=s.cttc_threshold, alpha_ct=s.alpha_ct, unit_of_time=s.unit_of_time,
-            max_efpr=s.max_efpr)
+        predictor, values = csebbs.select_best_psds(
+            candidates, gt, durations, dtc_threshold=s.dtc_threshold,
+            gtc_threshold=s.gtc_threshold, cttc_threshold=s.cttc_threshold,
+            alpha_ct=s.alpha_ct, unit_of_time=s.unit_of_time, max_efpr=s.max_efpr)
     else:
         c = psds.Settings.from_mapping(psds_settings).collar
-        predictor, values = csebbs.tune(
-            tables, gt, durations, **grid, selection_fn=csebbs.select_best_cbf,
-            onset_collar=c.onset_collar, offset_collar=c.offset_collar,
-            offset_collar_rate=c.offset_collar_rate)
+        predictor, values = csebbs.select_best_cbf(
+            candidates, gt, durations, onset_collar=c.onset_collar,
+            offset_collar=c.offset_collar, offset_collar_rate=c.offset_collar_rate)
     chosen = predictor.to_dict()
 
     def middle(values):
@@ -93,7 +104,8 @@ def tune(tune_config, filenames: Sequence[str], reference_events: Sequence[dict]
     settings: dict[str, Any] = {}
     for key, default in defaults.items():
         given = chosen.get(key) or {}
-        settings[key] = {c: float(given[c]) if c in given else default for c in classes}
+        # an infinite merge threshold (that criterion unused) is written as None (JSON)
+        settings[key] = {c: (_finite(given[c]) if c in given else default) for c in classes}
     thresholds = chosen.get("detection_threshold")
     settings["detection_threshold"] = (None if not thresholds else
                                        {c: float(thresholds[c]) for c in thresholds})
@@ -101,13 +113,22 @@ def tune(tune_config, filenames: Sequence[str], reference_events: Sequence[dict]
             "class_scores": {c: (float(values[c]) if c in values else None) for c in classes}}
 
 
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _infinite(values: Mapping[str, Any]) -> dict[str, float]:
+    return {c: np.inf if v is None else float(v) for c, v in values.items()}
+
+
 def predictor(settings: Mapping[str, Any], classes: Sequence[str]):
-    """sebbs' CSEBBsPredictor of tuned settings (tune()['csebbs'])."""
+    """sebbs' CSEBBsPredictor of tuned settings (tune()['csebbs']; None: criterion unused)."""
     csebbs = _sebbs()
     return csebbs.CSEBBsPredictor(
         step_filter_length=dict(settings["step_filter_length"]),
-        merge_threshold_abs=dict(settings["merge_threshold_abs"]),
-        merge_threshold_rel=dict(settings["merge_threshold_rel"]),
+        merge_threshold_abs=_infinite(settings["merge_threshold_abs"]),
+        merge_threshold_rel=_infinite(settings["merge_threshold_rel"]),
         detection_threshold=(None if not settings.get("detection_threshold") else
                              dict(settings["detection_threshold"])),
         sound_classes=[str(c) for c in classes])

@@ -74,3 +74,76 @@ def test_a_rerun_without_tuning_removes_the_stale_tuned_lengths(tmp_path):
     config, tuned = run.choose_postprocess(_config(grid=()), tmp_path, {}, {})
     assert tuned is None and config.postprocess.median_filter == 1
     assert not list(tmp_path.rglob("postprocess.json"))  # sedjax.detect would use them
+
+
+def _noisy_clips(n=12, seed=0):
+    """Blender events with probabilities that flicker around 0.5 (a longer filter helps the
+    segment-overlap criteria) and Dog events that are short; Cat absent."""
+    rng = np.random.default_rng(seed)
+    names = [f"n{i}.wav" for i in range(n)]
+    probs = np.clip(rng.normal(0.15, 0.12, (n, 100, 3)), 0, 1).astype(np.float32)
+    reference = []
+    for name, clip in zip(names, probs):
+        on = int(rng.integers(5, 40))
+        clip[on:on + 40, 0] = np.clip(rng.normal(0.6, 0.25, 40), 0, 1)
+        d = int(rng.integers(70, 90))
+        clip[d:d + 4, 1] = 0.9
+        reference += [{"filename": name, "onset": on * FRAME, "offset": (on + 40) * FRAME,
+                       "event_label": "Blender"},
+                      {"filename": name, "onset": d * FRAME, "offset": (d + 4) * FRAME,
+                       "event_label": "Dog"}]
+    return names, probs, reference
+
+
+def test_median_filter_tuned_on_psds1_keeps_each_classes_best_single_class_psds1():
+    from sedjax import psds
+    names, probs, reference = _noisy_clips()
+    c = _config(configured=1, grid=(1, 5, 15))
+    c.postprocess.tune.metric = "psds1"
+    tuned = tuning.tune(c, names, reference, probs, FRAME, np.full(len(names), 100))
+    assert tuned["method"] == "median_filter" and tuned["metric"] == "psds1"
+    for k, cls in enumerate(CLASSES):
+        per_length = {}
+        for length in (1, 5, 15):
+            figures, _ = psds.threshold_independent(probs, names, FRAME, CLASSES, reference,
+                                                    median_filter=length)
+            per_length[length] = figures["psds_detail"]["psds1"]["class_wise"].get(cls)
+        if cls == "Cat":
+            assert tuned["median_filter"][k] == 1  # no reference event: the configured length
+            continue
+        best = max(per_length.values())
+        assert per_length[tuned["median_filter"][k]] == best
+        assert tuned["class_f1"][cls][str(tuned["median_filter"][k])] == best
+    assert tuned["median_filter"][0] != 1  # flickering Blender gains from a filter
+
+
+def test_csebbs_tuned_on_validation_score_as_sebbs_scored_them():
+    """sedjax scores the tuned boxes (csebbs.score_tables -> psds.threshold_independent) to the
+    single-class PSDS1 that sebbs selected them by; a class without events keeps defaults."""
+    pytest = __import__("pytest")
+    pytest.importorskip("sebbs")
+    from sedjax import csebbs, postprocess, psds
+    names, probs, reference = _noisy_clips()
+    c = _config()
+    c.postprocess.tune.method, c.postprocess.tune.metric = "csebbs", "psds1"
+    tuned = tuning.tune(c, names, reference, probs, FRAME, np.full(len(names), 100))
+    settings = tuned["csebbs"]
+    grid = c.postprocess.tune.csebbs
+    assert settings["step_filter_length"]["Cat"] == 0.48  # the grid's middle values
+    assert settings["merge_threshold_abs"]["Cat"] == 0.2
+    for cls in CLASSES:
+        assert settings["step_filter_length"][cls] in grid.step_filter_lengths
+    assert tuned["class_scores"]["Cat"] is None
+    tables = csebbs.score_tables(settings, names, probs, CLASSES, FRAME, None)
+    figures, _ = psds.threshold_independent(probs, names, FRAME, CLASSES, reference,
+                                            tables=tables)
+    for cls in ("Blender", "Dog"):
+        assert figures["psds_detail"]["psds1"]["class_wise"][cls] == pytest.approx(
+            tuned["class_scores"][cls], abs=1e-9)
+    # the tuned config's events are the boxes above the threshold (postprocess dispatches)
+    applied = tuning.apply(c, tuned)
+    events = postprocess.probabilities_to_events(names, probs, applied.postprocess, CLASSES,
+                                                 FRAME)
+    boxes = csebbs.boxes(settings, names, probs, CLASSES, FRAME, None)
+    want = sum(1 for b in boxes.values() for box in b if box[3] > 0.5)
+    assert len(events) == want > 0
