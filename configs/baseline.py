@@ -98,6 +98,13 @@ def get_config() -> ml_collections.ConfigDict:
     m.gru_unroll = 1  # nn.scan unroll factor; a speed knob, not a modelling choice
     m.gru_layers = 1  # stacked bidirectional GRU layers (desed_crnn only; the seed has one)
     m.head_dropout = 0.0  # dropout before the dense heads (desed_crnn only)
+    # Pre-extracted frame embeddings (desed_crnn only; DESED_task's BEATs system): files
+    # <dir>/<split>.hdf5 or .npz (sedjax/data/embeddings.py), (size, frames) per clip, average-
+    # pooled to the CNN's frame rate and joined to its output before the GRU; "" = none
+    m.embeddings = ml_collections.ConfigDict()
+    m.embeddings.dir = ""
+    m.embeddings.size = 768  # BEATs
+    m.embeddings.frames = 496  # BEATs: 62 time x 8 frequency patches of a 10-s clip
     # frames -> clip output: 'mean' (the seed), 'max', 'linear_softmax' or 'attention'
     m.pooling = "mean"
     m.dtype = "float32"  # compute dtype of matmuls/convs ('bfloat16' keeps float32 params)

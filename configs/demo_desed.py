@@ -26,10 +26,12 @@ def get_config(variant: str = ""):
     c.features.num_frames = 313  # 1 + 5 s * 16000 / 256
     mt = c.mean_teacher
     mt.batch_strong, mt.batch_weak, mt.batch_unlabeled = 6, 6, 12  # half of DESED's
-    mt.num_epochs = 12
-    mt.steps_per_epoch = 20
+    mt.num_epochs = 14
+    mt.steps_per_epoch = 20  # 280 steps (DESED_task: 23,600 of 48 clips)
     mt.learning_rate = 3e-3  # few steps (as the other demos)
     mt.ema_decay = 0.99  # with 0.999 the teacher would average the untrained first students
+    # the teacher: on this set's validation the student's event F1 jumped between epochs
+    # (12.1 % then 3.6 %, batches of 16), the teacher's rose steadily (to 14.0 % at 24 clips)
     mt.predict_with = "teacher"
     if variant == "seed_crnn":
         # the seed's CRNN on the same features, with DESED's x4 time pooling and attention

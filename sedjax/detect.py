@@ -228,6 +228,9 @@ class Detector:
             raise WorkdirError(f"{workdir}: no such workdir")
         config = load_config(workdir)
         _check_config(config, str(workdir / "config.json"))
+        if config.model.get("embeddings", {}).get("dir"):  # a workdir of older sedjax has none
+            raise WorkdirError(f"{workdir}: its model reads pre-extracted embeddings "
+                               "(model.embeddings), which new audio does not have")
         tuned = workdir / checkpoint.MODEL_DIR / "postprocess.json"
         if tuned.is_file():  # the post-processing the run chose on validation
             try:

@@ -44,7 +44,7 @@ from absl import logging
 
 from sedjax import (csebbs, evaluation, files, multirun, plots, postprocess, psds,
                     recipes, report, sharding, tensorboard, tuning, validation)
-from sedjax.data import dataset, features, pipeline, synthetic
+from sedjax.data import dataset, embeddings, features, pipeline, synthetic
 from sedjax.models import crnn
 from sedjax.recipes import common
 from sedjax.train import checkpoint, runs as runs_lib
@@ -97,7 +97,12 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
             feats, frames = pipeline.take_rows(feats, keep), frames[keep]
         labels = split.weak if split.weak is not None else np.zeros(
             (len(split), len(config.data.classes)), np.float32)
-        arrays[name] = pipeline.SplitArrays(feats, frames, labels)
+        extra = {}
+        if config.model.embeddings.dir:  # pre-extracted embeddings (DESED_task's BEATs)
+            e = config.model.embeddings
+            extra["embeddings"] = embeddings.load(e.dir, name, split.filenames, e.frames,
+                                                  e.size)
+        arrays[name] = pipeline.SplitArrays(feats, frames, labels, extra)
     return splits, arrays
 
 

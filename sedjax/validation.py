@@ -102,6 +102,9 @@ def validate(config, num_devices: int = 1) -> None:
                           f"no output frame of {config.features.num_frames} input frames")
     if config.recipe == "mean_teacher":
         _check_mean_teacher(config, num_devices)
+    if model.embeddings.dir and model.arch != "desed_crnn":
+        raise ConfigError(f"model.embeddings.dir: pre-extracted embeddings need model.arch "
+                          f"'desed_crnn', not {model.arch!r}")
     if config.postprocess.tune.method == "csebbs":
         from sedjax import csebbs
         if not csebbs.available():

@@ -126,9 +126,10 @@ def init_state(config, section: str, rng_tag: int, rampup_steps: int = 0
     model = crnn.from_config(config.model, len(config.data.classes), axis_name=sharding.AXIS,
                              ordered_reductions=ordered_reductions(config))
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), rng_tag)
+    e = config.model.embeddings
     state = state_lib.create_train_state(rng, model, config[section],
                                          (config.features.num_frames, config.features.n_mels),
-                                         rampup_steps)
+                                         rampup_steps, (e.frames, e.size) if e.dir else None)
     logging.info("%s model: %d parameters", section, crnn.count_params(state.params))
     return state
 
@@ -140,12 +141,12 @@ def new_state(config, section: str, rng_tag: int, mesh) -> state_lib.TrainState:
 
 def frame_outputs(state, batch):
     """Per-device eval step: frame probabilities (B, T', C)."""
-    return state_lib.apply_eval(state, batch["features"])[0]
+    return state_lib.apply_eval(state, batch["features"], batch.get("embeddings"))[0]
 
 
 def clip_outputs(state, batch):
     """Per-device eval step: clip probabilities (B, C)."""
-    return state_lib.apply_eval(state, batch["features"])[1]
+    return state_lib.apply_eval(state, batch["features"], batch.get("embeddings"))[1]
 
 
 def eval_fn(output: str, batches: pipeline.Batches | runs_lib.RunBatches):

@@ -95,15 +95,18 @@ def _masked_mean(values: jax.Array, mask: jax.Array, global_count: jax.Array) ->
 
 
 def augment_batch(key: jax.Array, batch: dict, s: StepSettings):
-    """(student input, teacher input, clip targets, frame targets) after augmentation."""
+    """(student input, teacher input, clip targets, frame targets, embeddings or None) after
+    augmentation (pre-extracted embeddings are mixed with their clips)."""
     k_shift, k_mix, k_mask = jax.random.split(key, 3)
     x, weak, strong = batch["features"], batch["labels"], batch["strong"].astype(jnp.float32)
+    emb = batch.get("embeddings")
     x, strong = augment.time_shift(k_shift, x, strong, s.time_shift, s.time_pooling)
     if s.mixup_share > 0:
-        (x, weak, strong), _ = augment.mixup(k_mix, (x, weak, strong), batch["kind"],
-                                             s.mixup_alpha, s.mixup_share)
+        arrays = (x, weak, strong) + (() if emb is None else (emb,))
+        mixed, _ = augment.mixup(k_mix, arrays, batch["kind"], s.mixup_alpha, s.mixup_share)
+        (x, weak, strong), emb = mixed[:3], (None if emb is None else mixed[3])
     student_x = augment.mask_time_frequency(k_mask, x, s.time_mask, s.freq_mask)
-    return student_x, x, weak, strong
+    return student_x, x, weak, strong, emb
 
 
 def train_step(state: MeanTeacherState, batch: dict, settings: StepSettings):
@@ -111,7 +114,7 @@ def train_step(state: MeanTeacherState, batch: dict, settings: StepSettings):
     s = settings
     key = state_lib.step_key(state)
     k_aug, k_student, k_teacher = jax.random.split(key, 3)
-    student_x, teacher_x, weak_t, strong_t = augment_batch(k_aug, batch, s)
+    student_x, teacher_x, weak_t, strong_t, emb = augment_batch(k_aug, batch, s)
     kind = batch["kind"]
     is_weak = (kind == WEAK).astype(jnp.float32)
     is_strong = (kind == STRONG).astype(jnp.float32)
@@ -120,12 +123,13 @@ def train_step(state: MeanTeacherState, batch: dict, settings: StepSettings):
 
     teacher = state.teacher()
     (t_frames, t_clip), t_stats = state_lib.apply_train(teacher, teacher.params, teacher_x,
-                                                        k_teacher)
+                                                        k_teacher, emb)
     t_frames, t_clip = jax.lax.stop_gradient(t_frames), jax.lax.stop_gradient(t_clip)
     weight = consistency_weight(state.step, s.consistency_weight, s.rampup_steps)
 
     def loss_fn(params):
-        (frames, clip), batch_stats = state_lib.apply_train(state, params, student_x, k_student)
+        (frames, clip), batch_stats = state_lib.apply_train(state, params, student_x, k_student,
+                                                            emb)
         weak_bce = state_lib.bce(clip, weak_t, s.bce_eps).mean(-1)
         strong_bce = state_lib.bce(frames, strong_t, s.bce_eps).mean((-2, -1))
         mse = ((frames - t_frames) ** 2).mean((-2, -1)) + ((clip - t_clip) ** 2).mean(-1)
@@ -188,7 +192,9 @@ def build_training(inputs: common.Inputs, config=None) -> Training:
                         else np.zeros((len(a), c), np.float32)
                         for a, k in zip(parts_arrays, kinds)]),
         {"kind": np.concatenate([np.full(n, k, np.int32) for n, k in zip(sizes, kinds)]),
-         "strong": strong})
+         "strong": strong,
+         **({"embeddings": pipeline.ConcatRows([a.extra["embeddings"] for a in parts_arrays])}
+            if "embeddings" in parts_arrays[0].extra else {})})
     # a validation split in the dataset picks the checkpoint; none: hold out training clips
     held_out = 0.0 if common.has_validation_split(inputs) else mt.val_fraction
     train_weak, val_weak = _split_rows(sizes[0], held_out, config.seed, 101)

@@ -33,7 +33,8 @@ def train_step(state, batch, bce_eps: float, output: str, ordered: bool = False)
     rng = state_lib.step_key(state)
 
     def loss_fn(params):
-        (frames, clip), batch_stats = state_lib.apply_train(state, params, batch["features"], rng)
+        (frames, clip), batch_stats = state_lib.apply_train(state, params, batch["features"], rng,
+                                                            batch.get("embeddings"))
         probs = clip if output == "clip" else frames
         labels = batch["labels"]  # (B, C): broadcast to every frame for the frame output
         targets = labels if probs.ndim == labels.ndim else labels[:, None, :]

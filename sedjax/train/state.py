@@ -34,16 +34,18 @@ def rampup_factor(step: jax.Array, rampup_steps: int) -> jax.Array:
 
 
 def create_train_state(rng: jax.Array, model: nn.Module, optim_config, input_shape,
-                       rampup_steps: int = 0) -> TrainState:
+                       rampup_steps: int = 0, embeddings_shape=None) -> TrainState:
     """Initializes the model (Keras-like init) and Adam with the section's settings.
 
     With a list of learning rates (one per run, `learning_rates`), the rate is part of the
     optimizer state, so that runs stacked into one program each keep their own.
     rampup_steps > 0: the learning rate ramps up over that many steps (rampup_factor).
+    embeddings_shape: (frames, size) of the pre-extracted embeddings the model reads, or None.
     """
     init_rng, dropout_rng = jax.random.split(rng)
+    embeddings = None if embeddings_shape is None else jnp.zeros((1, *embeddings_shape))
     variables = model.init({"params": init_rng}, jnp.zeros((1, *input_shape), jnp.float32),
-                           train=False)
+                           train=False, **_embeddings(embeddings))
     adam = optax.adam
     if optim_config.get("learning_rates"):
         adam = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root"))
@@ -67,18 +69,25 @@ def step_key(state: TrainState) -> jax.Array:
                               jax.lax.axis_index(AXIS))
 
 
-def apply_train(state: TrainState, params, features: jax.Array, rng: jax.Array):
+def _embeddings(embeddings) -> dict:
+    """The model's keyword for pre-extracted embeddings, only when there are some (the seed's
+    CRNN takes none)."""
+    return {} if embeddings is None else {"embeddings": embeddings}
+
+
+def apply_train(state: TrainState, params, features: jax.Array, rng: jax.Array,
+                embeddings: jax.Array | None = None):
     """Training-mode forward pass: ((frames, clip), new BatchNorm statistics)."""
     outputs, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
                                       features, train=True, rngs={"dropout": rng},
-                                      mutable=["batch_stats"])
+                                      mutable=["batch_stats"], **_embeddings(embeddings))
     return outputs, updates["batch_stats"]
 
 
-def apply_eval(state: TrainState, features: jax.Array):
+def apply_eval(state: TrainState, features: jax.Array, embeddings: jax.Array | None = None):
     """Inference-mode forward pass (running BatchNorm statistics): (frames, clip)."""
     return state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, features,
-                          train=False)
+                          train=False, **_embeddings(embeddings))
 
 
 def gradient_step(state: TrainState, loss_fn: Callable, batch_size: int, ordered: bool = False
