@@ -12,7 +12,8 @@ workdir/
   predictions/                 <split>_probs.npy (frame probabilities), <split>_events.csv,
                                <split>_psd_roc.npz (PSD-ROC curves), for validation (when the
                                dataset has it), test and eval
-  postprocess.json             the post-processing chosen on validation (postprocess.tune)
+  postprocess.json             the post-processing chosen on validation (postprocess.tune:
+                               median-filter lengths or cSEBB parameters per class)
   results.json, results.txt    sed_eval event/segment scores, PSDS1/2 and best collar F1 of
                                the validation and test splits
   class_scores.png, psd_roc.png, training_curves.png, piano_roll.png
