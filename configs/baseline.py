@@ -41,6 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
     # read metadata/train/synthetic.csv (strongly labelled clips, DCASE2019 layout) when present;
     # the 2018 task had none
     d.use_strong = False
+    # convert clips at another rate (or stereo) once into <workdir>/audio_<rate>/ (as DESED_task
+    # writes *_16k folders); off: converted while the features are computed (cached with them)
+    d.resample_cache = False
     # Synthetic soundscapes (used when dataset == 'synthetic'; written to <workdir>/synthetic
     # unless root is set). Sizes of the real DCASE2018 set.
     d.synthetic = s = ml_collections.ConfigDict()

@@ -97,4 +97,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.root = "~/data/dcase/dataset"  # DESED_task's data/dcase/dataset
     c.data.use_strong = True
     c.data.use_validation = True
+    c.data.resample_cache = True  # DESED_task resamples 44.1 kHz audio once (*_16k folders)
     return add_desed_training(add_desed_crnn(add_desed_features(c)))

@@ -45,7 +45,7 @@ from absl import logging
 
 from sedjax import (csebbs, evaluation, files, multirun, plots, postprocess, psds,
                     recipes, report, sharding, tensorboard, tuning, validation)
-from sedjax.data import dataset, embeddings, features, pipeline, synthetic
+from sedjax.data import dataset, embeddings, features, pipeline, resample, synthetic
 from sedjax.models import crnn
 from sedjax.recipes import common
 from sedjax.train import checkpoint, runs as runs_lib
@@ -87,6 +87,15 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
             f"postprocess.tune: tuned post-processing needs a validation split "
             f"({dataset.LAYOUTS[layout]['validation'][0]} under {root}); there is none: set "
             f"--config.postprocess.tune.median_filters=() or add one")
+    if config.data.resample_cache:  # other rates / stereo converted once (DESED's *_16k)
+        where = resample.cache_dir(workdir, config.features)
+        if primary:
+            for name in splits:
+                splits[name] = resample.cached_split(splits[name], config.features, where)
+        sharding.sync("resampled audio")
+        if not primary:  # every copy exists now: the same paths, nothing written
+            splits = {n: resample.cached_split(s, config.features, where)
+                      for n, s in splits.items()}
     arrays = {}
     for name, split in list(splits.items()):
         feats, frames, unreadable = features.extract_split(

@@ -1,6 +1,7 @@
 """The DESED layout: the generator writes it, the reader reads it as DESED_task's folders are,
 and a folder with the faults real downloads have runs (or stops with one message)."""
 
+import importlib.util
 import json
 import pathlib
 import subprocess
@@ -102,12 +103,15 @@ def faulty_root(tmp_path_factory):
     stereo = sorted((root / "audio/validation/validation").glob("*.wav"))[0]
     y, sr = soundfile.read(stereo)
     soundfile.write(stereo, np.stack([y, 0.5 * y], axis=1), sr)
-    return root, missing.name
+    return root, missing.name, stereo.name
 
 
 def test_faulty_folder_runs_and_logs_what_it_skipped(faulty_root, tmp_path):
-    root, missing = faulty_root
-    proc = _main(root, tmp_path / "w")
+    """...with cSEBBs tuned on validation (when sebbs is installed), which detection reuses."""
+    root, missing, _ = faulty_root
+    tuned = ["--config.postprocess.tune.method=csebbs", "--config.postprocess.tune.metric=psds1"]
+    csebbs = importlib.util.find_spec("sebbs") is not None
+    proc = _main(root, tmp_path / "w", *(tuned if csebbs else []))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "validation: event-based macro F1" in proc.stdout
     log = (tmp_path / "w" / dataset.ERROR_LOG).read_text()
@@ -115,10 +119,26 @@ def test_faulty_folder_runs_and_logs_what_it_skipped(faulty_root, tmp_path):
     results = json.loads((tmp_path / "w/results.json").read_text())
     assert results["test"]["threshold_independent"]["num_files"] == 8
     assert results["validation"]["threshold_independent"]["num_files"] == 8  # stereo clip read
+    # the 44.1 kHz clips were converted once to 16 kHz mono copies, which the features read
+    cache = tmp_path / "w/audio_16000"
+    copies = sorted(cache.glob("*/*.wav"))
+    assert len(copies) == 7 + 8 + 8 + 8 + 8  # the missing and the broken clip have none
+    for p in (copies[0], cache / "validation" / faulty_root[2]):
+        info = soundfile.info(p)
+        assert (info.samplerate, info.channels) == (16000, 1)
+    if csebbs:
+        from sedjax import detect
+        assert results["postprocess"]["method"] == "csebbs"
+        chosen = json.loads((tmp_path / "w/model/postprocess.json").read_text())
+        assert set(chosen["csebbs"]["step_filter_length"]) == set(CLASSES)
+        detector = detect.Detector.from_workdir(tmp_path / "w")
+        assert detector.postprocess["csebbs"] == chosen["csebbs"]
+        clip = sorted((root / "audio/eval/public").glob("*.wav"))[0]
+        assert isinstance(detector.detect(clip), list)
 
 
 def test_bad_tsv_row_stops_with_one_message_naming_file_and_line(faulty_root, tmp_path):
-    root, _ = faulty_root
+    root, _, _ = faulty_root
     bad = tmp_path / "bad"
     import shutil
     shutil.copytree(root, bad)
