@@ -452,8 +452,9 @@ def generate(out_dir: str | os.PathLike, *, num_weak: int, num_unlabeled: int, n
             if split in durations:
                 (out / durations[split]).unlink(missing_ok=True)
             continue
+        # DESED's tsv files list events only (a quiet clip is in the durations file)
         _write_strong_csv(out / metadata[split], by_split[split],
-                          quiet_rows=split not in durations)
+                          quiet_rows=layout == "dcase2018" or split not in durations)
         if split in durations:
             _write_durations(out / durations[split], by_split[split])
     for s, d in audio_dirs.items():  # clips of an earlier, larger generation would linger
