@@ -62,7 +62,7 @@ def tune(tune_config, filenames: Sequence[str], reference_events: Sequence[dict]
     classes = [str(c) for c in classes]
     present = sorted({str(e["event_label"]) for e in reference_events}, key=classes.index)
     tables = _tables(probs, filenames, classes, frame_seconds, valid)
-    durations = {k: len(t) * float(frame_seconds) for k, t in zip(tables, tables.values())}
+    durations = {k: len(t) * float(frame_seconds) for k, t in tables.items()}
     if present != classes:  # sed_scores_eval needs reference events of every class it scores
         tables = {k: t.drop(columns=[c for c in classes if c not in present])
                   for k, t in tables.items()}

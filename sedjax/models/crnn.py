@@ -64,6 +64,26 @@ def max_pool(x, pool):
     return x.reshape(b, t // pt, pt, f // pf, pf, c).max(axis=(2, 4))
 
 
+def conv_and_norm(block: "ConvBlock", x, train: bool, kernel_init=glorot,
+                  bias_init=nn.initializers.zeros):
+    """A block's 'same' convolution (block.conv_impl) then BatchNorm; called inside the block's
+    compact __call__, so the layers are the block's own (Conv_0 / Im2ColConv_0, BatchNorm_0)."""
+    kernel = tuple(block.kernel_size)
+    if resolve_conv_impl(block.conv_impl) == "im2col":
+        x = Im2ColConv(block.features, kernel, dtype=block.dtype, kernel_init=kernel_init,
+                       bias_init=bias_init)(x)
+    else:
+        x = nn.Conv(block.features, kernel, padding="SAME", kernel_init=kernel_init,
+                    bias_init=bias_init, dtype=block.dtype)(x)
+    # axis_name: batch statistics are averaged over all devices, so the model sees the global
+    # batch whatever the device count; in a fixed order (sedjax's BatchNorm) or by flax's
+    # all-reduce (the same numbers on one device)
+    norm = BatchNorm if block.ordered_reductions else nn.BatchNorm
+    return norm(use_running_average=not train, momentum=block.bn_momentum,
+                epsilon=block.bn_epsilon, dtype=block.dtype,
+                axis_name=block.axis_name if train else None)(x)
+
+
 class ConvBlock(nn.Module):
     """Conv 3x3 same -> BatchNorm -> ReLU -> max-pool over frequency -> Dropout."""
 
@@ -80,18 +100,7 @@ class ConvBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        if resolve_conv_impl(self.conv_impl) == "im2col":
-            x = Im2ColConv(self.features, tuple(self.kernel_size), dtype=self.dtype)(x)
-        else:
-            x = nn.Conv(self.features, tuple(self.kernel_size), padding="SAME",
-                        kernel_init=glorot, dtype=self.dtype)(x)
-        # axis_name: batch statistics are averaged over all devices, so the model sees the
-        # global batch whatever the device count; in a fixed order (sedjax's BatchNorm) or by
-        # flax's all-reduce (the same numbers on one device)
-        norm = BatchNorm if self.ordered_reductions else nn.BatchNorm
-        x = norm(use_running_average=not train, momentum=self.bn_momentum,
-                 epsilon=self.bn_epsilon, dtype=self.dtype,
-                 axis_name=self.axis_name if train else None)(x)
+        x = conv_and_norm(self, x, train)
         x = nn.relu(x)
         x = max_pool(x, tuple(self.pool))
         return nn.Dropout(self.dropout, deterministic=not train)(x)

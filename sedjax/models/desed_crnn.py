@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from sedjax.models import crnn
-from sedjax.models.batch_norm import BatchNorm
 
 
 def torch_uniform(fan_in: int):
@@ -58,35 +57,14 @@ def adaptive_avg_pool_matrix(length: int, size: int) -> np.ndarray:
     return out
 
 
-class GatedConvBlock(nn.Module):
+class GatedConvBlock(crnn.ConvBlock):
     """Conv 3x3 same (bias) -> BatchNorm -> GLU (Linear_c(x) * sigmoid(x)) -> Dropout -> avg pool."""
-
-    features: int
-    kernel_size: Sequence[int]
-    pool: Sequence[int]
-    dropout: float
-    bn_momentum: float
-    bn_epsilon: float
-    conv_impl: str = "xla"
-    dtype: Any = jnp.float32
-    axis_name: str | None = None
-    ordered_reductions: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
         kh, kw = self.kernel_size
-        fan_in = kh * kw * x.shape[-1]
-        init = torch_uniform(fan_in)
-        if crnn.resolve_conv_impl(self.conv_impl) == "im2col":
-            x = crnn.Im2ColConv(self.features, (kh, kw), dtype=self.dtype, kernel_init=init,
-                                bias_init=init)(x)
-        else:
-            x = nn.Conv(self.features, (kh, kw), padding="SAME", kernel_init=init,
-                        bias_init=init, dtype=self.dtype)(x)
-        norm = BatchNorm if self.ordered_reductions else nn.BatchNorm
-        x = norm(use_running_average=not train, momentum=self.bn_momentum,
-                 epsilon=self.bn_epsilon, dtype=self.dtype,
-                 axis_name=self.axis_name if train else None)(x)
+        init = torch_uniform(kh * kw * x.shape[-1])
+        x = crnn.conv_and_norm(self, x, train, kernel_init=init, bias_init=init)
         gate = torch_uniform(self.features)
         x = nn.Dense(self.features, kernel_init=gate, bias_init=gate, dtype=self.dtype,
                      name="glu")(x) * nn.sigmoid(x)
