@@ -148,10 +148,10 @@ def get_config() -> ml_collections.ConfigDict:
     # in output frames (~1 s): one length, or one per class in data.classes' order. Output frame
     # i starts at i * hop_length * time pooling / sample_rate seconds (0.02 s here).
     pp.median_filter = ml_collections.FieldReference(51, field_type=object)  # int or tuple
-    # Tuned post-processing (sedjax/tuning.py), on the validation split only, per class:
+    # Tuned post-processing (sedjax/metrics/tuning.py), on the validation split only, per class:
     # method 'median_filter': a length from the grid median_filters (output frames); () = not
     # tuned (the seed: one fixed length). method 'csebbs': change-point bounding boxes
-    # (sedjax/csebbs.py; the optional sebbs package) from the grid in `csebbs`. metric: what a
+    # (sedjax/metrics/csebbs.py; the optional sebbs package) from the grid in `csebbs`. metric: what a
     # class's choice maximizes on validation: 'event_f1' (sed_eval, at `threshold`), 'psds1'
     # or 'collar_f1' (sed_scores_eval, over thresholds)
     pp.tune = t = ml_collections.ConfigDict()
@@ -179,7 +179,7 @@ def get_config() -> ml_collections.ConfigDict:
     r.log_every_epochs = 1
     # Average gradients and BatchNorm moments over devices in one fixed order, so that a run
     # gives the same numbers however its devices are split among processes (2 processes x 2
-    # devices == 4 x 1; sedjax.sharding.device_mean); False: a plain all-reduce (pmean),
+    # devices == 4 x 1; sedjax.runtime.sharding.device_mean); False: a plain all-reduce (pmean),
     # 1/devices of the traffic, for large models on many devices, whose results then differ
     # by rounding between process layouts
     r.ordered_reductions = True

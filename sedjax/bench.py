@@ -3,7 +3,7 @@ librosa, stages."""
 
 from __future__ import annotations
 
-from sedjax import host
+from sedjax.runtime import host
 
 if __name__ == "__main__":  # before the heavy imports; both models then share the allocator
     host.reexec_with_huge_pages("sedjax.bench")
@@ -27,11 +27,13 @@ from ml_collections import config_flags
 
 from sedjax.data import features
 from sedjax.models import crnn
-from sedjax import configfile, run as run_lib, sharding
+from sedjax import run as run_lib
+from sedjax.config import config_files
+from sedjax.runtime import sharding
 from sedjax.recipes import common, two_pass
 from sedjax.train import parallel, runs as runs_lib
 
-_DEFAULT_CONFIG = str(configfile.default_path("tiny"))
+_DEFAULT_CONFIG = str(config_files.default_path("tiny"))
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -57,10 +59,10 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
 
 
 def _torch_reference():
-    """sedjax.torch_reference, or None when torch cannot be imported."""
+    """sedjax.models.torch_reference, or None when torch cannot be imported."""
     try:
         import torch  # noqa: F401  (checked first: the module may be cached from before)
-        from sedjax import torch_reference
+        from sedjax.models import torch_reference
     except ImportError:
         return None
     return torch_reference
@@ -263,7 +265,7 @@ def run(batch_sizes: Sequence[int] = (32, 128), steps: int = 10, warmup: int = 2
           f"{env['device_kind']} | jax {v['jax']}  flax {v['flax']}  "
           f"torch {v['torch'] or 'not installed'}  librosa {v['librosa']} | "
           f"{env['cpu_count']} CPUs")
-    model_config = configfile.load(configfile.default_path("baseline"))
+    model_config = config_files.load(config_files.default_path("baseline"))
     model_config.model.dtype = dtype
     train = train_bench(model_config, batch_sizes, steps, warmup, repeats, skip_torch)
     p = train["params"]
@@ -299,7 +301,7 @@ def run(batch_sizes: Sequence[int] = (32, 128), steps: int = 10, warmup: int = 2
     pipe = None
     if not skip_pipeline:
         if config is None:
-            config = configfile.load(_DEFAULT_CONFIG)
+            config = config_files.load(_DEFAULT_CONFIG)
         pipe = pipeline_bench(config)
         print(f"== pipeline stages, wall s ({pipe['devices']} devices)")
         for stage, seconds in pipe["timings_s"].items():

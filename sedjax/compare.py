@@ -18,7 +18,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 
-from sedjax import report
+from sedjax.reporting import outputs
 
 METRICS = {"event_f1": ("event_based", "f_measure_macro"),
            "segment_f1": ("segment_based", "f_measure_macro")}
@@ -30,7 +30,7 @@ class BadInput(Exception):
 
 def read_run(workdir: pathlib.Path, split: str) -> dict:
     """{'workdir', 'event_f1', 'segment_f1'} (in %) of one finished run."""
-    path = workdir / report.RESULTS_FILENAME
+    path = workdir / outputs.RESULTS_FILENAME
     if not path.is_file():
         raise BadInput(f"{path}: not found (the run did not finish)")
     try:
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(format_table(table))
     if args.json:
-        report.write_json(args.json, table)
+        outputs.write_json(args.json, table)
     return 0
 
 

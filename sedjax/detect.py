@@ -31,7 +31,7 @@ others are still in the table); 2 the workdir has no usable model/config or a ba
 
 from __future__ import annotations
 
-from sedjax import host
+from sedjax.runtime import host
 
 if __name__ == "__main__":  # before the heavy imports: this process is replaced once
     host.reexec_with_huge_pages("sedjax.detect")
@@ -48,7 +48,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from sedjax import files, postprocess
+from sedjax.metrics import postprocess
+from sedjax.runtime import files
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 TABLE_HEADER = ("filename", "onset", "offset", "event_label", "max_probability")
@@ -200,7 +201,7 @@ class Detector:
         self.postprocess = {"threshold": float(pp.threshold), "median_filter": int(size)
                             if not isinstance(size, list) else size}
         boxes = postprocess.csebbs_settings(pp)
-        if boxes:  # cSEBBs tuned on validation (sedjax.csebbs) replace the median filter
+        if boxes:  # cSEBBs tuned on validation (sedjax.metrics.csebbs) replace the median filter
             self.postprocess["csebbs"] = boxes
         if apply_fn is None:
             model = crnn.from_config(config.model, len(self.classes))

@@ -22,7 +22,9 @@ from collections.abc import Sequence
 
 from absl import logging
 
-from sedjax import configfile, evaluation, postprocess, report
+from sedjax.config import config_files
+from sedjax.metrics import postprocess, sed_eval_scores
+from sedjax.reporting import outputs
 
 EXIT_BAD_INPUT = 2
 
@@ -42,19 +44,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("estimated", nargs="?", default=None,
                    help="estimated events CSV (same format); optional when --probs is given")
     p.add_argument("--json", default=None, help="write the results dict to this JSON file")
-    p.add_argument("--config", default=str(configfile.default_path("baseline")),
+    p.add_argument("--config", default=str(config_files.default_path("baseline")),
                    help="ml_collections config file whose data.classes and evaluation section "
                         "are used (default: %(default)s)")
     p.add_argument("--classes", default=None,
                    help="comma-separated class labels (default: the config's data.classes)")
     p.add_argument("--t_collar", type=float, default=None,
-                   help="onset collar, seconds (default: the config's evaluation.t_collar)")
+                   help="onset collar, seconds (default: the config's sed_eval_scores.t_collar)")
     p.add_argument("--percentage_of_length", type=float, default=None,
                    help="offset collar as a fraction of the reference length (max with t_collar;"
-                        " default: the config's evaluation.percentage_of_length)")
+                        " default: the config's sed_eval_scores.percentage_of_length)")
     p.add_argument("--segment_seconds", type=float, default=None,
                    help="segment length of the segment-based metric, seconds (default: the "
-                        "config's evaluation.segment_seconds)")
+                        "config's sed_eval_scores.segment_seconds)")
     g = p.add_argument_group(
         "threshold-independent scores (sed_scores_eval: PSDS1, PSDS2, best collar-based F1)")
     g.add_argument("--probs", default=None,
@@ -83,8 +85,8 @@ def _load_config(args: argparse.Namespace):
     """The --config file's ConfigDict, run once per command and kept on `args`."""
     if getattr(args, "loaded_config", None) is None:
         try:
-            args.loaded_config = configfile.load(args.config)
-        except configfile.ConfigFileError as e:
+            args.loaded_config = config_files.load(args.config)
+        except config_files.ConfigFileError as e:
             raise BadInput(str(e)) from None
     return args.loaded_config
 
@@ -107,7 +109,7 @@ def _classes_and_settings(args: argparse.Namespace) -> tuple[list[str], str, dic
             raise BadInput(f"data.classes of config file {args.config} is empty")
         source = f"data.classes of {args.config}"
     try:
-        settings = evaluation.evaluation_settings(config.evaluation)
+        settings = sed_eval_scores.evaluation_settings(config.evaluation)
     except (AttributeError, KeyError):
         raise BadInput(f"config file {args.config} has no evaluation section") from None
     except ValueError as e:
@@ -208,7 +210,7 @@ def threshold_independent_scores(args: argparse.Namespace, classes: list[str],
     """PSDS1, PSDS2 and the best collar F1 of --probs against the reference; (figures, curves)."""
     import numpy as np
 
-    from sedjax import psds
+    from sedjax.metrics import psds
 
     order_path = args.probs_order or args.reference
     if args.probs_order:
@@ -269,7 +271,7 @@ def score(args: argparse.Namespace) -> dict:
         figures, curves = threshold_independent_scores(args, classes, ref_events, ref_files)
         results["threshold_independent"] = figures
         if args.curves:
-            from sedjax import psds
+            from sedjax.metrics import psds
             psds.save_curves(args.curves, curves)
             logging.info("Wrote %s", args.curves)
     return results
@@ -288,7 +290,7 @@ def _score_events(args: argparse.Namespace, classes: list[str], source: str, con
             raise BadInput(f"{path}: event labels not in {source}: {', '.join(bad)}")
     try:
         # Reference files absent from the estimate are scored as files with no estimated events.
-        return evaluation.evaluate_events(ref_events, est_events, ref_files, classes, config)
+        return sed_eval_scores.evaluate_events(ref_events, est_events, ref_files, classes, config)
     except ValueError as e:  # e.g. sed_eval rejecting a collar value
         raise BadInput(str(e)) from None
 
@@ -302,12 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if "event_based" in results:
-        print(evaluation.format_table(results))
+        print(sed_eval_scores.format_table(results))
     if "threshold_independent" in results:
-        from sedjax import psds
+        from sedjax.metrics import psds
         print(psds.format_lines(results["threshold_independent"], class_wise=True))
     if args.json:
-        report.write_json(args.json, results)
+        outputs.write_json(args.json, results)
         logging.info("Wrote %s", args.json)
     return 0
 

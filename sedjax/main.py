@@ -1,6 +1,6 @@
 """Runs the whole system: python -m sedjax.main --config=configs/demo.py --workdir=DIR."""
 
-from sedjax import host
+from sedjax.runtime import host
 
 if __name__ == "__main__":  # before the heavy imports (~3 s): this process is replaced
     host.reexec_with_huge_pages("sedjax.main")
@@ -13,7 +13,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sedjax import distributed, run, validation
+from sedjax import run
+from sedjax.config import validate
+from sedjax.runtime import distributed
 from sedjax.data import dataset
 
 FLAGS = flags.FLAGS
@@ -50,7 +52,7 @@ def main(argv):
                  jax.process_count(), jax.local_devices())
     try:
         run.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (validation.ConfigError, dataset.DatasetError) as e:
+    except (validate.ConfigError, dataset.DatasetError) as e:
         # a user's mistake (config or data): one message naming the field or file
         sys.exit(f"error: {e}")
 

@@ -20,7 +20,8 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sedjax import postprocess, report
+from sedjax.metrics import postprocess
+from sedjax.reporting import outputs
 
 EARLY_SECONDS = 0.2
 COLLAR_SECONDS = 0.2
@@ -135,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(format_rows(rows))
     if args.json:
-        report.write_json(args.json, rows)
+        outputs.write_json(args.json, rows)
     return 0
 
 

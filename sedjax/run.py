@@ -43,8 +43,11 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax import (csebbs, evaluation, files, multirun, plots, postprocess, psds,
-                    recipes, report, sharding, tensorboard, tuning, validation)
+from sedjax import recipes
+from sedjax.config import validate
+from sedjax.metrics import csebbs, postprocess, psds, sed_eval_scores, tuning
+from sedjax.reporting import outputs, plots, run_tables, tensorboard
+from sedjax.runtime import files, sharding
 from sedjax.data import dataset, embeddings, features, pipeline, resample, synthetic
 from sedjax.models import crnn
 from sedjax.recipes import common
@@ -190,7 +193,7 @@ def plot_run(config, workdir: pathlib.Path, training: dict, split: dataset.Split
 def train_and_evaluate(config, workdir) -> dict:
     """Runs (or resumes) every stage and returns the summary written to results.json."""
     mesh = sharding.make_mesh()
-    validation.validate(config, sharding.num_shards(mesh))
+    validate.validate(config, sharding.num_shards(mesh))
     recipe = recipes.get(config.recipe)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +213,7 @@ def train_and_evaluate(config, workdir) -> dict:
     for d in dirs:
         (d / "predictions").mkdir(parents=True, exist_ok=True)
     scored = [n for n in SCORED_SPLITS if n in splits]
-    training = report.read_json(workdir / "training.json")
+    training = outputs.read_json(workdir / "training.json")
     if training is None or not all((d / "predictions" / f"{n}_probs.npy").exists()
                                    for d in dirs for n in scored):
         # scalars per epoch for `tensorboard --logdir WORKDIR`, written by process 0 only
@@ -242,8 +245,8 @@ def train_and_evaluate(config, workdir) -> dict:
                 checkpoint.save_model(d, runs.take(trained.state, k), stats)
                 if not runs.single:  # each run folder reads as a single run's workdir
                     files.write_text(d / "config.json", c.to_json_best_effort(indent=2))
-                    report.write_json(d / "training.json", per_run[k])
-            report.write_json(workdir / "training.json", training)
+                    outputs.write_json(d / "training.json", per_run[k])
+            outputs.write_json(workdir / "training.json", training)
     else:
         logging.info("training: done before (recipe %s); reusing %s", training["recipe"],
                      " ".join(str(d / "predictions") for d in dirs))
@@ -268,14 +271,14 @@ def train_and_evaluate(config, workdir) -> dict:
             print(_validation_line(scored_runs[0][0]["validation"], len(splits["validation"])))
         print(_f1_line(scored_runs[0][0]["test"], len(splits["test"]), workdir))
         return summaries[0]
-    summary = multirun.summary(config.recipe, dirs, summaries, scored, timings, devices)
-    report.write_results(workdir, summary)
-    text = multirun.format_table(summary, scored)
+    summary = run_tables.summary(config.recipe, dirs, summaries, scored, timings, devices)
+    outputs.write_results(workdir, summary)
+    text = run_tables.format_table(summary, scored)
     files.write_text(workdir / "results.txt", text + "\n")
     print(text)
     if "validation" in scored:
-        print(multirun.validation_line(summary, len(splits["validation"])))
-    print(multirun.f1_line(summary, len(splits["test"]), workdir))
+        print(run_tables.validation_line(summary, len(splits["validation"])))
+    print(run_tables.f1_line(summary, len(splits["test"]), workdir))
     return summary
 
 
@@ -294,7 +297,7 @@ def choose_postprocess(config, run_dir: pathlib.Path, splits: dict, arrays: dict
                                       crnn.frame_seconds(config), valid)
     tuned["tuned_on"] = common.VALIDATION
     for folder in (run_dir, run_dir / checkpoint.MODEL_DIR):
-        report.write_json(folder / "postprocess.json", tuned)
+        outputs.write_json(folder / "postprocess.json", tuned)
     return tuning.apply(config, tuned), tuned
 
 
@@ -326,12 +329,12 @@ def score_run(config, run_dir: pathlib.Path, training: dict, splits: dict, array
 
 def report_run(run_dir: pathlib.Path, results: dict, curves: dict, summary: dict) -> str:
     """Writes one run's results.json, results.txt and score plots; returns the test table."""
-    report.write_results(run_dir, summary)
-    table = (evaluation.format_table(results["test"]) + "\n\n"
+    outputs.write_results(run_dir, summary)
+    table = (sed_eval_scores.format_table(results["test"]) + "\n\n"
              + psds.format_lines(results["test"]["threshold_independent"]))
     files.write_text(run_dir / "results.txt", table + "\n")
-    report.plot_class_scores(results["test"], run_dir / "class_scores.png")
-    report.plot_psd_roc(curves["test"], run_dir / "psd_roc.png",
+    outputs.plot_class_scores(results["test"], run_dir / "class_scores.png")
+    outputs.plot_psd_roc(curves["test"], run_dir / "psd_roc.png",
                         results["test"]["threshold_independent"])
     return table
 
@@ -350,7 +353,7 @@ def _validation_line(val: dict, clips: int) -> str:
 def _f1_line(test: dict, clips: int, workdir: pathlib.Path) -> str:
     ev = test["event_based"]
     er = ev["error_rate_macro"]
-    er = (f"{er:.3f}" if evaluation.error_rate_is_defined(er) else
+    er = (f"{er:.3f}" if sed_eval_scores.error_rate_is_defined(er) else
           f"{er:.0e} (sed_eval's ER of a class without reference events)")
     return (f"event-based macro F1 {100 * ev['f_measure_macro']:.2f} %  ER {er}  (test, "
             f"{clips} clips)  -> {workdir / 'results.json'}")

@@ -9,7 +9,7 @@ import functools
 import os
 import sys
 
-from sedjax import distributed
+from sedjax.runtime import distributed
 
 if os.environ.get("SEDJAX_COORDINATOR"):
     distributed.initialize()
@@ -20,7 +20,7 @@ import optax  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from configs import tiny  # noqa: E402
-from sedjax import sharding  # noqa: E402
+from sedjax.runtime import sharding  # noqa: E402
 from sedjax.recipes import common, two_pass  # noqa: E402
 from sedjax.train import parallel  # noqa: E402
 

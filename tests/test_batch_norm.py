@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from sedjax import sharding
+from sedjax.runtime import sharding
 from sedjax.models.batch_norm import BatchNorm
 
 

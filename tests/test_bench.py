@@ -26,7 +26,7 @@ def flax_param_count() -> int:
 
 def test_torch_model_matches_flax_size():
     pytest.importorskip("torch")
-    from sedjax import torch_reference
+    from sedjax.models import torch_reference
     model = torch_reference.build_model()
     ours, theirs = flax_param_count(), torch_reference.count_params(model)
     assert abs(theirs - ours) / ours < 0.01, (ours, theirs)

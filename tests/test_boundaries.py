@@ -1,7 +1,7 @@
 """Import boundaries of the library, checked on the source (ast), not by importing it.
 
 (a) No module under sedjax/ imports the top-level `configs` package: settings reach the library
-    through a config object or arguments (tools load config files with sedjax.configfile).
+    through a config object or arguments (tools load config files with sedjax.config.config_files).
 (b) Nothing under sedjax/data imports sedjax.train or sedjax.recipes: data comes before training.
 """
 
@@ -99,7 +99,7 @@ def test_library_never_imports_configs():
     assert len(files) > 10
     bad = offenders(files, ("configs",))
     assert not bad, ("sedjax/ must not import the top-level `configs` package (pass the config "
-                     "or its values in; tools use sedjax.configfile.load):\n  " + "\n  ".join(bad))
+                     "or its values in; tools use sedjax.config.config_files.load):\n  " + "\n  ".join(bad))
 
 
 def test_data_does_not_import_train_or_recipes():

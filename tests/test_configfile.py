@@ -1,4 +1,4 @@
-"""sedjax.configfile: config files loaded by path (the library never imports `configs`)."""
+"""sedjax.config.config_files: config files loaded by path (the library never imports `configs`)."""
 
 import os
 import pathlib
@@ -10,23 +10,23 @@ import pytest
 
 import sedjax
 from configs import baseline, tiny
-from sedjax import configfile
+from sedjax.config import config_files
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_default_path_is_the_repository_configs():
-    assert configfile.default_path("baseline") == REPO / "configs" / "baseline.py"
-    assert configfile.default_path("tiny").parent == (
+    assert config_files.default_path("baseline") == REPO / "configs" / "baseline.py"
+    assert config_files.default_path("tiny").parent == (
         pathlib.Path(sedjax.__file__).resolve().parents[1] / "configs")
 
 
 def test_load_equals_get_config():
-    c = configfile.load(configfile.default_path("baseline"))
+    c = config_files.load(config_files.default_path("baseline"))
     assert isinstance(c, ml_collections.ConfigDict)
     assert c.to_dict() == baseline.get_config().to_dict()
     # tiny derives from demo, which derives from baseline (`from configs import ...`)
-    assert configfile.load(str(configfile.default_path("tiny"))).to_dict() == (
+    assert config_files.load(str(config_files.default_path("tiny"))).to_dict() == (
         tiny.get_config().to_dict())
 
 
@@ -34,7 +34,7 @@ def test_load_by_path_from_elsewhere(tmp_path):
     # Another working directory, no PYTHONPATH: the config's own `from configs import baseline`
     # still resolves (load puts the repository root on sys.path when it is absent).
     code = ("from sedjax import configfile; "
-            "c = configfile.load(configfile.default_path('tiny')); print(c.data.classes[0])")
+            "c = config_files.load(config_files.default_path('tiny')); print(c.data.classes[0])")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
@@ -44,17 +44,17 @@ def test_load_by_path_from_elsewhere(tmp_path):
 
 def test_errors_name_the_file(tmp_path):
     missing = tmp_path / "nowhere.py"
-    with pytest.raises(configfile.ConfigFileError, match="nowhere.py"):
-        configfile.load(missing)
+    with pytest.raises(config_files.ConfigFileError, match="nowhere.py"):
+        config_files.load(missing)
     no_function = tmp_path / "no_function.py"
     no_function.write_text("get_config = 3\n")
-    with pytest.raises(configfile.ConfigFileError, match="no_function.py.*get_config"):
-        configfile.load(no_function)
+    with pytest.raises(config_files.ConfigFileError, match="no_function.py.*get_config"):
+        config_files.load(no_function)
     broken = tmp_path / "broken.py"
     broken.write_text("import no_such_module_anywhere\n")
-    with pytest.raises(configfile.ConfigFileError, match="broken.py.*no_such_module_anywhere"):
-        configfile.load(broken)
+    with pytest.raises(config_files.ConfigFileError, match="broken.py.*no_such_module_anywhere"):
+        config_files.load(broken)
     not_a_config = tmp_path / "dict_config.py"
     not_a_config.write_text("def get_config():\n    return {'a': 1}\n")
-    with pytest.raises(configfile.ConfigFileError, match="dict_config.py.*ConfigDict"):
-        configfile.load(not_a_config)
+    with pytest.raises(config_files.ConfigFileError, match="dict_config.py.*ConfigDict"):
+        config_files.load(not_a_config)

@@ -4,7 +4,7 @@ value; each line of DESED_TASK names where DESED_task keeps the value."""
 import pytest
 
 from configs import demo_desed, desed_baseline
-from sedjax import validation
+from sedjax.config import validate
 
 # (sedjax config field, DESED_task's value, where DESED_task has it); DCASE-REPO/DESED_task,
 # recipes/dcase2023_task4_baseline (confs/default.yaml unless said otherwise)
@@ -88,7 +88,7 @@ def test_value_equals_desed_tasks(field, value, where):
 
 
 def test_psds_settings_are_dcase_2023s():
-    from sedjax import psds
+    from sedjax.metrics import psds
     s = psds.Settings.from_mapping(desed_baseline.get_config().evaluation.get("psds"))
     assert (s.psds["psds1"].dtc_threshold, s.psds["psds1"].gtc_threshold,
             s.psds["psds1"].alpha_ct, s.psds["psds1"].max_efpr) == (0.7, 0.7, 0.0, 100.0)
@@ -99,7 +99,7 @@ def test_psds_settings_are_dcase_2023s():
 @pytest.mark.parametrize("make", [desed_baseline.get_config, demo_desed.get_config,
                                   lambda: demo_desed.get_config("seed_crnn")])
 def test_desed_configs_validate(make):
-    validation.validate(make(), num_devices=4)
+    validate.validate(make(), num_devices=4)
 
 
 def test_demo_keeps_the_baselines_system():

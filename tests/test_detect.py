@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from sedjax import configfile, detect, postprocess
+from sedjax import detect
+from sedjax.config import config_files
+from sedjax.metrics import postprocess
 from sedjax.data import features
 from sedjax.models import crnn
 
@@ -32,7 +34,7 @@ SHORT_BURSTS = [(1.0, 2.0), (2.5, 3.0)]  # the second runs to the end of the 3 s
 def tiny_config(**model):
     """configs/tiny.py, round-tripped through JSON as config.json stores it (lists)."""
     import ml_collections
-    c = configfile.load(ROOT / "configs" / "tiny.py")
+    c = config_files.load(ROOT / "configs" / "tiny.py")
     for k, v in model.items():
         c.model[k] = v
     return ml_collections.ConfigDict(json.loads(c.to_json_best_effort()))
@@ -151,7 +153,7 @@ def exported(tmp_path_factory):
     from sedjax.recipes import common
     from sedjax.train import checkpoint
 
-    c = configfile.load(ROOT / "configs" / "tiny.py")
+    c = config_files.load(ROOT / "configs" / "tiny.py")
     c.model.conv_features = (8, 8, 8)
     c.model.gru_units = 8
     workdir = tmp_path_factory.mktemp("run")
@@ -260,7 +262,7 @@ def test_workdir_without_model(tmp_path, capsys):
     untrained = tmp_path / "untrained"
     untrained.mkdir()
     (untrained / "config.json").write_text(
-        configfile.load(ROOT / "configs" / "tiny.py").to_json_best_effort())
+        config_files.load(ROOT / "configs" / "tiny.py").to_json_best_effort())
     proc = run_cli(f"--workdir={untrained}", audio)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from sedjax import postprocess
+from sedjax.metrics import postprocess
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -68,7 +68,7 @@ def test_score_is_computed_and_consistent(workdir):
 
 
 def test_threshold_independent_scores_and_tensorboard_scalars(workdir):
-    from sedjax import tensorboard
+    from sedjax.reporting import tensorboard
 
     path, proc = workdir
     ti = json.loads((path / "results.json").read_text())["test"]["threshold_independent"]

@@ -1,4 +1,4 @@
-"""Tests of sedjax.evaluation (sed_eval wrapper) and the `python -m sedjax.evaluate` command."""
+"""Tests of sedjax.metrics.sed_eval_scores (sed_eval wrapper) and the `python -m sedjax.evaluate` command."""
 
 import json
 import math
@@ -11,7 +11,7 @@ import pytest
 import sed_eval
 
 from configs import baseline
-from sedjax import evaluation, postprocess
+from sedjax.metrics import postprocess, sed_eval_scores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = list(baseline.CLASSES)  # the default class list of `python -m sedjax.evaluate`
@@ -85,7 +85,7 @@ def check_against_sed_eval(results, em, sm):
 
 
 def test_matches_sed_eval_and_hand_counts():
-    results = evaluation.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, CONFIG)
+    results = sed_eval_scores.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, CONFIG)
     check_against_sed_eval(results, *sed_eval_direct(REFERENCE, ESTIMATED, FILES))
     json.dumps(results, allow_nan=False)  # strict JSON: NaN became null
 
@@ -112,7 +112,7 @@ def test_matches_sed_eval_and_hand_counts():
 
 
 def test_perfect_estimate():
-    results = evaluation.evaluate_events(REFERENCE, REFERENCE, FILES, CLASSES, CONFIG)
+    results = sed_eval_scores.evaluate_events(REFERENCE, REFERENCE, FILES, CLASSES, CONFIG)
     for key in ("event_based", "segment_based"):
         assert results[key]["f_measure_macro"] == pytest.approx(1.0)
         assert results[key]["f_measure_micro"] == pytest.approx(1.0)
@@ -123,48 +123,48 @@ def test_perfect_estimate():
 def test_one_onset_off_by_point_three_is_miss_and_false_alarm():
     shifted = [dict(e) for e in REFERENCE]
     shifted[0]["onset"] += 0.3  # the Cat event
-    cat = evaluation.evaluate_events(REFERENCE, shifted, FILES, CLASSES, CONFIG)["event_based"]
+    cat = sed_eval_scores.evaluate_events(REFERENCE, shifted, FILES, CLASSES, CONFIG)["event_based"]
     assert cat["class_wise"]["Cat"]["f_measure"] == 0.0
     assert cat["class_wise"]["Cat"]["error_rate"] == pytest.approx(2.0)
     assert cat["error_rate_micro"] == pytest.approx(2 / 5)
     # 0.15 s is inside the collar: still a hit.
     shifted[0]["onset"] = REFERENCE[0]["onset"] + 0.15
-    ok = evaluation.evaluate_events(REFERENCE, shifted, FILES, CLASSES, CONFIG)["event_based"]
+    ok = sed_eval_scores.evaluate_events(REFERENCE, shifted, FILES, CLASSES, CONFIG)["event_based"]
     assert ok["class_wise"]["Cat"]["f_measure"] == 1.0
 
 
 def test_empty_system_output_scores_zero_not_nan():
-    results = evaluation.evaluate_events(REFERENCE, [], FILES, CLASSES, CONFIG)
+    results = sed_eval_scores.evaluate_events(REFERENCE, [], FILES, CLASSES, CONFIG)
     assert results["event_based"]["f_measure_macro"] == 0.0
     assert results["event_based"]["error_rate_micro"] == pytest.approx(1.0)
 
 
 def test_rejects_unknown_file_and_label():
     with pytest.raises(ValueError, match="zz.wav"):
-        evaluation.evaluate_events(REFERENCE, [ev("zz.wav", 0, 1, "Cat")], FILES, CLASSES, CONFIG)
+        sed_eval_scores.evaluate_events(REFERENCE, [ev("zz.wav", 0, 1, "Cat")], FILES, CLASSES, CONFIG)
     with pytest.raises(ValueError, match="Unicorn"):
-        evaluation.evaluate_events(REFERENCE, [ev("f1.wav", 0, 1, "Unicorn")], FILES, CLASSES,
+        sed_eval_scores.evaluate_events(REFERENCE, [ev("f1.wav", 0, 1, "Unicorn")], FILES, CLASSES,
                                    CONFIG)
 
 
 def test_settings_are_required_and_read_from_config_or_mapping():
-    assert evaluation.evaluation_settings(baseline.get_config().evaluation) == CONFIG
-    assert evaluation.evaluation_settings(dict(CONFIG, extra=1)) == CONFIG  # others ignored
+    assert sed_eval_scores.evaluation_settings(baseline.get_config().evaluation) == CONFIG
+    assert sed_eval_scores.evaluation_settings(dict(CONFIG, extra=1)) == CONFIG  # others ignored
     partial = {k: v for k, v in CONFIG.items() if k != "t_collar"}
     with pytest.raises(ValueError, match="t_collar"):
-        evaluation.evaluate_events(REFERENCE, REFERENCE, FILES, CLASSES, partial)
+        sed_eval_scores.evaluate_events(REFERENCE, REFERENCE, FILES, CLASSES, partial)
     with pytest.raises(ValueError, match="segment_seconds"):
-        evaluation.evaluate_events(REFERENCE, REFERENCE, FILES, CLASSES, None)
+        sed_eval_scores.evaluate_events(REFERENCE, REFERENCE, FILES, CLASSES, None)
     with pytest.raises(TypeError):  # no default class list or settings any more
-        evaluation.evaluate_events(REFERENCE, REFERENCE, FILES)
+        sed_eval_scores.evaluate_events(REFERENCE, REFERENCE, FILES)
     config = baseline.get_config().evaluation  # a ConfigDict scores as the same dict
-    assert (evaluation.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, config)
-            == evaluation.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, CONFIG))
+    assert (sed_eval_scores.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, config)
+            == sed_eval_scores.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, CONFIG))
 
 
 def test_format_table_lists_classes_and_averages():
-    results = evaluation.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, CONFIG)
-    table = evaluation.format_table(results)
+    results = sed_eval_scores.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, CONFIG)
+    table = sed_eval_scores.format_table(results)
     for label in CLASSES:
         assert label in table
     assert "macro" in table and "micro" in table and "62.50" in table
@@ -188,7 +188,7 @@ def test_cli_json_equals_evaluate_events(tmp_path):
     proc = run_cli(ref_csv, est_csv, "--json", out)
     assert proc.returncode == 0, proc.stderr
     assert "Vacuum_cleaner" in proc.stdout
-    expected = evaluation.evaluate_events(REFERENCE, estimated, FILES, CLASSES, CONFIG)
+    expected = sed_eval_scores.evaluate_events(REFERENCE, estimated, FILES, CLASSES, CONFIG)
     assert json.loads(out.read_text()) == json.loads(json.dumps(expected))
     assert expected["event_based"]["class_wise"]["Blender"]["f_measure"] == 0.0
 
@@ -253,7 +253,7 @@ def test_cli_reads_classes_and_settings_from_config(tmp_path):
                    "--classes", ",".join(CLASSES))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text()) == json.loads(json.dumps(
-        evaluation.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, CONFIG)))
+        sed_eval_scores.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, CONFIG)))
     # A label outside the config's classes is bad input that names where the list came from.
     small = write_config(tmp_path / "small.py", classes=("Cat", "Dog"))
     proc = run_cli(ref_csv, est_csv, "--config", small)
@@ -281,7 +281,7 @@ def test_cli_bad_config_is_one_message(tmp_path):
 
 
 def test_results_are_plain_numbers():
-    results = evaluation.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, CONFIG)
+    results = sed_eval_scores.evaluate_events(REFERENCE, ESTIMATED, FILES, CLASSES, CONFIG)
 
     def walk(x):
         if isinstance(x, dict):

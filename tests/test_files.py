@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sedjax import files
+from sedjax.runtime import files
 
 
 def test_save_npy_round_trip_and_no_leftovers(tmp_path):

@@ -4,7 +4,7 @@ import pathlib
 import subprocess
 import sys
 
-from sedjax import host
+from sedjax.runtime import host
 
 PROBE = ("import os, sys; from sedjax import host; "
          "print('RUN', os.environ.get('GLIBC_TUNABLES', ''), sys.argv[1:], flush=True); "

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sedjax import sharding
+from sedjax.runtime import sharding
 from sedjax.train import loop
 
 

@@ -26,7 +26,10 @@ import numpy as np
 import pytest
 
 from configs import baseline, tiny, tiny_mean_teacher
-from sedjax import multirun, run, sharding, validation
+from sedjax import run
+from sedjax.config import validate
+from sedjax.reporting import run_tables
+from sedjax.runtime import sharding
 from sedjax.data import pipeline, synthetic
 from sedjax.recipes import common, two_pass
 from sedjax.train import loop, runs
@@ -126,8 +129,8 @@ def test_num_runs_must_be_a_positive_integer(bad):
     config = tiny.get_config()
     with config.ignore_type():
         config.num_runs = bad
-    with pytest.raises(validation.ConfigError, match="num_runs"):
-        validation.validate(config, 4)
+    with pytest.raises(validate.ConfigError, match="num_runs"):
+        validate.validate(config, 4)
 
 
 @pytest.mark.parametrize("rates", [(1e-3,), (1e-3, 2e-3, 0.0), (1e-3, 2e-3, "x"), "abc"])
@@ -136,14 +139,14 @@ def test_a_learning_rate_list_needs_one_positive_rate_per_run(rates):
     config.num_runs = 3
     with config.ignore_type():
         config.pass1.learning_rates = rates
-    with pytest.raises(validation.ConfigError, match="pass1.learning_rates"):
-        validation.validate(config, 4)
+    with pytest.raises(validate.ConfigError, match="pass1.learning_rates"):
+        validate.validate(config, 4)
 
 
 def test_run_k_gets_seed_plus_k_and_its_learning_rate():
     config = tiny.get_config()
     config.num_runs, config.pass2.learning_rates = 2, (1e-4, 5e-4)
-    validation.validate(config, 4)
+    validate.validate(config, 4)
     assert [(c.seed, c.pass1.learning_rate, c.pass2.learning_rate)
             for c in runs.run_configs(config)] == [(0, 3e-3, 1e-4), (1, 3e-3, 5e-4)]
     assert runs.learning_rate_lists(config) == {"pass2": (1e-4, 5e-4)}
@@ -152,7 +155,7 @@ def test_run_k_gets_seed_plus_k_and_its_learning_rate():
 def test_run_k_gets_seed_plus_k():
     config = tiny.get_config()
     config.num_runs = 3
-    validation.validate(config, 4)
+    validate.validate(config, 4)
     assert [c.seed for c in runs.run_configs(config)] == [0, 1, 2]
     assert all(c.num_runs == 1 for c in runs.run_configs(config))
     config.num_runs = 1
@@ -169,7 +172,7 @@ def test_the_summary_of_several_runs_gives_each_seed_and_mean_and_sample_std(tmp
     summaries = [{"test": result(e, s), "recipe": "two_pass", "seed": 5 + k,
                   "pass1": {"best_epoch": k}, "timings_s": {}, "devices": 4}
                  for k, (e, s) in enumerate([(0.1, 0.5), (0.2, 0.6), (0.3, 0.4)])]
-    out = multirun.summary("two_pass", dirs, summaries, ["test"], {"training": 1.0}, 4)
+    out = run_tables.summary("two_pass", dirs, summaries, ["test"], {"training": 1.0}, 4)
     assert out["seeds"] == [5, 6, 7] and out["num_runs"] == 3
     assert [r["dir"] for r in out["runs"]] == ["run0", "run1", "run2"]
     assert out["runs"][1]["test"]["event_f1"] == 0.2 and out["runs"][2]["pass1"] == {
@@ -178,10 +181,10 @@ def test_the_summary_of_several_runs_gives_each_seed_and_mean_and_sample_std(tmp
     assert out["std"]["test"]["event_f1"] == pytest.approx(statistics.stdev([0.1, 0.2, 0.3]))
     assert out["mean"]["test"]["psds2"] is None and out["std"]["test"]["psds1"] == 0.0
     assert (out["min"]["test"]["segment_f1"], out["max"]["test"]["segment_f1"]) == (0.4, 0.6)
-    line = multirun.f1_line(out, 8, tmp_path)
+    line = run_tables.f1_line(out, 8, tmp_path)
     assert "seed 5 10.00, seed 6 20.00, seed 7 30.00; mean 20.00 ± 10.00 (10.00-30.00) %" in line
     assert "segment-based F1 mean 50.00 ± 10.00 %" in line
-    assert "seed 6" in multirun.format_table(out, ["test"])
+    assert "seed 6" in run_tables.format_table(out, ["test"])
 
 
 # ---------------------------------------------------------------- steps over the run axis
@@ -413,7 +416,7 @@ def test_several_runs_print_their_validation_mean(tmp_path):
               "threshold_independent": {"psds1": 0.25, "psds2": 0.5}}
     summaries = [{"seed": k, "validation": scored, "test": scored, "recipe": "two_pass",
                   "timings_s": {}, "devices": 4} for k in range(2)]
-    out = multirun.summary("two_pass", dirs, summaries, ["validation", "test"], {}, 4)
-    line = multirun.validation_line(out, 200)
+    out = run_tables.summary("two_pass", dirs, summaries, ["validation", "test"], {}, 4)
+    line = run_tables.validation_line(out, 200)
     assert "event-based macro F1 mean 50.00 ± 0.00 %" in line and "PSDS1 0.250" in line
     assert "(200 clips, 2 runs" in line

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from sedjax import onsets, postprocess
+from sedjax import onsets
+from sedjax.metrics import postprocess
 
 
 def _ev(f, on, off, label):

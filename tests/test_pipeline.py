@@ -7,7 +7,7 @@ import pytest
 
 from configs import baseline
 from sedjax.data import pipeline
-from sedjax import sharding
+from sedjax.runtime import sharding
 from sedjax.recipes import common
 from sedjax.train import loop
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sedjax import plots
+from sedjax.reporting import plots
 
 
 def _png(path):

@@ -1,9 +1,9 @@
-"""Tests of sedjax.postprocess: binarize, median filter, frames -> events, CSV I/O."""
+"""Tests of sedjax.metrics.postprocess: binarize, median filter, frames -> events, CSV I/O."""
 
 import numpy as np
 import pytest
 
-from sedjax import postprocess
+from sedjax.metrics import postprocess
 
 CLASSES = ("Cat", "Dog")
 PP = {"threshold": 0.5, "median_filter": 5}

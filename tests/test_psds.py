@@ -1,4 +1,4 @@
-"""Tests of sedjax.psds (threshold-independent scores via sed_scores_eval) and its CLI options."""
+"""Tests of sedjax.metrics.psds (threshold-independent scores via sed_scores_eval) and its CLI options."""
 
 import json
 
@@ -10,7 +10,9 @@ pytest.importorskip("sed_scores_eval")
 from sed_scores_eval import collar_based, intersection_based  # noqa: E402
 from sed_scores_eval.base_modules.scores import create_score_dataframe  # noqa: E402
 
-from sedjax import evaluate, postprocess, psds, report  # noqa: E402
+from sedjax import evaluate
+from sedjax.metrics import postprocess, psds
+from sedjax.reporting import outputs  # noqa: E402
 
 CLASSES = ["Cat", "Dog", "Speech"]
 FRAME = 0.05
@@ -224,7 +226,7 @@ def test_settings_defaults_and_overrides():
 def test_save_and_plot_curves(tmp_path):
     files, probs, events, valid = random_case(4, num_files=4)
     figures, curves = psds.threshold_independent(probs, files, FRAME, CLASSES, events)
-    png = report.plot_psd_roc(curves, tmp_path / "psd_roc.png", figures)
+    png = outputs.plot_psd_roc(curves, tmp_path / "psd_roc.png", figures)
     assert png is None or (tmp_path / "psd_roc.png").stat().st_size > 0
     path = psds.save_curves(tmp_path / "c.npz", curves)
     with np.load(path) as z:

@@ -23,7 +23,7 @@ import ml_collections
 import pytest
 import soundfile as sf
 
-from sedjax import evaluation
+from sedjax.metrics import sed_eval_scores
 from sedjax.data import dataset
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -53,7 +53,7 @@ def constant_predictors(workdir: pathlib.Path, split_name: str = "test") -> dict
                   for name, path in zip(split.filenames, split.paths) for label in classes]
     out = {}
     for name, estimated in (("all_zero", []), ("clip_prior", everywhere)):
-        r = evaluation.evaluate_events(split.reference_events(), estimated, split.filenames,
+        r = sed_eval_scores.evaluate_events(split.reference_events(), estimated, split.filenames,
                                        classes, config.evaluation)
         out[name] = {kind: r[kind]["f_measure_macro"] or 0.0  # None: nothing estimated
                      for kind in ("segment_based", "event_based")}

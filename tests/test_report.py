@@ -1,4 +1,4 @@
-"""Tests of sedjax.report: results.json and the class score plot."""
+"""Tests of sedjax.reporting.outputs: results.json and the class score plot."""
 
 import json
 import sys
@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from sedjax import report
+from sedjax.reporting import outputs
 
 RESULTS = {
     "event_based": {
@@ -26,7 +26,7 @@ RESULTS = {
 
 def test_write_results_json(tmp_path):
     extra = {"workdir": "w", "seconds": np.float32(2.5)}
-    path = report.write_results(tmp_path / "work", RESULTS, extra=extra)
+    path = outputs.write_results(tmp_path / "work", RESULTS, extra=extra)
     assert path.endswith("results.json")
     loaded = json.loads(open(path).read())
     assert loaded["event_based"]["class_wise"]["Cat"]["f_measure"] == 0.5
@@ -35,17 +35,17 @@ def test_write_results_json(tmp_path):
     assert loaded["seconds"] == 2.5 and loaded["workdir"] == "w"
     assert [p.name for p in (tmp_path / "work").iterdir()] == ["results.json"]  # no temp left
     # Rewriting replaces the file.
-    report.write_results(tmp_path / "work", {"num_files": 1})
+    outputs.write_results(tmp_path / "work", {"num_files": 1})
     assert json.loads(open(path).read()) == {"num_files": 1}
 
 
 def test_write_results_refuses_clobbering_extra(tmp_path):
     with pytest.raises(ValueError, match="num_files"):
-        report.write_results(tmp_path, RESULTS, extra={"num_files": 0})
+        outputs.write_results(tmp_path, RESULTS, extra={"num_files": 0})
 
 
 def test_plot_class_scores_writes_png(tmp_path):
-    path = report.plot_class_scores(RESULTS, tmp_path / "plots" / "class_scores.png")
+    path = outputs.plot_class_scores(RESULTS, tmp_path / "plots" / "class_scores.png")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -53,5 +53,5 @@ def test_plot_class_scores_writes_png(tmp_path):
 def test_plot_skipped_without_matplotlib(tmp_path, monkeypatch):
     # A None entry in sys.modules makes the import fail as if matplotlib were not installed.
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    assert report.plot_class_scores(RESULTS, tmp_path / "x.png") is None
+    assert outputs.plot_class_scores(RESULTS, tmp_path / "x.png") is None
     assert not (tmp_path / "x.png").exists()

@@ -1,11 +1,11 @@
-"""Tests of sedjax.tensorboard: the hand-written event files read back, by us and TensorBoard."""
+"""Tests of sedjax.reporting.tensorboard: the hand-written event files read back, by us and TensorBoard."""
 
 import struct
 
 import numpy as np
 import pytest
 
-from sedjax import tensorboard
+from sedjax.reporting import tensorboard
 
 
 def test_crc32c_known_values():

@@ -1,9 +1,9 @@
-"""Post-processing tuned on validation (sedjax.tuning): each class keeps its best filter length."""
+"""Post-processing tuned on validation (sedjax.metrics.tuning): each class keeps its best filter length."""
 
 import numpy as np
 
 from configs import baseline
-from sedjax import tuning
+from sedjax.metrics import tuning
 
 CLASSES = ("Blender", "Dog", "Cat")
 FRAME = 0.1  # seconds per output frame
@@ -96,7 +96,7 @@ def _noisy_clips(n=12, seed=0):
 
 
 def test_median_filter_tuned_on_psds1_keeps_each_classes_best_single_class_psds1():
-    from sedjax import psds
+    from sedjax.metrics import psds
     names, probs, reference = _noisy_clips()
     c = _config(configured=1, grid=(1, 5, 15))
     c.postprocess.tune.metric = "psds1"
@@ -122,7 +122,7 @@ def test_csebbs_tuned_on_validation_score_as_sebbs_scored_them():
     single-class PSDS1 that sebbs selected them by; a class without events keeps defaults."""
     pytest = __import__("pytest")
     pytest.importorskip("sebbs")
-    from sedjax import csebbs, postprocess, psds
+    from sedjax.metrics import csebbs, postprocess, psds
     names, probs, reference = _noisy_clips()
     c = _config()
     c.postprocess.tune.method, c.postprocess.tune.metric = "csebbs", "psds1"

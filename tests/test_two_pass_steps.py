@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import baseline
-from sedjax import sharding
+from sedjax.runtime import sharding
 from sedjax.recipes import common, two_pass
 from sedjax.train import parallel, state as state_lib
 

@@ -12,7 +12,8 @@ import pytest
 import soundfile
 
 from configs import tiny
-from sedjax import files, run, sharding
+from sedjax import run
+from sedjax.runtime import files, sharding
 from sedjax.data import dataset, features, pipeline
 
 ROOT = pathlib.Path(__file__).parents[1]

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from configs import baseline, demo
-from sedjax import validation
+from sedjax.config import validate
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -17,8 +17,8 @@ def _config():
 
 
 def test_the_shipped_configs_pass():
-    validation.validate(baseline.get_config(), 1)
-    validation.validate(demo.get_config(), 4)  # batch sizes 16, 32, 128 split over 4 devices
+    validate.validate(baseline.get_config(), 1)
+    validate.validate(demo.get_config(), 4)  # batch sizes 16, 32, 128 split over 4 devices
 
 
 def _set(config, dotted, value):
@@ -51,36 +51,36 @@ def _set(config, dotted, value):
 def test_each_bad_value_is_an_error_naming_its_field(field, value):
     config = _config()
     _set(config, field, value)
-    with pytest.raises(validation.ConfigError, match=field.replace(".", r"\.")):
-        validation.validate(config, 1)
+    with pytest.raises(validate.ConfigError, match=field.replace(".", r"\.")):
+        validate.validate(config, 1)
 
 
 def test_batch_sizes_must_divide_by_the_device_count():
     config = _config()
     config.pass2.batch_size = 30
-    validation.validate(config, 2)
-    with pytest.raises(validation.ConfigError, match=r"pass2\.batch_size: 30 .* 4 devices"):
-        validation.validate(config, 4)
+    validate.validate(config, 2)
+    with pytest.raises(validate.ConfigError, match=r"pass2\.batch_size: 30 .* 4 devices"):
+        validate.validate(config, 4)
     config = _config()
     config.runtime.predict_batch_size = 6
-    with pytest.raises(validation.ConfigError, match=r"runtime\.predict_batch_size"):
-        validation.validate(config, 4)
+    with pytest.raises(validate.ConfigError, match=r"runtime\.predict_batch_size"):
+        validate.validate(config, 4)
     config = _config()
     config.features.batch_size = 3  # the frontend's batch is not split over devices
-    validation.validate(config, 4)
+    validate.validate(config, 4)
 
 
 def test_a_model_size_that_disagrees_with_the_class_list_is_an_error():
     config = _config()
     config.model.num_classes = 10  # an old config that still fixes the output size
-    with pytest.raises(validation.ConfigError, match=r"model\.num_classes"):
-        validation.validate(config, 1)
+    with pytest.raises(validate.ConfigError, match=r"model\.num_classes"):
+        validate.validate(config, 1)
 
 
 def test_per_class_median_filter_lengths_pass():
     config = _config()
     config.postprocess.median_filter = tuple(range(3, 23, 2))  # 10 classes
-    validation.validate(config, 1)
+    validate.validate(config, 1)
 
 
 def test_main_prints_one_message_not_a_traceback(tmp_path):
@@ -106,17 +106,17 @@ def test_main_prints_one_message_not_a_traceback(tmp_path):
 def test_mean_teacher_settings_are_checked(field, value, match):
     from configs import mean_teacher
     config = mean_teacher.get_config()
-    validation.validate(config, 2)
+    validate.validate(config, 2)
     _set(config, field, value)
-    with pytest.raises(validation.ConfigError, match=match):
-        validation.validate(config, 2)
+    with pytest.raises(validate.ConfigError, match=match):
+        validate.validate(config, 2)
 
 
 def test_a_mean_teacher_recipe_without_its_section_is_an_error():
     config = _config()
     config.recipe = "mean_teacher"
-    with pytest.raises(validation.ConfigError, match="mean_teacher: recipe"):
-        validation.validate(config, 1)
+    with pytest.raises(validate.ConfigError, match="mean_teacher: recipe"):
+        validate.validate(config, 1)
 
 
 def test_a_missing_dataset_is_one_message_that_says_how_to_get_data(tmp_path):

@@ -28,7 +28,7 @@ import soundfile
 from absl import logging
 from tqdm import tqdm
 
-from sedjax import files, sharding
+from sedjax.runtime import files, sharding
 from sedjax.data import pipeline
 
 # Feature-config fields that change the numbers (the others are speed knobs).

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax import sharding
+from sedjax.runtime import sharding
 
 
 @dataclasses.dataclass

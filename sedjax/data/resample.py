@@ -16,7 +16,7 @@ import soundfile
 from absl import logging
 from tqdm import tqdm
 
-from sedjax import files
+from sedjax.runtime import files
 from sedjax.data import dataset, features
 
 

@@ -5,7 +5,7 @@ flax.linen.BatchNorm (fast variance E[x^2] - E[x]^2, clipped at 0; running avera
 `momentum`). What differs is how the batch moments of the devices are averaged in training:
 flax's `pmean` is an all-reduce whose order of additions depends on how the devices are split
 among processes; here the moments and their gradients are averaged in one fixed order
-(sedjax.sharding.ordered_mean), so a run does not depend on that split.
+(sedjax.runtime.sharding.ordered_mean), so a run does not depend on that split.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sedjax import sharding
+from sedjax.runtime import sharding
 
 
 class BatchNorm(nn.Module):

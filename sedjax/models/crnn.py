@@ -167,7 +167,7 @@ class CRNN(nn.Module):
     conv_impl: str = "xla"
     dtype: Any = jnp.float32
     axis_name: str | None = None
-    ordered_reductions: bool = False  # see sedjax.sharding.device_mean
+    ordered_reductions: bool = False  # see sedjax.runtime.sharding.device_mean
 
     @nn.compact
     def __call__(self, x, train: bool = False):

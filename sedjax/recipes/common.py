@@ -11,7 +11,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax import evaluation, postprocess, sharding
+from sedjax.metrics import postprocess, sed_eval_scores
+from sedjax.runtime import sharding
 from sedjax.data import dataset, pipeline
 from sedjax.models import crnn
 from sedjax.train import parallel, runs as runs_lib, state as state_lib
@@ -33,7 +34,7 @@ class Inputs:
     mesh: Any
     stats: tuple
     workdir: pathlib.Path
-    writer: Any = None  # a sedjax.tensorboard.SummaryWriter (process 0), or None
+    writer: Any = None  # a sedjax.reporting.tensorboard.SummaryWriter (process 0), or None
     runs: Any = None  # sedjax.train.runs.Runs; built from config and mesh when None
 
     def __post_init__(self):
@@ -77,7 +78,7 @@ def detect_and_score(config, split: dataset.Split, probs: np.ndarray, frames: np
     events = postprocess.probabilities_to_events(names, probs, config.postprocess,
                                                  config.data.classes, crnn.frame_seconds(config),
                                                  valid)
-    results = evaluation.evaluate_events(split.reference_events(rows), events, names,
+    results = sed_eval_scores.evaluate_events(split.reference_events(rows), events, names,
                                          config.data.classes, config.evaluation)
     return events, results
 
@@ -114,7 +115,7 @@ class Trained:
 
 def ordered_reductions(config) -> bool:
     """Whether steps average over devices in one fixed order (runtime.ordered_reductions,
-    sedjax.sharding.device_mean). Never on one device: there is no order to fix there, and
+    sedjax.runtime.sharding.device_mean). Never on one device: there is no order to fix there, and
     the plain all-reduce keeps one-device runs bit for bit what they were before the option."""
     return bool(config.runtime.get("ordered_reductions", False)) and jax.device_count() > 1
 

@@ -27,12 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sedjax import report, sharding
+from sedjax.reporting import outputs
+from sedjax.runtime import sharding
 from sedjax.data import dataset, pipeline
 from sedjax.models import crnn
 from sedjax.recipes import common
-from sedjax.sharding import AXIS
-from sedjax.train import augment, loop, scores, state as state_lib
+from sedjax.runtime.sharding import AXIS
+from sedjax.metrics import clip_scores
+from sedjax.train import augment, loop, state as state_lib
 
 WEAK, UNLABELED, STRONG = 0, 1, 2  # a clip's kind in a mixed batch
 NAME = "mean_teacher"
@@ -273,7 +275,7 @@ def validation_score(inputs: common.Inputs, trainings: list[Training], state) ->
     weak = inputs.run_batches("weak")
     probs = runs.predict(common.eval_fn("clip", weak), state, weak,
                          [t.val_weak for t in trainings], mt.eval_batch_size)
-    values = [[scores.macro_f1(p, inputs.arrays["weak"].labels[t.val_weak], mt.val_threshold)]
+    values = [[clip_scores.macro_f1(p, inputs.arrays["weak"].labels[t.val_weak], mt.val_threshold)]
               for p, t in zip(probs, trainings)]
     if trainings[0].val_strong is not None and len(trainings[0].val_strong):
         b = inputs.run_batches("synthetic")
@@ -337,7 +339,7 @@ def train(inputs: common.Inputs) -> common.Trained:
     for d, record in zip(inputs.run_dirs, progress):
         result = dataclasses.asdict(record)
         if sharding.is_primary():
-            report.write_json(d / NAME / "result.json", result)
+            outputs.write_json(d / NAME / "result.json", result)
         summaries.append({NAME: {k: result[k] for k in ("best_score", "best_epoch")},
                           "predict_with": predict_with})
     return common.Trained(_predictor(state, predict_with), summaries)

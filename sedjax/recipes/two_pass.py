@@ -23,9 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sedjax import files, report, sharding
+from sedjax.reporting import outputs
+from sedjax.runtime import files, sharding
 from sedjax.recipes import common
-from sedjax.train import checkpoint, loop, scores, state as state_lib
+from sedjax.metrics import clip_scores
+from sedjax.train import checkpoint, loop, state as state_lib
 
 
 def train_step(state, batch, bce_eps: float, output: str, ordered: bool = False):
@@ -65,7 +67,7 @@ def _fit(name: str, inputs: common.Inputs, state, output: str, train, train_rows
 
     def macro_f1(state):
         probs = runs.predict(predict_fn, state, val, val_rows, section.eval_batch_size)
-        return [scores.macro_f1(p, val_target(k, p), section.val_threshold)
+        return [clip_scores.macro_f1(p, val_target(k, p), section.val_threshold)
                 for k, p in enumerate(probs)]
 
     validate = validate or macro_f1
@@ -96,10 +98,10 @@ def run_pass1(inputs: common.Inputs):
                              config.pass1.eval_batch_size)
     results, thresholds = [], []
     for rows, probs, record in zip(val_rows, val_probs, progress):
-        tuned = scores.best_thresholds(probs, weak.labels[rows], config.pass1.threshold_grid)
+        tuned = clip_scores.best_thresholds(probs, weak.labels[rows], config.pass1.threshold_grid)
         result = dataclasses.asdict(record)
         result["thresholds"] = dict(zip(config.data.classes, tuned.tolist()))
-        result["val_f1_tuned"] = scores.macro_f1(probs, weak.labels[rows], tuned)
+        result["val_f1_tuned"] = clip_scores.macro_f1(probs, weak.labels[rows], tuned)
         results.append(result)
         thresholds.append(tuned)
     return state, results, thresholds
@@ -167,13 +169,13 @@ def train(inputs: common.Inputs) -> common.Trained:
     each run's result.json files and pseudo-labels go to its own folder (inputs.run_dirs)."""
     dirs = inputs.run_dirs
     pseudo_paths = [d / "pseudo_labels.npy" for d in dirs]
-    pass1 = [report.read_json(d / "pass1" / "result.json") for d in dirs]
+    pass1 = [outputs.read_json(d / "pass1" / "result.json") for d in dirs]
     if any(p is None for p in pass1) or not all(p.exists() for p in pseudo_paths):
         state1, pass1, thresholds = run_pass1(inputs)
         make_pseudo_labels(inputs, state1, thresholds, pseudo_paths)
         if sharding.is_primary():
             for d, result in zip(dirs, pass1):
-                report.write_json(d / "pass1" / "result.json", result)
+                outputs.write_json(d / "pass1" / "result.json", result)
     else:
         logging.info("pass1: done before (best val F1 %s); reusing %s",
                      " ".join(f"{p['best_score']:.4f}" for p in pass1),
@@ -184,7 +186,7 @@ def train(inputs: common.Inputs) -> common.Trained:
     pass2 = [dataclasses.asdict(record) for record in progress]
     if sharding.is_primary():
         for d, result in zip(dirs, pass2):
-            report.write_json(d / "pass2" / "result.json", result)
+            outputs.write_json(d / "pass2" / "result.json", result)
     summaries = [{"pass1": {k: p1[k] for k in ("best_score", "best_epoch", "thresholds")},
                   "pass2": {k: p2[k] for k in ("best_score", "best_epoch")}}
                  for p1, p2 in zip(pass1, pass2)]

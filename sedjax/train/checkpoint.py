@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
-from sedjax import files
+from sedjax.runtime import files
 
 
 class PassCheckpoints:

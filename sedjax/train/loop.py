@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from sedjax import sharding
+from sedjax.runtime import sharding
 from sedjax.data import pipeline
 from sedjax.train import checkpoint
 
@@ -96,7 +96,7 @@ def fit(name: str, state, num_epochs: int, stopping: EarlyStopping,
         writer=None, constants: dict | None = None):
     """Trains `state` and returns (best state, LoopState); resumes from `latest`.
 
-    writer: a sedjax.tensorboard.SummaryWriter that gets every epoch's metrics, validation score
+    writer: a sedjax.reporting.tensorboard.SummaryWriter that gets every epoch's metrics, validation score
     and `constants` (e.g. the learning rate) under `<name>/`.
     """
     ckpt = checkpoint.PassCheckpoints(directory)

@@ -27,7 +27,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from sedjax import sharding
+from sedjax.runtime import sharding
 from sedjax.data import pipeline
 from sedjax.train import checkpoint, loop, parallel
 

@@ -6,7 +6,7 @@ candidate segments are merged when the gap's scores stay close (`merge_threshold
 `merge_threshold_rel`), and each box keeps its mean score as confidence. Events are the boxes
 whose confidence passes a detection threshold; PSDS and the best collar F1 score the boxes over
 every threshold. The parameters are chosen per class on the validation split
-(sedjax.tuning), DESED_task's 2024 baseline's choice.
+(sedjax.metrics.tuning), DESED_task's 2024 baseline's choice.
 
 `sebbs` (MERL, AGPL-3.0-or-later) is an optional extra; install it with
 `pip install --no-deps sebbs==1.0.2` (its declared dependency `sed_scores_eval_np2` would
@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sedjax import psds
+from sedjax.metrics import psds
 
 INSTALL = "pip install --no-deps sebbs==1.0.2"
 

@@ -106,7 +106,7 @@ def validate(config, num_devices: int = 1) -> None:
         raise ConfigError(f"model.embeddings.dir: pre-extracted embeddings need model.arch "
                           f"'desed_crnn', not {model.arch!r}")
     if config.postprocess.tune.method == "csebbs":
-        from sedjax import csebbs
+        from sedjax.metrics import csebbs
         if not csebbs.available():
             raise ConfigError("postprocess.tune.method: 'csebbs' needs the optional package "
                               f"sebbs (AGPL-3.0): {csebbs.INSTALL}")

@@ -7,7 +7,7 @@ frame probabilities by postprocess.tune.metric:
   scored with the challenge's metric (sed_eval, config.evaluation); with 'psds1' or
   'collar_f1' the median-filtered probabilities are scored over every threshold
   (sed_scores_eval: single-class PSDS1, best collar-based F1).
-- 'csebbs': change-point bounding boxes (sedjax.csebbs, the optional `sebbs` package), their
+- 'csebbs': change-point bounding boxes (sedjax.metrics.csebbs, the optional `sebbs` package), their
   step filter and merge thresholds from postprocess.tune.csebbs' grid.
 A class's score depends on that class's outputs only, so choosing per class is choosing the
 best combination. Median filter: ties keep the configured length (then the shorter one); a
@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sedjax import evaluation, postprocess, psds
+from sedjax.metrics import postprocess, psds, sed_eval_scores
 
 METHODS = ("median_filter", "csebbs")
 METRICS = ("event_f1", "psds1", "collar_f1")
@@ -43,7 +43,7 @@ def tune(config, filenames: Sequence[str], reference_events: Sequence[dict], pro
     clips: JSON-ready {'method', 'metric', ...the method's values}."""
     t = config.postprocess.tune
     if t.method == "csebbs":
-        from sedjax import csebbs
+        from sedjax.metrics import csebbs
         out = csebbs.tune(t.csebbs, filenames, reference_events, probs, config.data.classes,
                           frame_seconds, num_valid_frames, t.metric,
                           config.evaluation.get("psds"))
@@ -62,7 +62,7 @@ def _class_scores(config, filenames, reference_events, probs, frame_seconds, val
         settings = {"threshold": config.postprocess.threshold, "median_filter": length}
         events = postprocess.probabilities_to_events(filenames, probs, settings, classes,
                                                      frame_seconds, valid)
-        scores = evaluation.evaluate_events(reference_events, events, filenames, classes,
+        scores = sed_eval_scores.evaluate_events(reference_events, events, filenames, classes,
                                             config.evaluation)["event_based"]["class_wise"]
         return {c: scores[c]["f_measure"] if scores[c]["num_reference"] else None
                 for c in classes}

@@ -1,7 +1,7 @@
 """Joins a multi-process JAX job (jax.distributed): TPU pod slices, SLURM, or explicit settings.
 
 Every process runs the same program on its own devices; the mesh then spans all of them
-(sedjax.sharding). Where the job comes from:
+(sedjax.runtime.sharding). Where the job comes from:
 - TPU VM slices and SLURM jobs: nothing to pass, jax.distributed.initialize() reads the
   environment (TPU metadata; SLURM_* variables);
 - anything else (several local CPU processes, a hand-made GPU cluster): the coordinator's

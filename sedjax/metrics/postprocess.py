@@ -11,7 +11,7 @@ import numpy as np
 import scipy.ndimage
 from absl import logging
 
-from sedjax import files
+from sedjax.runtime import files
 
 CSV_HEADER = ("filename", "onset", "offset", "event_label")
 
@@ -85,7 +85,7 @@ def frames_to_events(
 
 
 def csebbs_settings(postprocess_config: Any) -> dict | None:
-    """The tuned cSEBB settings of a postprocess section (sedjax.tuning), or None."""
+    """The tuned cSEBB settings of a postprocess section (sedjax.metrics.tuning), or None."""
     found = (postprocess_config.get("csebbs") if isinstance(postprocess_config, Mapping)
              else getattr(postprocess_config, "csebbs", None))
     if not found:
@@ -121,8 +121,8 @@ def probabilities_to_events(
 
     threshold = float(_cfg(postprocess_config, "threshold"))
     boxes = csebbs_settings(postprocess_config)
-    if boxes:  # cSEBBs tuned on validation (sedjax.tuning) replace threshold + median filter
-        from sedjax import csebbs
+    if boxes:  # cSEBBs tuned on validation (sedjax.metrics.tuning) replace threshold + median filter
+        from sedjax.metrics import csebbs
         return csebbs.events(boxes, filenames, probs, classes, frame_seconds,
                              np.minimum(num_valid_frames, num_frames), threshold)
     size = _cfg(postprocess_config, "median_filter")

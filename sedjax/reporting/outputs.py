@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from sedjax import files
+from sedjax.runtime import files
 
 RESULTS_FILENAME = "results.json"
 

@@ -1,6 +1,6 @@
 """Threshold-independent scores of frame probabilities with sed_scores_eval (the DCASE reference).
 
-The event-based F1 of sedjax.evaluation scores one operating point (threshold 0.5 plus a median
+The event-based F1 of sedjax.metrics.sed_eval_scores scores one operating point (threshold 0.5 plus a median
 filter). The figures here score the frame probabilities themselves, over every threshold:
 
 * PSDS1 and PSDS2 (Bilen et al., ICASSP 2020; computed exactly as Ebbers et al., ICASSP 2022),
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from sedjax import postprocess
-from sedjax.report import to_jsonable
+from sedjax.metrics import postprocess
+from sedjax.reporting.outputs import to_jsonable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +175,7 @@ def score_dataframes(
     past a short clip's end are padding; default: all T). Frame j spans
     [j * frame_seconds, (j + 1) * frame_seconds). Keys are audio ids (`audio_id`: no extension).
     median_filter: window in frames (one, or one per class; None or 1: none) applied to each
-    clip's valid frames along time (sedjax.postprocess.median_filter) before scoring.
+    clip's valid frames along time (sedjax.metrics.postprocess.median_filter) before scoring.
     Built with sed_scores_eval.base_modules.scores.create_score_dataframe.
     """
     try:  # sed_scores_eval 0.0.4; later versions moved it to utils.scores
@@ -294,7 +294,7 @@ def threshold_independent(
     median_filter: frames (one, or one per class) of a median filter applied to the
     probabilities first (e.g. config.postprocess.median_filter); None: the raw probabilities.
     tables: score tables {audio id: DataFrame} to score instead of the probabilities' (e.g.
-    the boxes of sedjax.csebbs.score_tables); probs then only give the clips' valid frames.
+    the boxes of sedjax.metrics.csebbs.score_tables); probs then only give the clips' valid frames.
 
     figures (JSON-ready, NaN/inf as None):
       psds1, psds2 (one key per settings.psds name), collar_f1_best_macro: the headline numbers;
@@ -443,7 +443,7 @@ def format_lines(figures: Mapping[str, Any], class_wise: bool = False) -> str:
 def save_curves(path: str | os.PathLike, curves: Mapping[str, Any]) -> str:
     """Writes threshold_independent's curves to one .npz (keys 'psds1/etpr',
     'psds1/class_wise/Cat/tpr', ...), atomically; returns the path."""
-    from sedjax import files
+    from sedjax.runtime import files
 
     flat: dict[str, np.ndarray] = {}
 
