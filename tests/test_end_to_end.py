@@ -68,7 +68,7 @@ def test_score_is_computed_and_consistent(workdir):
 
 
 def test_threshold_independent_scores_and_tensorboard_scalars(workdir):
-    from sedjax.reporting import tensorboard
+    from tensorboard.backend.event_processing import event_accumulator
 
     path, proc = workdir
     ti = json.loads((path / "results.json").read_text())["test"]["threshold_independent"]
@@ -76,7 +76,9 @@ def test_threshold_independent_scores_and_tensorboard_scalars(workdir):
         assert ti[key] is not None and 0.0 <= ti[key] <= 1.0, key
     assert "PSDS1" in proc.stdout and (path / "psd_roc.png").exists()
     assert (path / "predictions" / "test_psd_roc.npz").exists()
-    scalars = tensorboard.read_scalars(path / "tensorboard")
+    acc = event_accumulator.EventAccumulator(str(path / "tensorboard"), {"scalars": 0})
+    acc.Reload()
+    scalars = {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
     history = json.loads((path / "pass1" / "result.json").read_text())["history"]
     assert [step for step, _ in scalars["pass1/loss"]] == [h["epoch"] for h in history]
     np.testing.assert_allclose([v for _, v in scalars["pass1/val_score"]],
