@@ -1,4 +1,5 @@
-"""Tests of sedjax.metrics.psds (threshold-independent scores via sed_scores_eval) and its CLI options."""
+"""Tests of sedjax.metrics.psds (threshold-independent scores via sed_scores_eval), its inputs
+(sedjax.metrics.sed_scores_inputs) and its CLI options."""
 
 import json
 
@@ -11,7 +12,7 @@ from sed_scores_eval import collar_based, intersection_based  # noqa: E402
 from sed_scores_eval.base_modules.scores import create_score_dataframe  # noqa: E402
 
 from sedjax import evaluate
-from sedjax.metrics import postprocess, psds
+from sedjax.metrics import postprocess, psds, sed_scores_inputs
 from sedjax.reporting import outputs  # noqa: E402
 
 CLASSES = ["Cat", "Dog", "Speech"]
@@ -143,7 +144,7 @@ def test_classes_without_reference_events_are_left_out_and_listed():
 
 def test_padding_beyond_valid_frames_is_ignored():
     files, probs, events, valid = random_case(1, num_files=8, short=(0, 2, 5))
-    tables = psds.score_dataframes(probs, files, FRAME, CLASSES, valid)
+    tables = sed_scores_inputs.score_dataframes(probs, files, FRAME, CLASSES, valid)
     assert list(tables) == [f[:-4] for f in files]  # audio ids: no extension
     for (key, table), n in zip(tables.items(), valid):
         assert len(table) == n
@@ -185,14 +186,14 @@ def test_ground_truth_merges_connected_events_and_keeps_empty_clips():
           {"filename": "a.wav", "onset": 2.0, "offset": 3.0, "event_label": "Cat"},
           {"filename": "a.wav", "onset": 2.5, "offset": 4.0, "event_label": "Cat"},
           {"filename": "a.wav", "onset": 1.5, "offset": 2.5, "event_label": "Dog"}]
-    gt = psds.ground_truth(ev, ["a.wav", "b.wav"], CLASSES)
+    gt = sed_scores_inputs.ground_truth(ev, ["a.wav", "b.wav"], CLASSES)
     assert gt == {"a": [(1.0, 4.0, "Cat"), (1.5, 2.5, "Dog")], "b": []}
     with pytest.raises(ValueError, match="not in the scored files"):
-        psds.ground_truth(ev, ["b.wav"], CLASSES)
+        sed_scores_inputs.ground_truth(ev, ["b.wav"], CLASSES)
     with pytest.raises(ValueError, match="not a known class"):
-        psds.ground_truth(ev, ["a.wav"], ["Cat"])
+        sed_scores_inputs.ground_truth(ev, ["a.wav"], ["Cat"])
     with pytest.raises(ValueError, match="share the audio id"):
-        psds.score_dataframes(np.zeros((2, 4, 3)), ["x.wav", "x.flac"], FRAME, CLASSES)
+        sed_scores_inputs.score_dataframes(np.zeros((2, 4, 3)), ["x.wav", "x.flac"], FRAME, CLASSES)
 
 
 def test_settings_defaults_and_overrides():

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sedjax.metrics import psds
+from sedjax.metrics import psds, sed_scores_inputs
 
 INSTALL = "pip install --no-deps sebbs==1.0.2"
 
@@ -47,7 +47,7 @@ def available() -> bool:
 
 
 def _tables(probs, filenames, classes, frame_seconds, valid) -> dict:
-    return psds.score_dataframes(probs, filenames, frame_seconds, classes, valid)
+    return sed_scores_inputs.score_dataframes(probs, filenames, frame_seconds, classes, valid)
 
 
 def tune(tune_config, filenames: Sequence[str], reference_events: Sequence[dict],
@@ -66,7 +66,7 @@ def tune(tune_config, filenames: Sequence[str], reference_events: Sequence[dict]
     if present != classes:  # sed_scores_eval needs reference events of every class it scores
         tables = {k: t.drop(columns=[c for c in classes if c not in present])
                   for k, t in tables.items()}
-    gt = psds.ground_truth(reference_events, filenames, present)
+    gt = sed_scores_inputs.ground_truth(reference_events, filenames, present)
     grid = dict(step_filter_lengths=tuple(tune_config.step_filter_lengths),
                 merge_thresholds_abs=tuple(tune_config.merge_thresholds_abs),
                 merge_thresholds_rel=tuple(tune_config.merge_thresholds_rel))
@@ -148,7 +148,7 @@ def events(settings, filenames: Sequence[str], probs: np.ndarray, classes: Seque
     found = boxes(settings, filenames, probs, classes, frame_seconds, valid)
     out = []
     for name in filenames:
-        for onset, offset, label, confidence in found[psds.audio_id(name)]:
+        for onset, offset, label, confidence in found[sed_scores_inputs.audio_id(name)]:
             if confidence > float(per_class.get(label, threshold)):
                 out.append({"filename": name, "onset": float(onset), "offset": float(offset),
                             "event_label": label})
@@ -161,6 +161,7 @@ def score_tables(settings, filenames, probs, classes, frame_seconds, valid) -> d
     from sebbs.utils import sed_scores_from_sebbs
 
     found = boxes(settings, filenames, probs, classes, frame_seconds, valid)
-    v = psds._valid_frames(valid, len(filenames), np.asarray(probs).shape[1])
-    durations = {psds.audio_id(n): float(k) * float(frame_seconds) for n, k in zip(filenames, v)}
+    v = sed_scores_inputs._valid_frames(valid, len(filenames), np.asarray(probs).shape[1])
+    durations = {sed_scores_inputs.audio_id(n): float(k) * float(frame_seconds)
+                 for n, k in zip(filenames, v)}
     return sed_scores_from_sebbs(found, [str(c) for c in classes], audio_duration=durations)
