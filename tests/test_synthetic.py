@@ -14,7 +14,7 @@ import scipy.signal
 import soundfile as sf
 
 from configs import baseline
-from sedjax.data import synthetic
+from sedjax.data import soundscapes, synthetic
 
 # Where each sound family puts most of its energy (Hz): how the generator designs them.
 BANDS = {"Alarm_bell_ringing": (1100, 3500), "Blender": (150, 2000), "Cat": (300, 2500),
@@ -147,7 +147,7 @@ def test_strong_split_csv_matches_rendered_events(strong_pair):
     assert len(names) == 8 and all(n.startswith("Ysyn_s") for n in names)
     clips = []
     for i, name in enumerate(names):
-        x, events = synthetic.render_clip(11, synthetic.SPLITS["synthetic"], i)
+        x, events = soundscapes.render_clip(11, synthetic.SPLITS["synthetic"], i)
         assert name == f"Ysyn_s{i:05d}_0.000_{x.size / SR:.3f}.wav"
         clips.append((name, events))
         if i < 2:  # the audio is the rendered clip
@@ -159,7 +159,7 @@ def test_strong_split_csv_matches_rendered_events(strong_pair):
     assert any(not ev for _, ev in clips) and any(len(ev) > 1 for _, ev in clips)
     # the same writer and format as test.csv
     test_names = sorted(p.name for p in (root / "audio/test").glob("*.wav"))
-    test_clips = [(n, synthetic.render_clip(11, synthetic.SPLITS["test"], i)[1])
+    test_clips = [(n, soundscapes.render_clip(11, synthetic.SPLITS["test"], i)[1])
                   for i, n in enumerate(test_names)]
     assert (root / "metadata/test/test.csv").read_text().splitlines() == _strong_csv_lines(
         test_clips)
@@ -174,9 +174,9 @@ def test_strong_clips_differ_from_other_splits(strong_pair):
     assert len(set(synthetic.SPLITS.values())) == len(synthetic.SPLITS)
     assert len(set(synthetic._PREFIX.values())) == len(synthetic._PREFIX)
     for i in range(3):
-        x, _ = synthetic.render_clip(11, synthetic.SPLITS["synthetic"], i)
+        x, _ = soundscapes.render_clip(11, synthetic.SPLITS["synthetic"], i)
         for split in ("weak", "unlabel_in_domain", "test"):
-            y, _ = synthetic.render_clip(11, synthetic.SPLITS[split], i)
+            y, _ = soundscapes.render_clip(11, synthetic.SPLITS[split], i)
             assert x.tobytes() != y.tobytes()
 
 
@@ -206,10 +206,10 @@ def test_marker_without_strong_split_is_unchanged(strong_pair):
     plain, strong = strong_pair
     # the marker format from before the strong split: existing datasets stay complete
     old = json.dumps(dict(num_weak=3, num_unlabeled=2, num_test=3, seed=11, sample_rate=SR,
-                          classes=list(synthetic.CLASSES), clip_seconds=10.0,
+                          classes=list(soundscapes.CLASSES), clip_seconds=10.0,
                           version=synthetic.VERSION), indent=1)
     assert (plain / synthetic.MARKER).read_text() == old
-    kw = dict(SMALL, sample_rate=SR, classes=synthetic.CLASSES, clip_seconds=10.0)
+    kw = dict(SMALL, sample_rate=SR, classes=soundscapes.CLASSES, clip_seconds=10.0)
     assert synthetic._params(**kw, num_strong=0) == synthetic._params(**kw) == old
     marker = json.loads((strong / synthetic.MARKER).read_text())
     assert marker["num_strong"] == 8
@@ -249,7 +249,7 @@ def test_annotation_rules(dataset):
     for name, evs in events.items():
         length = sf.info(str(dataset / "audio/test" / name)).frames / SR
         for on, off, label in evs:
-            assert label in synthetic.CLASSES
+            assert label in soundscapes.CLASSES
             assert 0 <= on < off <= length + 1e-3
             assert off - on >= 0.25 - 1e-9
         for label in {e[2] for e in evs}:
@@ -264,40 +264,40 @@ def test_annotation_rules(dataset):
 def test_annotate_merges_and_drops():
     raw = [(0, 1000, "Dog"), (1100, 2000, "Dog"), (2200, 3000, "Dog"), (5000, 5200, "Cat"),
            (6000, 6300, "Cat"), (6300, 9000, "Speech"), (8000, 9500, "Speech")]
-    assert synthetic._annotate(raw) == [
+    assert soundscapes._annotate(raw) == [
         (0.0, 2.0, "Dog"), (2.2, 3.0, "Dog"), (6.0, 6.3, "Cat"), (6.3, 9.5, "Speech")]
 
 
 def test_metadata_matches_rendered_events(dataset):
     weak = {r[0]: r[1] for r in _rows(dataset / "metadata/train/weak.csv")[1:]}
     for i, name in enumerate(sorted(weak)):
-        _, events = synthetic.render_clip(5, synthetic.SPLITS["weak"], i)
+        _, events = soundscapes.render_clip(5, synthetic.SPLITS["weak"], i)
         assert weak[name] == ",".join(sorted({e[2] for e in events}))
     assert "" in weak.values() or len(set(weak.values())) > 1
     test = _test_events(dataset)
     for i, name in enumerate(sorted(test)[:20]):
-        _, events = synthetic.render_clip(5, synthetic.SPLITS["test"], i)
+        _, events = soundscapes.render_clip(5, synthetic.SPLITS["test"], i)
         assert test[name] == sorted(events)
 
 
 def test_default_classes_are_the_renderable_dcase_classes():
     # The generator's own class list (its renderers' order) is the configs' DCASE2018 list.
-    assert synthetic.CLASSES == tuple(synthetic.FAMILIES) == tuple(baseline.CLASSES)
+    assert soundscapes.CLASSES == tuple(soundscapes.FAMILIES) == tuple(baseline.CLASSES)
     for i in range(3):
-        x, events = synthetic.render_clip(2, synthetic.SPLITS["test"], i)
-        y, same = synthetic.render_clip(2, synthetic.SPLITS["test"], i, SR, baseline.CLASSES)
+        x, events = soundscapes.render_clip(2, synthetic.SPLITS["test"], i)
+        y, same = soundscapes.render_clip(2, synthetic.SPLITS["test"], i, SR, baseline.CLASSES)
         assert x.tobytes() == y.tobytes() and events == same
 
 
 def test_unknown_class_is_a_clear_error(tmp_path):
-    for call in (lambda: synthetic.render_clip(1, 0, 0, classes=("Dog", "Unicorn")),
+    for call in (lambda: soundscapes.render_clip(1, 0, 0, classes=("Dog", "Unicorn")),
                  lambda: synthetic.generate(tmp_path / "d", num_weak=1, num_unlabeled=1,
                                             num_test=1, seed=1, classes=("Unicorn", "Cat"),
                                             num_workers=1)):
         with pytest.raises(ValueError, match="Unicorn") as info:
             call()
         assert "Dog" not in str(info.value).split(";")[0]  # only the unknown class is named
-        assert all(c in str(info.value) for c in synthetic.CLASSES)  # ... then the known ones
+        assert all(c in str(info.value) for c in soundscapes.CLASSES)  # ... then the known ones
     assert not (tmp_path / "d").exists()  # refused before writing anything
 
 
@@ -428,7 +428,7 @@ def test_validation_split_is_written_in_desed_layout(validation_pair):
     assert len(names) == 6 and all(n.startswith("Ysyn_v") for n in names)
     clips, durations = [], ["filename\tduration"]
     for i, name in enumerate(names):
-        x, events = synthetic.render_clip(11, synthetic.SPLITS["validation"], i)
+        x, events = soundscapes.render_clip(11, synthetic.SPLITS["validation"], i)
         assert name == f"Ysyn_v{i:05d}_0.000_{x.size / SR:.3f}.wav"
         clips.append((name, events))
         durations.append(f"{name}\t{x.size / SR:.3f}")
@@ -437,7 +437,7 @@ def test_validation_split_is_written_in_desed_layout(validation_pair):
     assert (meta / "validation_durations.tsv").read_text().splitlines() == durations
     # the reader takes it as a strongly labelled split with the rendered events
     from sedjax.data import dataset as reader
-    split = reader.load_dataset(root, synthetic.CLASSES, root.parent / "w")["validation"]
+    split = reader.load_dataset(root, soundscapes.CLASSES, root.parent / "w")["validation"]
     assert split.filenames == names and split.events == [ev for _, ev in clips]
 
 
