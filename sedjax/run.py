@@ -45,13 +45,13 @@ from absl import logging
 
 from sedjax import recipes
 from sedjax.config import validate
-from sedjax.metrics import csebbs, postprocess, psds, sed_eval_scores, tuning
-from sedjax.reporting import outputs, plots, run_tables, tensorboard
+from sedjax.metrics import csebbs, postprocess, psds, tuning
+from sedjax.reporting import outputs, plots, run_report, summary, tensorboard
 from sedjax.runtime import files, sharding
 from sedjax.data import dataset, embeddings, features, pipeline, resample, synthetic
 from sedjax.models import crnn
 from sedjax.recipes import common
-from sedjax.train import checkpoint, runs as runs_lib
+from sedjax.train import checkpoint
 
 SCORED_SPLITS = ("validation", "test", "eval")  # predicted and scored, in this order
 
@@ -165,11 +165,11 @@ def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, prob
     return results, curves, events
 
 
-def plot_run(config, workdir: pathlib.Path, training: dict, split: dataset.Split,
+def plot_run(config, workdir: pathlib.Path, stages: tuple, split: dataset.Split,
              arrays: pipeline.SplitArrays, probs: np.ndarray, events: list) -> None:
     """training_curves.png (every stage of the recipe) and piano_roll.png (a few test clips)."""
     histories, best = {}, {}
-    for stage in training:
+    for stage in stages:
         path = workdir / stage / "result.json"
         if path.is_file():
             result = json.loads(path.read_text())
@@ -197,8 +197,7 @@ def train_and_evaluate(config, workdir) -> dict:
     recipe = recipes.get(config.recipe)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    primary = sharding.is_primary()  # the one process that writes shared files
-    if primary:
+    if sharding.is_primary():  # the one process that writes shared files
         files.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
     timings: dict = {}
     with _timed(timings, "data"):
@@ -208,78 +207,58 @@ def train_and_evaluate(config, workdir) -> dict:
     batches = {name: pipeline.Batches(a, mesh, stats, config.runtime)
                for name, a in arrays.items()}
     inputs = common.Inputs(config, splits, arrays, batches, mesh, stats, workdir)
-    runs, dirs = inputs.runs, inputs.run_dirs
-
-    for d in dirs:
-        (d / "predictions").mkdir(parents=True, exist_ok=True)
     scored = [n for n in SCORED_SPLITS if n in splits]
-    training = outputs.read_json(workdir / "training.json")
-    if training is None or not all((d / "predictions" / f"{n}_probs.npy").exists()
-                                   for d in dirs for n in scored):
-        # scalars per epoch for `tensorboard --logdir WORKDIR`, written by process 0 only
-        if primary:
-            inputs.writer = tensorboard.SummaryWriter(workdir / "tensorboard")
-        with _timed(timings, "training"):
-            try:
-                trained = recipe.train(inputs)
-            finally:
-                if inputs.writer is not None:
-                    inputs.writer.close()
-        with _timed(timings, "predict"):
-            for name in scored:  # every process predicts (a collective); one writes
-                for d, probs in zip(dirs, predict_frames(inputs, trained.state, name)):
-                    if primary:
-                        files.save_npy(d / "predictions" / f"{name}_probs.npy",
-                                       probs.astype(np.float32))
-        per_run = [{"recipe": config.recipe, **s} for s in trained.summaries]
-        if not runs.single:
-            lists = runs_lib.learning_rate_lists(config)  # a learning rate per run
-            per_run = [{"recipe": config.recipe, "seed": c.seed,
-                        **({"learning_rates": {n: c[n].learning_rate for n in lists}}
-                           if lists else {}), **s}
-                       for c, s in zip(runs.configs, trained.summaries)]
-        training = per_run[0] if runs.single else {
-            "recipe": config.recipe, "num_runs": runs.count, "runs": per_run}
-        if primary:
-            for k, (d, c) in enumerate(zip(dirs, runs.configs)):
-                checkpoint.save_model(d, runs.take(trained.state, k), stats)
-                if not runs.single:  # each run folder reads as a single run's workdir
-                    files.write_text(d / "config.json", c.to_json_best_effort(indent=2))
-                    outputs.write_json(d / "training.json", per_run[k])
-            outputs.write_json(workdir / "training.json", training)
-    else:
-        logging.info("training: done before (recipe %s); reusing %s", training["recipe"],
-                     " ".join(str(d / "predictions") for d in dirs))
-
+    training = train_and_predict(recipe, inputs, scored, timings)
     sharding.sync("predictions")
-    if not primary:  # scoring and reports read the predictions process 0 wrote
+    if not sharding.is_primary():  # scoring and reports read the predictions process 0 wrote
         logging.info("process %d: done; process 0 scores and reports", jax.process_index())
         return {}
-    per_run = [training] if runs.single else training["runs"]
-    scored_runs = []
+    dirs, results, curves = inputs.run_dirs, [], []
     with _timed(timings, "evaluation"):
-        for d, t in zip(dirs, per_run):
-            scored_runs.append(score_run(config, d, t, splits, arrays, scored))
-    devices = sharding.num_shards(mesh)
-    summaries = [{**results, **t, "timings_s": timings, "devices": devices}
-                 for (results, _), t in zip(scored_runs, per_run)]
-    tables = [report_run(d, results, curves, summary)
-              for d, (results, curves), summary in zip(dirs, scored_runs, summaries)]
-    if runs.single:
-        print(tables[0])
-        if "validation" in scored_runs[0][0]:
-            print(_validation_line(scored_runs[0][0]["validation"], len(splits["validation"])))
-        print(_f1_line(scored_runs[0][0]["test"], len(splits["test"]), workdir))
-        return summaries[0]
-    summary = run_tables.summary(config.recipe, dirs, summaries, scored, timings, devices)
-    outputs.write_results(workdir, summary)
-    text = run_tables.format_table(summary, scored)
-    files.write_text(workdir / "results.txt", text + "\n")
-    print(text)
-    if "validation" in scored:
-        print(run_tables.validation_line(summary, len(splits["validation"])))
-    print(run_tables.f1_line(summary, len(splits["test"]), workdir))
-    return summary
+        for d, t in zip(dirs, training):
+            splits_results, split_curves, used = score_run(config, d, recipe, splits, arrays,
+                                                           scored)
+            results.append(summary.RunResults(splits_results, used, t, timings,
+                                              sharding.num_shards(mesh)))
+            curves.append(split_curves)
+    return run_report.report(workdir, dirs, results, curves,
+                             {n: len(s) for n, s in splits.items()})
+
+
+def train_and_predict(recipe, inputs: common.Inputs, scored: list, timings: dict
+                      ) -> list[summary.TrainingSummary]:
+    """Trains the recipe and writes each run's frame probabilities of the scored splits and its
+    model; skipped when an earlier program did both. Returns the runs' training summaries."""
+    dirs, runs, workdir = inputs.run_dirs, inputs.runs, inputs.workdir
+    for d in dirs:
+        (d / "predictions").mkdir(parents=True, exist_ok=True)
+    training = run_report.read_training(workdir, runs.count, recipe.stages)
+    if training is not None and all((d / "predictions" / f"{n}_probs.npy").exists()
+                                    for d in dirs for n in scored):
+        logging.info("training: done before (recipe %s); reusing %s", recipe.name,
+                     " ".join(str(d / "predictions") for d in dirs))
+        return training
+    primary = sharding.is_primary()
+    if primary:  # scalars per epoch for `tensorboard --logdir WORKDIR`, from process 0 only
+        inputs.writer = tensorboard.SummaryWriter(workdir / "tensorboard")
+    with _timed(timings, "training"):
+        try:
+            trained = recipe.train(inputs)
+        finally:
+            if inputs.writer is not None:
+                inputs.writer.close()
+    with _timed(timings, "predict"):
+        for name in scored:  # every process predicts (a collective); one writes
+            for d, probs in zip(dirs, predict_frames(inputs, trained.state, name)):
+                if primary:
+                    files.save_npy(d / "predictions" / f"{name}_probs.npy",
+                                   probs.astype(np.float32))
+    training = runs.label(trained.summaries)
+    if primary:
+        for k, d in enumerate(dirs):
+            checkpoint.save_model(d, runs.take(trained.state, k), inputs.stats)
+        run_report.write_training(workdir, dirs, training, runs.configs)
+    return training
 
 
 def choose_postprocess(config, run_dir: pathlib.Path, splits: dict, arrays: dict):
@@ -294,18 +273,18 @@ def choose_postprocess(config, run_dir: pathlib.Path, splits: dict, arrays: dict
     probs = np.load(run_dir / "predictions" / f"{common.VALIDATION}_probs.npy")
     valid = crnn.valid_output_frames(a.frames, config.features.num_frames, config.model)
     tuned = tuning.tune(config, split.filenames, split.reference_events(), probs,
-                                      crnn.frame_seconds(config), valid)
+                        crnn.frame_seconds(config), valid)
     tuned["tuned_on"] = common.VALIDATION
     for folder in (run_dir, run_dir / checkpoint.MODEL_DIR):
         outputs.write_json(folder / "postprocess.json", tuned)
     return tuning.apply(config, tuned), tuned
 
 
-def score_run(config, run_dir: pathlib.Path, training: dict, splits: dict, arrays: dict,
-              scored: list) -> tuple[dict, dict]:
+def score_run(config, run_dir: pathlib.Path, recipe, splits: dict, arrays: dict,
+              scored: list) -> tuple[dict, dict, dict]:
     """Scores one run's predictions of every scored split (events, PSD-ROC curves, pictures of
     the test split into run_dir) after the post-processing is chosen on validation; returns
-    ({split: results, 'postprocess': what was used}, {split: curves})."""
+    ({split: results}, {split: curves}, the post-processing used)."""
     pred_dir = run_dir / "predictions"
     config, tuned = choose_postprocess(config, run_dir, splits, arrays)
     results, curves = {}, {}
@@ -315,45 +294,13 @@ def score_run(config, run_dir: pathlib.Path, training: dict, splits: dict, array
             config, splits[name], arrays[name], probs, pred_dir / f"{name}_events.csv")
         psds.save_curves(pred_dir / f"{name}_psd_roc.npz", curves[name])
         if name == "test":
-            plot_run(config, run_dir, training, splits[name], arrays[name], probs, events)
-    results["postprocess"] = {"threshold": config.postprocess.threshold,
-                              "median_filter": tuning.configured_lengths(config),
-                              "tuned_on": None if tuned is None else tuned["tuned_on"]}
+            plot_run(config, run_dir, recipe.stages, splits[name], arrays[name], probs, events)
+    used = {"threshold": config.postprocess.threshold,
+            "median_filter": tuning.configured_lengths(config),
+            "tuned_on": None if tuned is None else tuned["tuned_on"]}
     if tuned is not None:
-        results["postprocess"].update(method=tuned["method"], metric=tuned["metric"])
+        used.update(method=tuned["method"], metric=tuned["metric"])
         if tuned["method"] == "csebbs":
-            results["postprocess"]["csebbs"] = tuned["csebbs"]
-            del results["postprocess"]["median_filter"]
-    return results, curves
-
-
-def report_run(run_dir: pathlib.Path, results: dict, curves: dict, summary: dict) -> str:
-    """Writes one run's results.json, results.txt and score plots; returns the test table."""
-    outputs.write_results(run_dir, summary)
-    table = (sed_eval_scores.format_table(results["test"]) + "\n\n"
-             + psds.format_lines(results["test"]["threshold_independent"]))
-    files.write_text(run_dir / "results.txt", table + "\n")
-    outputs.plot_class_scores(results["test"], run_dir / "class_scores.png")
-    outputs.plot_psd_roc(curves["test"], run_dir / "psd_roc.png",
-                        results["test"]["threshold_independent"])
-    return table
-
-
-def _validation_line(val: dict, clips: int) -> str:
-    ti, f1 = val.get("threshold_independent", {}), val["event_based"]["f_measure_macro"]
-
-    def num(x, scale=1.0, spec=".3f"):
-        return "n/a" if x is None else format(scale * x, spec)
-    return (f"validation: event-based macro F1 {num(f1, 100, '.2f')} %  PSDS1 "
-            f"{num(ti.get('psds1'))}  PSDS2 {num(ti.get('psds2'))}  best collar F1 "
-            f"{num(ti.get('collar_f1_best_macro'), 100, '.2f')} %  ({clips} clips; every "
-            f"choice of the run was made on it)")
-
-
-def _f1_line(test: dict, clips: int, workdir: pathlib.Path) -> str:
-    ev = test["event_based"]
-    er = ev["error_rate_macro"]
-    er = (f"{er:.3f}" if sed_eval_scores.error_rate_is_defined(er) else
-          f"{er:.0e} (sed_eval's ER of a class without reference events)")
-    return (f"event-based macro F1 {100 * ev['f_measure_macro']:.2f} %  ER {er}  (test, "
-            f"{clips} clips)  -> {workdir / 'results.json'}")
+            used["csebbs"] = tuned["csebbs"]
+            del used["median_filter"]
+    return results, curves, used

@@ -1,4 +1,8 @@
-"""The shared epoch loop: early stopping as the seed's Keras callback, best state kept, resume."""
+"""The shared epoch loop: early stopping as the seed's Keras callback, best state kept, resume.
+
+One run (K = 1): the state and metric sums carry a run axis of length 1, validate gives one
+score per run (as every recipe calls the loop).
+"""
 
 import dataclasses
 
@@ -30,16 +34,20 @@ def test_early_stopping_rules():
 
 def _fit(tmp_path, scores, num_epochs, calls):
     """A tiny 'model': a counter that each epoch adds 1 to; the score follows `scores`."""
-    state = sharding.replicate({"w": jnp.zeros(3)}, sharding.make_mesh(jax.devices()[:1]))
+    state = sharding.replicate({"w": jnp.zeros((1, 3))}, sharding.make_mesh(jax.devices()[:1]))
 
     def train_epoch(state, epoch):
         calls.append(epoch)
-        return {"w": state["w"] + 1}, {"loss_sum": np.float32(2.0 * (epoch + 1)), "count": 2.0}
+        return {"w": state["w"] + 1}, {"loss_sum": np.float32([2.0 * (epoch + 1)]),
+                                       "count": np.float32([2.0])}
 
     def validate(state):
-        return scores[int(state["w"][0]) - 1]
+        return [scores[int(state["w"][0, 0]) - 1]]
 
-    return loop.fit("tiny", state, num_epochs, _stopping(), train_epoch, validate, tmp_path)
+    best, progress = loop.fit("tiny", state, num_epochs, _stopping(), train_epoch, validate,
+                              tmp_path)
+    assert len(progress) == 1  # one run
+    return best, progress[0]
 
 
 def test_a_tiny_run_stops_early_and_returns_the_best_state(tmp_path):
@@ -47,13 +55,13 @@ def test_a_tiny_run_stops_early_and_returns_the_best_state(tmp_path):
     best, progress = _fit(tmp_path, [0.1, 0.5, 0.505, 0.4, 0.3, 0.2, 0.1], 7, calls)
     assert calls == [0, 1, 2, 3]  # best at epoch 2 (0-based 1): +0.005 is below min_delta
     assert progress.stopped and progress.best_epoch == 1 and progress.epoch == 3
-    assert float(best["w"][0]) == 2.0  # the state after the best epoch, not the last one
+    assert float(best["w"][0, 0]) == 2.0  # the state after the best epoch, not the last one
     assert [h["loss"] for h in progress.history] == [1.0, 2.0, 3.0, 4.0]
     assert [h["val_score"] for h in progress.history] == [0.1, 0.5, 0.505, 0.4]
     # a rerun resumes a stopped loop: no epoch is trained again, same best state
     calls.clear()
     again, progress2 = _fit(tmp_path, [0.1, 0.5, 0.505, 0.4, 0.3, 0.2, 0.1], 7, calls)
-    assert calls == [] and float(again["w"][0]) == 2.0
+    assert calls == [] and float(again["w"][0, 0]) == 2.0
     assert dataclasses.asdict(progress2) == dataclasses.asdict(progress)
 
 
@@ -65,19 +73,19 @@ def test_a_killed_loop_resumes_after_its_last_finished_epoch(tmp_path):
         pass
 
     def killer(state, epoch):  # validation of epoch 3 never finishes
-        if int(state["w"][0]) == 3:
+        if int(state["w"][0, 0]) == 3:
             raise Killed
-        return scores[int(state["w"][0]) - 1]
+        return [scores[int(state["w"][0, 0]) - 1]]
 
-    state = sharding.replicate({"w": jnp.zeros(3)}, sharding.make_mesh(jax.devices()[:1]))
+    state = sharding.replicate({"w": jnp.zeros((1, 3))}, sharding.make_mesh(jax.devices()[:1]))
     with pytest.raises(Killed):
-        loop.fit("tiny", state, 5, _stopping(), lambda s, e: (calls.append(e) or {"w": s["w"] + 1},
-                                                              {"count": 1.0}),
+        loop.fit("tiny", state, 5, _stopping(),
+                 lambda s, e: (calls.append(e) or {"w": s["w"] + 1}, {"count": np.ones(1)}),
                  lambda s: killer(s, None), tmp_path)
     calls.clear()
     best, progress = _fit(tmp_path, scores, 5, calls)
     assert calls == [2, 3, 4]  # epochs 0 and 1 were saved before the kill
-    assert float(best["w"][0]) == 5.0 and progress.best_epoch == 4
+    assert float(best["w"][0, 0]) == 5.0 and progress.best_epoch == 4
     assert len(progress.history) == 5
 
 

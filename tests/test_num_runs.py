@@ -63,7 +63,7 @@ def _runs_fit(directory, scores, num_epochs, calls, killer=None):
             raise KeyboardInterrupt  # killed while validating that epoch
         return [s[i - 1] for s, i in zip(scores, w)]
 
-    return runs.fit("tiny", state, num_epochs, _stopping(), train_epoch, validate, directory)
+    return loop.fit("tiny", state, num_epochs, _stopping(), train_epoch, validate, directory)
 
 
 def _without_seconds(record: loop.LoopState) -> dict:
@@ -81,19 +81,11 @@ def test_each_run_stops_on_its_own_and_keeps_its_best_state(tmp_path):
     assert [r.best_epoch for r in records] == [1, 2]
     assert [r.epoch for r in records] == [3, 4] and all(r.stopped for r in records)
     assert [len(r.history) for r in records] == [4, 5]
-    # each run's record is the single loop's on its scores
+    # each run's record is the one-run loop's on its scores
     for k, scores in enumerate(SCORES):
-        state = sharding.replicate({"w": jnp.zeros(3)}, sharding.make_mesh(jax.devices()[:1]))
-        single_calls = []
-
-        def train_epoch(s, epoch):
-            single_calls.append(epoch)
-            return {"w": s["w"] + 1}, {"loss_sum": np.float32(2.0 * (epoch + 1)), "count": 2.0}
-
-        one, record = loop.fit("tiny", state, 7, _stopping(), train_epoch,
-                               lambda s: scores[int(s["w"][0]) - 1], tmp_path / f"single{k}")
+        one, (record,) = _runs_fit(tmp_path / f"single{k}", [scores], 7, [])
         assert _without_seconds(record) == _without_seconds(records[k])
-        assert float(one["w"][0]) == float(np.asarray(best["w"])[k, 0])
+        assert float(one["w"][0, 0]) == float(np.asarray(best["w"])[k, 0])
     # a rerun resumes a finished loop: nothing trained again, the same best states
     calls.clear()
     again, records2 = _runs_fit(tmp_path / "runs", SCORES, 7, calls)
@@ -232,18 +224,18 @@ def test_k_runs_of_the_steps_equal_the_single_runs_of_their_seeds(tmp_path, mode
 
     base = pipeline.Batches(arrays, mesh, stats, _runtime(mode))
     many = runs.Runs(configured(0, k_runs, rates), mesh)
-    batches = many.batches(base, {"labels": labels})
+    batches = base.with_run_data({"labels": labels})
     assert batches.resident == (mode == "always")
     state, sums, probs = train(many, batches)
     assert len(probs) == k_runs and probs[0].shape == (n, t, 10)
     for k in range(k_runs):
         one = runs.Runs(configured(k, 1, learning_rate=rates and rates[k]), mesh)
-        single = pipeline.Batches(dataclasses.replace(arrays, labels=labels[k]), mesh, stats,
-                                  _runtime(mode))
+        single = pipeline.Batches(arrays, mesh, stats, _runtime(mode)).with_run_data(
+            {"labels": labels[k: k + 1]})
         state1, sums1, probs1 = train(one, single)
         np.testing.assert_allclose(sums[:, k], sums1, rtol=1e-5)
         for x, y in zip(jax.tree_util.tree_leaves(runs.take(state, k).params),
-                        jax.tree_util.tree_leaves(jax.device_get(state1.params))):
+                        jax.tree_util.tree_leaves(runs.take(state1, 0).params)):
             np.testing.assert_allclose(x, y, atol=1e-5)
         np.testing.assert_allclose(probs[k], probs1[0], atol=1e-5)
     assert np.abs(probs[0] - probs[1]).max() > 1e-3  # the runs did differ

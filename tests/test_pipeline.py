@@ -9,7 +9,7 @@ from configs import baseline
 from sedjax.data import pipeline
 from sedjax.runtime import sharding
 from sedjax.recipes import common
-from sedjax.train import loop
+from sedjax.train import loop, runs
 
 
 def _runtime(mode: str, fraction: float = 0.5, prefetch: int = 2):
@@ -56,13 +56,13 @@ def test_resident_and_streamed_predictions_are_equal(tmp_path):
     stats = (np.asarray(arrays.features).mean((0, 1)), np.asarray(arrays.features).std((0, 1)))
     config = baseline.get_config()
     config.features.num_frames = 20
-    state = common.new_state(config, "pass2", 0, mesh)
+    state = sharding.replicate(runs.stack([common.init_state(config, "pass2", 0)]), mesh)
     rows = np.random.default_rng(1).permutation(len(arrays))
     out = {}
     for mode in ("always", "never"):
         b = pipeline.Batches(arrays, mesh, stats, _runtime(mode, prefetch=1))
         assert b.resident == (mode == "always")
-        out[mode] = loop.predict(common.eval_fn("frame", b), state, b, rows, 8)
+        out[mode] = loop.predict(common.eval_fn("frame", b), state, b, rows[None], 8)[0]
     assert out["always"].shape == (len(rows), 20, 10)
     np.testing.assert_allclose(out["always"], out["never"], atol=1e-6)
 

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from sedjax import recipes
 from sedjax.models import crnn
 
-CHOICES = {  # field -> allowed values
-    "recipe": tuple(recipes.RECIPES),
+CHOICES = {  # field -> allowed values (config.recipe: any registered recipe, checked below)
     "data.dataset": ("dcase2018", "desed", "synthetic"),
     "data.synthetic.layout": ("dcase2018", "desed"),
     "features.frontend": ("jax", "librosa"),
@@ -60,6 +59,9 @@ def _positive_int(name: str, value) -> int:
 
 def validate(config, num_devices: int = 1) -> None:
     """Raises ConfigError for the first value that cannot work on `num_devices` devices."""
+    if _get(config, "recipe") not in recipes.names():
+        raise ConfigError(f"recipe: unknown value {config.recipe!r}; choose one of "
+                          f"{', '.join(map(repr, recipes.names()))}")
     for field, allowed in CHOICES.items():
         value = _get(config, field)
         if value not in allowed:
@@ -100,8 +102,7 @@ def validate(config, num_devices: int = 1) -> None:
     if crnn.output_frames(config.features.num_frames, model) < 1:
         raise ConfigError(f"model.pool_sizes: time pooling x{crnn.time_pooling(model)} leaves "
                           f"no output frame of {config.features.num_frames} input frames")
-    if config.recipe == "mean_teacher":
-        _check_mean_teacher(config, num_devices)
+    recipes.get(config.recipe).check(config, num_devices)
     if model.embeddings.dir and model.arch != "desed_crnn":
         raise ConfigError(f"model.embeddings.dir: pre-extracted embeddings need model.arch "
                           f"'desed_crnn', not {model.arch!r}")
@@ -119,35 +120,3 @@ def validate(config, num_devices: int = 1) -> None:
             _positive_int("postprocess.median_filter", m)
     else:
         _positive_int("postprocess.median_filter", median)
-
-
-def _check_mean_teacher(config, num_devices: int) -> None:
-    if "mean_teacher" not in config:
-        raise ConfigError("mean_teacher: recipe 'mean_teacher' needs a mean_teacher section "
-                          "(see configs/mean_teacher.py)")
-    mt = config.mean_teacher
-    if mt.predict_with not in ("teacher", "student"):
-        raise ConfigError(f"mean_teacher.predict_with: unknown value {mt.predict_with!r}; "
-                          "choose one of 'teacher', 'student'")
-    parts = {k: mt[k] for k in ("batch_weak", "batch_unlabeled", "batch_strong")}
-    for name, value in parts.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"mean_teacher.{name}: expected an integer >= 0, got {value!r}")
-    if parts["batch_weak"] == 0 and parts["batch_strong"] == 0:
-        raise ConfigError("mean_teacher.batch_weak: no labelled clip in a batch (weak and "
-                          "strong are both 0)")
-    total = sum(parts.values())  # without a strong split, its share goes to weak clips
-    if total % num_devices:
-        raise ConfigError(f"mean_teacher.batch_weak + batch_unlabeled + batch_strong: "
-                          f"{total} clips per batch is not divisible by the {num_devices} "
-                          f"devices the batch is split over")
-    if not 0.0 <= mt.ema_decay < 1.0:
-        raise ConfigError(f"mean_teacher.ema_decay: expected 0 <= decay < 1, got {mt.ema_decay}")
-    a = mt.augment
-    if not 0.0 <= a.mixup_share <= 1.0:
-        raise ConfigError(f"mean_teacher.augment.mixup_share: expected a share in [0, 1], "
-                          f"got {a.mixup_share}")
-    for name in ("time_mask", "freq_mask", "time_shift"):
-        if isinstance(a[name], bool) or not isinstance(a[name], int) or a[name] < 0:
-            raise ConfigError(f"mean_teacher.augment.{name}: expected an integer >= 0, "
-                              f"got {a[name]!r}")

@@ -1,9 +1,10 @@
 """Batches for the data-parallel steps: resident on the device and gathered by index, or streamed.
 
 A split's raw log-mel (memmap), valid-frame counts and targets go to the device once when they
-fit; each step then only receives the (global_batch,) row indices, and normalization and padding
-happen inside the jitted step. Otherwise rows are gathered on the host from the memmap and sent
-with a prefetch of `runtime.prefetch` batches.
+fit; each step then only receives the (runs, global_batch) row indices, and normalization and
+padding happen inside the jitted step. Otherwise rows are gathered on the host from the memmap
+and sent with a prefetch of `runtime.prefetch` batches. Batches always carry a leading run axis
+(config.num_runs; one run is K = 1).
 """
 
 from __future__ import annotations
@@ -129,19 +130,39 @@ def fits_on_device(nbytes: int, runtime_config) -> bool:
 
 
 class Batches:
-    """Iterates global batches of one split's rows over a device mesh."""
+    """Global batches of one split's rows over a device mesh, for K runs at once (K >= 1).
+
+    Each run draws its own rows: `__call__` takes rows (K, n) and yields steps of (K, B) rows,
+    the run axis first (sedjax.train.parallel maps the step over it). run_data: arrays that
+    differ per run, (K, N, ...) (e.g. pass-2 pseudo-labels), replacing the split's array of
+    that name in each run's batches; the split's own device copy is shared by every run.
+    """
 
     def __init__(self, arrays: SplitArrays, mesh, stats: tuple[np.ndarray, np.ndarray],
-                 runtime_config):
+                 runtime_config, run_data: dict | None = None, _shared: "Batches" = None):
         self.arrays, self.mesh, self.runtime = arrays, mesh, runtime_config
-        self.stats = sharding.replicate(tuple(np.asarray(s, np.float32) for s in stats), mesh)
-        nbytes = arrays.features.nbytes * sharding.num_shards(mesh)
-        self.resident = fits_on_device(nbytes, runtime_config)
-        self.device_arrays = None
-        if self.resident:
-            self.device_arrays = sharding.replicate(arrays.rows(np.arange(len(arrays))), mesh)
-        logging.info("%d clips %s", len(arrays), "resident on the device(s)" if self.resident
-                     else "streamed from the memmap cache")
+        self.run_data = dict(run_data or {})
+        if _shared is not None:  # with_run_data: the same split, already placed
+            self.stats, self.resident = _shared.stats, _shared.resident
+            self.device_arrays = _shared.device_arrays
+        else:
+            self.stats = sharding.replicate(tuple(np.asarray(s, np.float32) for s in stats),
+                                            mesh)
+            nbytes = arrays.features.nbytes * sharding.num_shards(mesh)
+            self.resident = fits_on_device(nbytes, runtime_config)
+            self.device_arrays = None
+            if self.resident:
+                self.device_arrays = sharding.replicate(arrays.rows(np.arange(len(arrays))),
+                                                        mesh)
+            logging.info("%d clips %s", len(arrays), "resident on the device(s)"
+                         if self.resident else "streamed from the memmap cache")
+        self.device_run_data = (sharding.replicate(
+            {k: np.asarray(v, np.float32 if k == "labels" else None)
+             for k, v in self.run_data.items()}, mesh) if self.resident else None)
+
+    def with_run_data(self, run_data: dict) -> "Batches":
+        """These batches with per-run arrays (K, N, ...) replacing the split's of that name."""
+        return Batches(self.arrays, self.mesh, None, self.runtime, run_data, _shared=self)
 
     def index_batches(self, rows: np.ndarray, batch_size: int, drop_remainder: bool
                       ) -> list[np.ndarray]:
@@ -158,19 +179,33 @@ class Batches:
             out.append(np.asarray(index, np.int32))
         return out
 
+    def rows(self, k: int, index: np.ndarray) -> dict:
+        """Run k's step inputs of rows `index` (host arrays)."""
+        out = self.arrays.rows(index)
+        for name, v in self.run_data.items():
+            out[name] = np.asarray(v[k][index], out[name].dtype if name in out else None)
+        return out
+
     def __call__(self, rows: np.ndarray, batch_size: int, drop_remainder: bool
                  ) -> Iterator[tuple]:
-        """Yields step inputs: (data, index) when resident, else (batch,) streamed (dicts)."""
-        batches = self.index_batches(rows, batch_size, drop_remainder)
+        """Yields step inputs of rows (K, n): (data, run_data, index (K, B)) when resident,
+        else ((K, B, ...) batch dict,) read on the host `runtime.prefetch` batches ahead."""
+        per_run = [self.index_batches(r, batch_size, drop_remainder) for r in rows]
+        batches = [np.stack(b) for b in zip(*per_run)]
         if self.resident:
             for index in batches:
-                yield self.device_arrays, sharding.shard_batch(index, self.mesh)
+                yield (self.device_arrays, self.device_run_data,
+                       sharding.shard_runs(index, self.mesh))
             return
+
+        def read(index):
+            runs = [self.rows(k, i) for k, i in enumerate(index)]
+            return {name: np.stack([r[name] for r in runs]) for name in runs[0]}
+        ahead_n = self.runtime.prefetch
         with futures.ThreadPoolExecutor(1) as pool:
-            ahead = [pool.submit(self.arrays.rows, b) for b in batches[: self.runtime.prefetch]]
+            ahead = [pool.submit(read, b) for b in batches[:ahead_n]]
             for i in range(len(batches)):
                 batch = ahead.pop(0).result()
-                nxt = i + self.runtime.prefetch
-                if nxt < len(batches):
-                    ahead.append(pool.submit(self.arrays.rows, batches[nxt]))
-                yield (sharding.shard_batch(batch, self.mesh),)
+                if i + ahead_n < len(batches):
+                    ahead.append(pool.submit(read, batches[i + ahead_n]))
+                yield (sharding.shard_runs(batch, self.mesh),)

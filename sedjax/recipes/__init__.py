@@ -1,23 +1,70 @@
 """Recipes: how a system is trained, one module per method, chosen by `config.recipe`.
 
-Each recipe module has `train(inputs: common.Inputs) -> common.Trained`: it owns its steps'
-losses and its loops (and their resumption), and nothing else. Data, features, statistics,
-prediction, post-processing, scoring and reports are the shared stages of sedjax.run.
+A recipe module declares one `Recipe` and registers it (`register`): its name, its config
+section(s), its checks (called by sedjax.config.validate), the stage folders it writes under
+each run's folder (each with a result.json) and its `train(inputs: common.Inputs) ->
+common.Trained`. It owns its steps' losses and its loops (and their resumption), and nothing
+else: data, features, statistics, prediction, post-processing, scoring and reports are the
+shared stages of sedjax.run. Its random streams come from its name (sedjax.train.streams).
+
+The built-in recipes are imported on first use; any other module registers its own recipe by
+calling `register` when imported (tests/test_recipes.py builds one in a test file).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from types import ModuleType
+from typing import Callable
 
-RECIPES = {
+BUILT_IN = {
     "two_pass": "sedjax.recipes.two_pass",  # the DCASE2018 baseline (the seed)
     "mean_teacher": "sedjax.recipes.mean_teacher",  # DCASE2019 baseline / DESED
 }
 
 
-def get(name: str) -> ModuleType:
-    """The recipe module called `name`."""
-    if name not in RECIPES:
-        raise ValueError(f"recipe: unknown recipe {name!r}; choose one of {tuple(RECIPES)}")
-    return importlib.import_module(RECIPES[name])
+def _no_checks(config, num_devices: int) -> None:
+    del config, num_devices
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A training method.
+
+    sections: the config sections it reads (each with the optimizer fields of
+    sedjax.train.state.create_train_state when the recipe builds its state with
+    common.init_state: learning_rate, adam_b1, adam_b2, adam_eps; learning_rates optional);
+    stages: its folders under each run's folder, in training order, each holding
+    checkpoints/ and result.json (and one StageSummary in its training summary);
+    check(config, num_devices): raises sedjax.config.validate.ConfigError for a value of its
+    sections that cannot work.
+    """
+
+    name: str
+    train: Callable
+    sections: tuple[str, ...]
+    stages: tuple[str, ...]
+    check: Callable = _no_checks
+
+
+_REGISTERED: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    """Makes `recipe` selectable as config.recipe = recipe.name; returns it."""
+    _REGISTERED[recipe.name] = recipe
+    return recipe
+
+
+def names() -> tuple[str, ...]:
+    """Every recipe a config may name: the built-in ones and those registered since."""
+    return tuple(dict.fromkeys([*BUILT_IN, *_REGISTERED]))
+
+
+def get(name: str) -> Recipe:
+    """The recipe called `name` (a built-in one is imported, and so registered, here)."""
+    if name not in _REGISTERED and name in BUILT_IN:
+        importlib.import_module(BUILT_IN[name])
+    if name not in _REGISTERED:
+        raise ValueError(f"recipe: unknown recipe {name!r}; choose one of {names()}")
+    return _REGISTERED[name]

@@ -44,28 +44,14 @@ class Inputs:
     @property
     def run_dirs(self) -> list[pathlib.Path]:
         """Where each run's own outputs go: [workdir] for one run, else workdir/run{k}."""
-        return run_dirs(self.workdir, self.runs.count)
+        return self.runs.dirs(self.workdir)
 
-    def run_batches(self, name: str, labels: list | None = None):
+    def run_batches(self, name: str, labels: list | None = None) -> pipeline.Batches:
         """Batches of split `name` for the runs; labels: one target array per run replacing
         the split's (e.g. pseudo-labels)."""
         if labels is None:
-            return self.runs.batches(self.batches[name])
-        if self.runs.single:
-            return self.batches_of(name, dataclasses.replace(self.arrays[name], labels=labels[0]))
-        return self.runs.batches(self.batches[name], {"labels": np.stack(labels)})
-
-    def batches_of(self, name: str, arrays: pipeline.SplitArrays) -> pipeline.Batches:
-        """Batches of a split with new arrays (e.g. pseudo-labels), registered under `name`."""
-        self.arrays[name] = arrays
-        self.batches[name] = pipeline.Batches(arrays, self.mesh, self.stats, self.config.runtime)
-        return self.batches[name]
-
-
-def run_dirs(workdir: pathlib.Path, count: int) -> list[pathlib.Path]:
-    """[workdir] for one run, else [workdir/run0, workdir/run1, ...]."""
-    workdir = pathlib.Path(workdir)
-    return [workdir] if count == 1 else [workdir / f"run{k}" for k in range(count)]
+            return self.batches[name]
+        return self.batches[name].with_run_data({"labels": np.stack(labels)})
 
 
 def detect_and_score(config, split: dataset.Split, probs: np.ndarray, frames: np.ndarray,
@@ -150,13 +136,13 @@ def clip_outputs(state, batch):
     return state_lib.apply_eval(state, batch["features"], batch.get("embeddings"))[1]
 
 
-def eval_fn(output: str, batches: pipeline.Batches | runs_lib.RunBatches):
-    """The jitted data-parallel predictor of 'frame' or 'clip' outputs for these batches."""
-    return _eval_fn(output, batches.mesh, batches.resident,
-                    isinstance(batches, runs_lib.RunBatches))
+def eval_fn(output: str, batches: pipeline.Batches):
+    """The jitted data-parallel predictor of 'frame' or 'clip' outputs (K, B, ...) for these
+    batches."""
+    return _eval_fn(output, batches.mesh, batches.resident)
 
 
 @functools.lru_cache(maxsize=None)  # one compiled program per kind, not one per call
-def _eval_fn(output: str, mesh, resident: bool, runs: bool = False):
+def _eval_fn(output: str, mesh, resident: bool):
     step = {"frame": frame_outputs, "clip": clip_outputs}[output]
-    return parallel.eval_step_fn(step, mesh, resident, runs=runs)
+    return parallel.eval_step_fn(step, mesh, resident, runs=True)

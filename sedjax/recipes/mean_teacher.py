@@ -31,7 +31,10 @@ from sedjax.reporting import outputs
 from sedjax.runtime import sharding
 from sedjax.data import dataset, pipeline
 from sedjax.models import crnn
+from sedjax import recipes
+from sedjax.config.validate import ConfigError
 from sedjax.recipes import common
+from sedjax.reporting import summary
 from sedjax.runtime.sharding import AXIS
 from sedjax.metrics import clip_scores
 from sedjax.train import augment, loop, state as state_lib
@@ -310,8 +313,7 @@ def train(inputs: common.Inputs) -> common.Trained:
     # mixed arrays (and their device copy) are the same for all
     trainings = [build_training(inputs, c) for c in runs.configs]
     training = trainings[0]
-    batches = runs.batches(pipeline.Batches(training.arrays, inputs.mesh, inputs.stats,
-                                            config.runtime))
+    batches = pipeline.Batches(training.arrays, inputs.mesh, inputs.stats, config.runtime)
     steps = steps_per_epoch(training, mt.steps_per_epoch)
     batch_size = sum(n for _, n in training.parts.values())
     settings = step_settings(config, steps * mt.num_epochs)
@@ -337,13 +339,50 @@ def train(inputs: common.Inputs) -> common.Trained:
                                 for c in runs.configs])
     summaries = []
     for d, record in zip(inputs.run_dirs, progress):
-        result = dataclasses.asdict(record)
         if sharding.is_primary():
-            outputs.write_json(d / NAME / "result.json", result)
-        summaries.append({NAME: {k: result[k] for k in ("best_score", "best_epoch")},
-                          "predict_with": predict_with})
+            outputs.write_json(d / NAME / "result.json", dataclasses.asdict(record))
+        summaries.append(summary.TrainingSummary(
+            NAME, {NAME: summary.StageSummary(record.best_score, record.best_epoch)},
+            {"predict_with": predict_with}))
     return common.Trained(_predictor(state, predict_with), summaries)
 
 
 def _predictor(state: MeanTeacherState, predict_with: str):
     return state.teacher() if predict_with == "teacher" else state
+
+
+def check(config, num_devices: int) -> None:
+    """The mean_teacher section's values that cannot work (ConfigError)."""
+    if "mean_teacher" not in config:
+        raise ConfigError("mean_teacher: recipe 'mean_teacher' needs a mean_teacher section "
+                          "(see configs/mean_teacher.py)")
+    mt = config.mean_teacher
+    if mt.predict_with not in ("teacher", "student"):
+        raise ConfigError(f"mean_teacher.predict_with: unknown value {mt.predict_with!r}; "
+                          "choose one of 'teacher', 'student'")
+    parts = {k: mt[k] for k in ("batch_weak", "batch_unlabeled", "batch_strong")}
+    for name, value in parts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"mean_teacher.{name}: expected an integer >= 0, got {value!r}")
+    if parts["batch_weak"] == 0 and parts["batch_strong"] == 0:
+        raise ConfigError("mean_teacher.batch_weak: no labelled clip in a batch (weak and "
+                          "strong are both 0)")
+    total = sum(parts.values())  # without a strong split, its share goes to weak clips
+    if total % num_devices:
+        raise ConfigError(f"mean_teacher.batch_weak + batch_unlabeled + batch_strong: "
+                          f"{total} clips per batch is not divisible by the {num_devices} "
+                          f"devices the batch is split over")
+    if not 0.0 <= mt.ema_decay < 1.0:
+        raise ConfigError(f"mean_teacher.ema_decay: expected 0 <= decay < 1, got {mt.ema_decay}")
+    a = mt.augment
+    if not 0.0 <= a.mixup_share <= 1.0:
+        raise ConfigError(f"mean_teacher.augment.mixup_share: expected a share in [0, 1], "
+                          f"got {a.mixup_share}")
+    for name in ("time_mask", "freq_mask", "time_shift"):
+        if isinstance(a[name], bool) or not isinstance(a[name], int) or a[name] < 0:
+            raise ConfigError(f"mean_teacher.augment.{name}: expected an integer >= 0, "
+                              f"got {a[name]!r}")
+
+
+RECIPE = recipes.register(recipes.Recipe(NAME, train, sections=(NAME,), stages=(NAME,),
+                                         check=check))

@@ -25,7 +25,9 @@ from absl import logging
 
 from sedjax.reporting import outputs
 from sedjax.runtime import files, sharding
+from sedjax import recipes
 from sedjax.recipes import common
+from sedjax.reporting import summary
 from sedjax.metrics import clip_scores
 from sedjax.train import checkpoint, loop, state as state_lib
 
@@ -157,8 +159,7 @@ def _warm_start(state, workdir: pathlib.Path):
     ckpts.close()
     if restored is None:
         raise FileNotFoundError(f"{workdir / 'pass1'}: no best checkpoint to start pass 2 from")
-    best = restored[1]["best_epoch"] if "runs" not in restored[1] else [
-        r["best_epoch"] for r in restored[1]["runs"]]
+    best = [r["best_epoch"] for r in restored[1]["runs"]]
     logging.info("pass2: starting from the best pass-1 weights (epoch %s)",
                  np.asarray(best) + 1)
     return state.replace(params=restored[0].params, batch_stats=restored[0].batch_stats)
@@ -187,7 +188,14 @@ def train(inputs: common.Inputs) -> common.Trained:
     if sharding.is_primary():
         for d, result in zip(dirs, pass2):
             outputs.write_json(d / "pass2" / "result.json", result)
-    summaries = [{"pass1": {k: p1[k] for k in ("best_score", "best_epoch", "thresholds")},
-                  "pass2": {k: p2[k] for k in ("best_score", "best_epoch")}}
-                 for p1, p2 in zip(pass1, pass2)]
+    summaries = [summary.TrainingSummary(RECIPE_NAME, {
+        "pass1": summary.StageSummary(p1["best_score"], p1["best_epoch"],
+                                      {"thresholds": p1["thresholds"]}),
+        "pass2": summary.StageSummary(p2["best_score"], p2["best_epoch"])})
+        for p1, p2 in zip(pass1, pass2)]
     return common.Trained(state2, summaries)
+
+
+RECIPE_NAME = "two_pass"
+RECIPE = recipes.register(recipes.Recipe(RECIPE_NAME, train, sections=("pass1", "pass2"),
+                                         stages=("pass1", "pass2")))

@@ -5,44 +5,30 @@ from __future__ import annotations
 
 import pathlib
 
-from sedjax import compare
-
-HEADLINE = {  # name in results.json's runs/mean/std -> where a run's results hold it
-    "event_f1": ("event_based", "f_measure_macro"),
-    "segment_f1": ("segment_based", "f_measure_macro"),
-    "psds1": ("threshold_independent", "psds1"),
-    "psds2": ("threshold_independent", "psds2"),
-    "collar_f1_best": ("threshold_independent", "collar_f1_best_macro"),
-}
-
-
-def headline(results: dict) -> dict:
-    """The HEADLINE scores of one split's results (None where undefined)."""
-    return {name: results.get(section, {}).get(key) for name, (section, key) in HEADLINE.items()}
-
+from sedjax.reporting.summary import HEADLINE, RunResults, headline, summarize
 
 SPREAD = ("mean", "std", "min", "max")
 
 
 def spread(values: list) -> dict:
-    """{mean, std (sample), min, max} of the defined values (compare.summarize); std None
+    """{mean, std (sample), min, max} of the defined values (summary.summarize); std None
     where one run leaves it undefined."""
-    out = compare.summarize(values)
+    out = summarize(values)
     if sum(v is not None for v in values) < 2:
         out["std"] = None
     return out
 
 
-def summary(recipe: str, dirs: list, summaries: list, scored: list, timings: dict,
+def summary(recipe: str, dirs: list, results: list[RunResults], scored: list, timings: dict,
             devices: int) -> dict:
     """workdir/results.json of several runs: each run's seed, folder, headline scores and
     training summary; mean, sample std, min and max of every headline score per split."""
     runs = []
-    for d, s in zip(dirs, summaries):
-        training = {k: v for k, v in s.items()
-                    if k not in scored and k not in ("recipe", "seed", "timings_s", "devices")}
-        runs.append({"seed": s["seed"], "dir": d.name,
-                     **{name: headline(s[name]) for name in scored}, **training})
+    for d, r in zip(dirs, results):
+        training = {k: v for k, v in r.training.to_json().items() if k not in ("recipe", "seed")}
+        runs.append({"seed": r.training.seed, "dir": d.name,
+                     **{name: headline(r.splits[name]) for name in scored},
+                     "postprocess": r.postprocess, **training})
     out = {"recipe": recipe, "num_runs": len(runs), "seeds": [r["seed"] for r in runs],
            "runs": runs, **{key: {name: {} for name in scored} for key in SPREAD}}
     for name in scored:

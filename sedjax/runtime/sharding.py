@@ -49,6 +49,20 @@ def shard_batch(tree, mesh: Mesh):
     return jax.tree_util.tree_map(put, tree)
 
 
+def shard_runs(tree, mesh: Mesh):
+    """(K, B, ...) arrays of K runs (the same on every process) -> sharded over all devices on
+    axis 1, the batch axis; each process passes only its own slice of rows (multi-host)."""
+    spec = NamedSharding(mesh, P(None, AXIS))
+    count, index = jax.process_count(), jax.process_index()
+
+    def put(x):
+        x = np.asarray(x)
+        local = x.shape[1] // count
+        return jax.make_array_from_process_local_data(
+            spec, x[:, index * local: (index + 1) * local], x.shape)
+    return jax.tree_util.tree_map(put, tree)
+
+
 def to_host(x) -> np.ndarray:
     """A global jax.Array as one numpy array on every process.
 

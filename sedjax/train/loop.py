@@ -1,9 +1,14 @@
-"""The epoch loop every recipe shares: epochs, a validation score, early stopping, checkpoints.
+"""The one epoch loop every recipe shares: epochs, validation scores, early stopping, checkpoints.
 
-A recipe gives the loop two functions: `train_epoch(state, epoch) -> (state, metric sums)` and
-`validate(state) -> score` (higher is better). The loop keeps the best state, stops early as
-the seed's Keras callback did (patience, min_delta, not before a start epoch), and saves
-`latest` after every epoch so that a killed run resumes after its last finished epoch.
+The state carries a leading run axis (config.num_runs = K; one run is K = 1, see
+sedjax.train.runs). A recipe gives the loop two functions: `train_epoch(state, epoch) ->
+(state, metric sums, (K,) per key)` and `validate(state) -> one score per run` (higher is
+better). Each run stops early on its own, as the seed's Keras callback did (patience,
+min_delta, not before a start epoch): once its patience ran out, later epochs still compute for
+it (one program) but change neither its best state nor its record. The loop ends when every run
+stopped or at num_epochs. `latest` is saved after every epoch, so a killed run resumes after
+its last finished epoch; `best` holds each run's best state. Their meta is
+{'epoch': the last finished epoch, 'runs': [LoopState of each run]}.
 """
 
 from __future__ import annotations
@@ -11,21 +16,22 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from sedjax.runtime import sharding
 from sedjax.data import pipeline
+from sedjax.runtime import sharding
 from sedjax.train import checkpoint
 
 
 @dataclasses.dataclass
 class LoopState:
-    """Where the loop stands; saved as JSON beside every checkpoint."""
+    """Where one run's loop stands; saved as JSON beside every checkpoint."""
 
     epoch: int = -1  # last finished epoch (0-based)
     best_score: float = -1.0
@@ -66,7 +72,7 @@ class EarlyStopping:
 
 
 def run_epoch(step_fn, batches: pipeline.Batches, rows: np.ndarray, batch_size: int, state):
-    """One pass of `step_fn` over `rows` (full batches); returns (state, metric sums on host)."""
+    """One pass of `step_fn` over rows (K, n) (full batches); (state, metric sums on host)."""
     total = None
     for args in batches(rows, batch_size, drop_remainder=True):
         state, metrics = step_fn(state, batches.stats, *args)
@@ -77,65 +83,104 @@ def run_epoch(step_fn, batches: pipeline.Batches, rows: np.ndarray, batch_size: 
 
 
 def means(sums: dict) -> dict:
-    """Per-clip means of the metric sums of run_epoch ({'loss_sum': ..., 'count': n})."""
+    """Per-clip means of one run's metric sums ({'loss_sum': ..., 'count': n})."""
     count = float(sums.get("count", 0)) or 1.0
     return {k[: -len("_sum")]: float(v) / count for k, v in sums.items() if k.endswith("_sum")}
 
 
 def predict(eval_fn, state, batches: pipeline.Batches, rows: np.ndarray, batch_size: int
             ) -> np.ndarray:
-    """eval_fn's outputs for `rows`, pulled to the host once at the end."""
+    """eval_fn's outputs (K, n, ...) for rows (K, n), pulled to the host once at the end."""
     outs = [eval_fn(state, batches.stats, *args)
             for args in batches(rows, batch_size, drop_remainder=False)]
-    out = np.concatenate([sharding.to_host(o) for o in outs])
-    return out[: len(rows)]
+    out = np.concatenate([sharding.to_host(o) for o in outs], axis=1)
+    return out[:, : rows.shape[1]]
 
 
-def fit(name: str, state, num_epochs: int, stopping: EarlyStopping,
-        train_epoch: Callable, validate: Callable[..., float], directory: pathlib.Path,
-        writer=None, constants: dict | None = None):
-    """Trains `state` and returns (best state, LoopState); resumes from `latest`.
+@jax.jit
+def select(mask: jax.Array, new, old):
+    """Run by run, `new` where mask (K,) is set and `old` elsewhere."""
+    def pick(n, o):
+        return jnp.where(mask.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+    return jax.tree_util.tree_map(pick, new, old)
 
-    writer: a sedjax.reporting.tensorboard.SummaryWriter that gets every epoch's metrics, validation score
-    and `constants` (e.g. the learning rate) under `<name>/`.
+
+def fit(name: str, state, num_epochs: int, stopping: EarlyStopping, train_epoch: Callable,
+        validate: Callable, directory: pathlib.Path, writer=None,
+        constants: Sequence[dict] | None = None) -> tuple:
+    """Trains the run-axis `state`; returns (best state, [LoopState per run]). Resumes from
+    `latest` (module docstring).
+
+    writer: a sedjax.reporting.tensorboard.SummaryWriter that gets every epoch's metrics,
+    validation score and constants[k] (e.g. run k's learning rate) under `<name>/` (one run)
+    or `run<k>/<name>/`.
     """
+    num_runs = len(jax.tree_util.tree_leaves(state)[0])
     ckpt = checkpoint.PassCheckpoints(directory)
-    loop = LoopState()
+    loops, last, best = [LoopState() for _ in range(num_runs)], -1, None
     restored = ckpt.restore("latest", state)
     if restored is not None:
-        state, loop = restored[0], LoopState.from_json(restored[1])
-        logging.info("%s: resuming after epoch %d (best val score %.4f at epoch %d)", name,
-                     loop.epoch + 1, loop.best_score, loop.best_epoch + 1)
+        state, meta = restored
+        last, loops = meta["epoch"], [LoopState.from_json(m) for m in meta["runs"]]
+        kept = ckpt.restore("best", state)
+        best = kept[0] if kept is not None else None
+        logging.info("%s: resuming after epoch %d (best val scores %s)", name, last + 1,
+                     " ".join(f"{r.best_score:.4f}" for r in loops))
+
+    def meta():
+        return {"epoch": last, "runs": [dataclasses.asdict(r) for r in loops]}
     try:  # an exception or Ctrl-C still finishes the checkpoints already started
-        epochs = range(loop.epoch + 1, 0 if loop.stopped else num_epochs)
-        bar = tqdm(epochs, desc=name, unit="epoch", disable=None, initial=loop.epoch + 1,
-                   total=num_epochs)
+        done = all(r.stopped for r in loops)
+        bar = tqdm(range(last + 1, 0 if done else num_epochs), desc=name, unit="epoch",
+                   disable=None, initial=last + 1, total=num_epochs)
         for epoch in bar:
             start = time.time()
             state, sums = train_epoch(state, epoch)
-            metrics = means(sums)
-            score = float(validate(state))
-            loop.history.append({"epoch": epoch + 1, **metrics, "val_score": score,
-                                 "seconds": round(time.time() - start, 2)})
-            if writer is not None:
-                writer.scalars({**metrics, "val_score": score, **(constants or {})},
-                               step=epoch + 1, prefix=f"{name}/")
-                writer.flush()
-            if stopping.update(loop, epoch, score):
-                ckpt.save("best", epoch, state, dataclasses.asdict(loop))
-            ckpt.save("latest", epoch, state, dataclasses.asdict(loop))
-            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", val=f"{score:.4f}",
-                            best=f"{loop.best_score:.4f}")
-            logging.info("%s epoch %3d  %s  val score %.4f  (best %.4f @ %d)  %.1fs", name,
-                         epoch + 1, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), score,
-                         loop.best_score, loop.best_epoch + 1, time.time() - start)
-            if loop.stopped:
-                logging.info("%s: early stop after epoch %d", name, epoch + 1)
+            scores = [float(s) for s in validate(state)]
+            improved = _record_epoch(name, loops, stopping, epoch, sums, scores,
+                                     round(time.time() - start, 2), writer, constants)
+            last = epoch
+            if any(improved) or best is None:
+                best = select(jnp.asarray(improved), state, state if best is None else best)
+                ckpt.save("best", epoch, best, meta())
+            ckpt.save("latest", epoch, state, meta())
+            bar.set_postfix(val=" ".join(f"{s:.4f}" for s in scores))
+            logging.info("%s epoch %3d  val scores %s  (best %s)  %.1fs", name, epoch + 1,
+                         " ".join(f"{s:.4f}" for s in scores),
+                         " ".join(f"{r.best_score:.4f}@{r.best_epoch + 1}" for r in loops),
+                         time.time() - start)
+            if all(r.stopped for r in loops):
                 break
         bar.close()
     finally:
         ckpt.wait()
-    return restore_best(ckpt, state, directory, name), loop
+    return restore_best(ckpt, state, directory, name), loops
+
+
+def _record_epoch(name: str, loops: list, stopping: EarlyStopping, epoch: int, sums: dict,
+                  scores: list, seconds: float, writer, constants) -> list[bool]:
+    """Adds the epoch to each running run's record (and TensorBoard); [improved per run]."""
+    improved = []
+    for k, record in enumerate(loops):
+        if record.stopped:  # frozen: its best and its history stay as they were
+            improved.append(False)
+            continue
+        metrics = means({key: v[k] for key, v in sums.items()})
+        record.history.append({"epoch": epoch + 1, **metrics, "val_score": scores[k],
+                               "seconds": seconds})
+        if writer is not None:
+            prefix = f"{name}/" if len(loops) == 1 else f"run{k}/{name}/"
+            writer.scalars({**metrics, "val_score": scores[k],
+                            **(constants[k] if constants else {})}, step=epoch + 1,
+                           prefix=prefix)
+        improved.append(stopping.update(record, epoch, scores[k]))
+        logging.info("%s run %d epoch %d  %s", name, k, epoch + 1,
+                     "  ".join(f"{key} {v:.4f}" for key, v in metrics.items()))
+        if record.stopped:
+            logging.info("%s run %d: early stop after epoch %d", name, k, epoch + 1)
+    if writer is not None:
+        writer.flush()
+    return improved
 
 
 def restore_best(ckpt: checkpoint.PassCheckpoints, state, directory: pathlib.Path, name: str):

@@ -12,8 +12,9 @@ resident: (state, stats, data, index) with the whole split replicated on every d
 device gathering its rows of `index` (no host->device copy per step).
 stats = (mean, std) of the log-mel bands, replicated.
 
-Many runs per program (`runs=True`, config.num_runs > 1): the state carries a leading run axis
-and the step is vmapped over it inside shard_map, so the collectives over 'batch' still average
+Runs (`runs=True`, as every recipe's loop calls it; config.num_runs = K >= 1): the state carries
+a leading run axis and the step is vmapped over it inside shard_map (one run: applied to its
+slice, no vmap), so the collectives over 'batch' still average
 over devices, run by run. Streamed: each array of `batch` is (K, B, ...) sharded over devices on
 axis 1. Resident: (state, stats, data, run_data, index) with `index` (K, B) sharded on axis 1,
 each run gathering its rows of the shared `data` and of its own slice of `run_data` (arrays that
@@ -43,17 +44,29 @@ def _gather(data: dict, index) -> dict:
     return {k: v[index] for k, v in data.items()}
 
 
+def _map_runs(fn: Callable, *args):
+    """fn mapped over the leading run axis of every leaf of args.
+
+    One run (K = 1): fn itself on the run's slice, not a vmap of size 1, so a single run
+    compiles to the very program it had before runs existed (its numbers bit for bit).
+    """
+    if len(jax.tree_util.tree_leaves(args[0])[0]) == 1:
+        out = fn(*jax.tree_util.tree_map(lambda x: x[0], args))
+        return jax.tree_util.tree_map(lambda x: x[None], out)
+    return jax.vmap(fn)(*args)
+
+
 def _over_runs(run: Callable, resident: bool) -> tuple[Callable, tuple]:
-    """The per-device function vmapped over the run axis, and its input specs."""
+    """The per-device function mapped over the run axis, and its input specs."""
     if resident:
         def gather_runs(state, stats, data, run_data, index):
             def one(s, rd, i):
                 return run(s, stats, {**_gather(data, i), **_gather(rd, i)})
-            return jax.vmap(one)(state, run_data, index)
+            return _map_runs(one, state, run_data, index)
         return gather_runs, (P(), P(), P(), P(), P(None, AXIS))
 
     def stream_runs(state, stats, batch):
-        return jax.vmap(lambda s, b: run(s, stats, b))(state, batch)
+        return _map_runs(lambda s, b: run(s, stats, b), state, batch)
     return stream_runs, (P(), P(), P(None, AXIS))
 
 
