@@ -33,7 +33,7 @@ def test_load_equals_get_config():
 def test_load_by_path_from_elsewhere(tmp_path):
     # Another working directory, no PYTHONPATH: the config's own `from configs import baseline`
     # still resolves (load puts the repository root on sys.path when it is absent).
-    code = ("from sedjax import configfile; "
+    code = ("from sedjax.config import config_files; "
             "c = config_files.load(config_files.default_path('tiny')); print(c.data.classes[0])")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
