@@ -66,9 +66,9 @@ def reductions(mesh) -> dict:
 def main(out: str) -> None:
     config = tiny.get_config()
     mesh = sharding.make_mesh()
-    adam = common.init_state(config, "pass1", 1)
+    adam = common.init_state(config, "pass1")
     sgd = optax.sgd(config.pass1.learning_rate)
-    plain = common.init_state(config, "pass1", 1)  # its own arrays: train steps donate them
+    plain = common.init_state(config, "pass1")  # its own arrays: train steps donate them
     plain = plain.replace(tx=sgd, opt_state=sgd.init(plain.params))
     results = reductions(mesh)
     for name, state in (("adam", adam), ("sgd", plain)):

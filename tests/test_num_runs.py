@@ -212,7 +212,7 @@ def test_k_runs_of_the_steps_equal_the_single_runs_of_their_seeds(tmp_path, mode
 
     def train(r: runs.Runs, batches):
         fn = r.train_step_fn(_pass2_step, batches)
-        state = r.state(lambda c: common.init_state(c, "pass2", 2))
+        state = r.state(lambda c: common.init_state(c, "pass2"))
         sums = []
         for epoch in range(2):
             orders = [np.random.default_rng([c.seed, epoch]).permutation(n) for c in r.configs]

@@ -33,7 +33,7 @@ def _setup(devices, clip_level, dropout=0.0):
     config.pass1.adam_eps = 1e-4
     config.features.num_frames = 20
     mesh = sharding.make_mesh(devices)
-    return mesh, common.new_state(config, "pass1", 0, mesh), config
+    return mesh, common.new_state(config, "pass1", mesh), config
 
 
 def _run(devices, clip_level, resident, num_steps=3):

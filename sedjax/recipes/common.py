@@ -15,7 +15,7 @@ from sedjax.metrics import postprocess, sed_eval_scores
 from sedjax.runtime import sharding
 from sedjax.data import dataset, pipeline
 from sedjax.models import crnn
-from sedjax.train import parallel, runs as runs_lib, state as state_lib
+from sedjax.train import parallel, runs as runs_lib, state as state_lib, streams
 
 
 @dataclasses.dataclass
@@ -106,13 +106,13 @@ def ordered_reductions(config) -> bool:
     return bool(config.runtime.get("ordered_reductions", False)) and jax.device_count() > 1
 
 
-def init_state(config, section: str, rng_tag: int, rampup_steps: int = 0
-               ) -> state_lib.TrainState:
+def init_state(config, section: str, *, rampup_steps: int = 0) -> state_lib.TrainState:
     """A fresh model + Adam (settings of config[section]; its learning rate ramped up over
-    rampup_steps when > 0) on the host's default device."""
+    rampup_steps when > 0) on the host's default device. Its random stream (init and dropout
+    keys) is named by the recipe and the section: (config.recipe, section, 'init')."""
     model = crnn.from_config(config.model, len(config.data.classes), axis_name=sharding.AXIS,
                              ordered_reductions=ordered_reductions(config))
-    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), rng_tag)
+    rng = streams.key(config.seed, config.recipe, section, "init")
     e = config.model.embeddings
     state = state_lib.create_train_state(rng, model, config[section],
                                          (config.features.num_frames, config.features.n_mels),
@@ -121,9 +121,9 @@ def init_state(config, section: str, rng_tag: int, rampup_steps: int = 0
     return state
 
 
-def new_state(config, section: str, rng_tag: int, mesh) -> state_lib.TrainState:
-    """init_state, replicated over the mesh."""
-    return sharding.replicate(init_state(config, section, rng_tag), mesh)
+def new_state(config, section: str, mesh) -> state_lib.TrainState:
+    """init_state, replicated over the mesh (without a run axis: for a step used on its own)."""
+    return sharding.replicate(init_state(config, section), mesh)
 
 
 def frame_outputs(state, batch):

@@ -37,7 +37,7 @@ from sedjax.recipes import common
 from sedjax.reporting import summary
 from sedjax.runtime.sharding import AXIS
 from sedjax.metrics import clip_scores
-from sedjax.train import augment, loop, state as state_lib
+from sedjax.train import augment, loop, state as state_lib, streams
 
 WEAK, UNLABELED, STRONG = 0, 1, 2  # a clip's kind in a mixed batch
 NAME = "mean_teacher"
@@ -164,8 +164,9 @@ class Training:
     strong_targets: np.ndarray | None  # (N_strong, T', C) frame targets of the strong split
 
 
-def _split_rows(n: int, fraction: float, seed: int, tag: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng([seed, tag]).permutation(n)
+def _split_rows(n: int, fraction: float, seed: int, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, held-out rows) of a part's n clips (stream (NAME, part, 'held_out'))."""
+    order = streams.numpy_rng(seed, NAME, part, "held_out").permutation(n)
     n_val = int(round(fraction * n))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
@@ -202,14 +203,14 @@ def build_training(inputs: common.Inputs, config=None) -> Training:
             if "embeddings" in parts_arrays[0].extra else {})})
     # a validation split in the dataset picks the checkpoint; none: hold out training clips
     held_out = 0.0 if common.has_validation_split(inputs) else mt.val_fraction
-    train_weak, val_weak = _split_rows(sizes[0], held_out, config.seed, 101)
+    train_weak, val_weak = _split_rows(sizes[0], held_out, config.seed, "weak")
     # without a strong split its share of the batch goes to weak clips: the batch keeps its
     # configured size (and its divisibility by the device count)
     parts = {WEAK: (train_weak, mt.batch_weak + (0 if use_strong else mt.batch_strong)),
              UNLABELED: (offsets[1] + np.arange(sizes[1]), mt.batch_unlabeled)}
     val_strong = None
     if use_strong:
-        train_strong, val_strong = _split_rows(sizes[2], held_out, config.seed, 102)
+        train_strong, val_strong = _split_rows(sizes[2], held_out, config.seed, "strong")
         parts[STRONG] = (offsets[2] + train_strong, mt.batch_strong)
     parts = {k: v for k, v in parts.items() if v[1] > 0 and len(v[0])}
     logging.info("mean teacher: %s clips per batch; %d weak and %s strong clips held out%s",
@@ -244,7 +245,7 @@ def mixed_order(rng: np.random.Generator, parts: dict, steps: int) -> np.ndarray
 def init_state(config, rampup_steps: int = 0) -> MeanTeacherState:
     """Student and teacher start equal (the teacher is an average of the student's past);
     the learning rate ramps up over rampup_steps (mean_teacher.learning_rate_rampup)."""
-    base = common.init_state(config, NAME, 3, rampup_steps)
+    base = common.init_state(config, NAME, rampup_steps=rampup_steps)
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
     copy = functools.partial(jax.tree_util.tree_map, np.array)  # own buffers: donation-safe
     return MeanTeacherState(**fields, ema_params=copy(base.params),
@@ -323,7 +324,8 @@ def train(inputs: common.Inputs) -> common.Trained:
     predict_with = mt.predict_with
 
     def train_epoch(state, epoch):
-        orders = [mixed_order(np.random.default_rng([c.seed, 3, epoch]), t.parts, steps)
+        orders = [mixed_order(streams.numpy_rng(c.seed, NAME, "order", counter=epoch), t.parts,
+                              steps)
                   for c, t in zip(runs.configs, trainings)]
         return runs.run_epoch(train_fn, batches, orders, batch_size, state)
 

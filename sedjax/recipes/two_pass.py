@@ -29,7 +29,9 @@ from sedjax import recipes
 from sedjax.recipes import common
 from sedjax.reporting import summary
 from sedjax.metrics import clip_scores
-from sedjax.train import checkpoint, loop, state as state_lib
+from sedjax.train import checkpoint, loop, state as state_lib, streams
+
+RECIPE_NAME = "two_pass"
 
 
 def train_step(state, batch, bce_eps: float, output: str, ordered: bool = False):
@@ -60,11 +62,11 @@ def _fit(name: str, inputs: common.Inputs, state, output: str, train, train_rows
                              ordered=common.ordered_reductions(inputs.config))
     train_fn = runs.train_step_fn(step, train)
     predict_fn = common.eval_fn(output, val)
-    seeds = [c.seed + {"pass1": 1, "pass2": 2}[name] for c in runs.configs]
 
     def train_epoch(state, epoch):
-        orders = [np.random.default_rng([seed, epoch]).permutation(rows)
-                  for seed, rows in zip(seeds, train_rows)]
+        orders = [streams.numpy_rng(c.seed, RECIPE_NAME, name, "order", counter=epoch
+                                    ).permutation(rows)
+                  for c, rows in zip(runs.configs, train_rows)]
         return runs.run_epoch(train_fn, train, orders, section.batch_size, state)
 
     def macro_f1(state):
@@ -80,7 +82,7 @@ def _fit(name: str, inputs: common.Inputs, state, output: str, train, train_rows
 
 def pass1_rows(config, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(validation rows, training rows) of the n weak clips for config.seed."""
-    order = np.random.default_rng([config.seed, 101]).permutation(n)
+    order = streams.numpy_rng(config.seed, RECIPE_NAME, "pass1", "held_out").permutation(n)
     n_val = int(round(config.pass1.val_fraction * n))
     return np.sort(order[:n_val]), np.sort(order[n_val:])
 
@@ -93,7 +95,7 @@ def run_pass1(inputs: common.Inputs):
     weak = inputs.arrays["weak"]
     val_rows, train_rows = zip(*(pass1_rows(c, len(weak)) for c in runs.configs))
     batches = inputs.run_batches("weak")
-    state = runs.state(lambda c: common.init_state(c, "pass1", 1))
+    state = runs.state(lambda c: common.init_state(c, "pass1"))
     state, progress = _fit("pass1", inputs, state, "clip", batches, train_rows, batches,
                            val_rows, lambda k, probs: weak.labels[val_rows[k]])
     val_probs = runs.predict(common.eval_fn("clip", batches), state, batches, val_rows,
@@ -135,7 +137,7 @@ def run_pass2(inputs: common.Inputs, unl):
     own labels), validated on the weak clips."""
     config, runs = inputs.config, inputs.runs
     weak = inputs.arrays["weak"]
-    state = runs.state(lambda c: common.init_state(c, "pass2", 2))
+    state = runs.state(lambda c: common.init_state(c, "pass2"))
     if config.pass2.init_from_pass1:
         state = _warm_start(state, inputs.workdir)
     all_unl, all_weak = np.arange(len(unl.arrays)), np.arange(len(weak))
@@ -196,6 +198,5 @@ def train(inputs: common.Inputs) -> common.Trained:
     return common.Trained(state2, summaries)
 
 
-RECIPE_NAME = "two_pass"
 RECIPE = recipes.register(recipes.Recipe(RECIPE_NAME, train, sections=("pass1", "pass2"),
                                          stages=("pass1", "pass2")))
