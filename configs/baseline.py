@@ -170,6 +170,20 @@ def get_config() -> ml_collections.ConfigDict:
     e.evaluate_offset = True
     e.event_matching_type = "optimal"
     e.segment_seconds = 1.0
+    # threshold-independent scores (sed_scores_eval): DCASE 2021-2023 Task 4's PSDS1 and PSDS2
+    # and the best collar-based F1 over thresholds (sedjax.metrics.psds.Settings)
+    e.psds = ml_collections.ConfigDict()
+    e.psds.psds = ml_collections.ConfigDict()
+    e.psds.psds.psds1 = ml_collections.ConfigDict(dict(
+        dtc_threshold=0.7, gtc_threshold=0.7, cttc_threshold=None, alpha_ct=0.0, alpha_st=1.0,
+        max_efpr=100.0, unit_of_time="hour"))
+    e.psds.psds.psds2 = ml_collections.ConfigDict(dict(
+        dtc_threshold=0.1, gtc_threshold=0.1, cttc_threshold=0.3, alpha_ct=0.5, alpha_st=1.0,
+        max_efpr=100.0, unit_of_time="hour"))
+    e.psds.collar = ml_collections.ConfigDict(dict(onset_collar=0.2, offset_collar=0.2,
+                                                   offset_collar_rate=0.2))
+    e.psds.time_decimals = 6
+    e.psds.num_jobs = 1
 
     # ---- runtime ----------------------------------------------------------------------------
     c.runtime = r = ml_collections.ConfigDict()

@@ -82,8 +82,8 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
     primary = sharding.is_primary()  # the one writer of the error log
     layout = data_layout(config)
     splits = dataset.load_dataset(root, config.data.classes, workdir, config.data.use_eval,
-                                  config.data.get("use_strong", False), write_log=primary,
-                                  use_validation=config.data.get("use_validation", True),
+                                  config.data.use_strong, write_log=primary,
+                                  use_validation=config.data.use_validation,
                                   layout=layout, sample_rate=config.features.sample_rate)
     if tuning.enabled(config) and common.VALIDATION not in splits:
         raise dataset.DatasetError(
@@ -161,7 +161,7 @@ def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, prob
         probs, split.filenames, crnn.frame_seconds(config), config.data.classes,
         split.reference_events(),
         num_valid_frames=valid, median_filter=None if boxes else config.postprocess.median_filter,
-        settings=config.evaluation.get("psds"), tables=tables)
+        settings=config.evaluation.psds, tables=tables)
     return results, curves, events
 
 

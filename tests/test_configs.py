@@ -80,3 +80,11 @@ def test_the_augment_variant_turns_on_augmentation_and_nothing_else(name):
     assert augmented.to_dict() == plain.to_dict()
     with pytest.raises(ValueError, match="augment"):
         module.get_config("augmnet")
+
+
+def test_baseline_states_the_dcase_psds_definitions_the_library_names():
+    from sedjax.metrics import psds
+    assert psds.Settings.from_mapping(baseline.get_config().evaluation.psds) == psds.Settings()
+    changed = baseline.get_config()
+    changed.evaluation.psds.psds.psds1.max_efpr = 50.0
+    assert psds.Settings.from_mapping(changed.evaluation.psds).psds["psds1"].max_efpr == 50.0

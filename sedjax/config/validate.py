@@ -67,7 +67,7 @@ def validate(config, num_devices: int = 1) -> None:
         if value not in allowed:
             raise ConfigError(f"{field}: unknown value {value!r}; choose one of "
                               f"{', '.join(map(repr, allowed))}")
-    num_runs = _positive_int("num_runs", config.get("num_runs", 1))
+    num_runs = _positive_int("num_runs", _get(config, "num_runs"))
     for name, rates in _fields(config):
         if name.endswith(".learning_rates") and rates != ():
             if (isinstance(rates, str) or not isinstance(rates, Sequence)

@@ -46,7 +46,7 @@ def tune(config, filenames: Sequence[str], reference_events: Sequence[dict], pro
         from sedjax.metrics import csebbs
         out = csebbs.tune(t.csebbs, filenames, reference_events, probs, config.data.classes,
                           frame_seconds, num_valid_frames, t.metric,
-                          config.evaluation.get("psds"))
+                          config.evaluation.psds)
         logging.info("post-processing tuned on validation: cSEBBs %s", out["csebbs"])
     else:
         out = tune_median_filter(config, filenames, reference_events, probs, frame_seconds,
@@ -68,7 +68,7 @@ def _class_scores(config, filenames, reference_events, probs, frame_seconds, val
                 for c in classes}
     figures, _ = psds.threshold_independent(
         probs, filenames, frame_seconds, classes, reference_events, num_valid_frames=valid,
-        median_filter=length, settings=config.evaluation.get("psds"))
+        median_filter=length, settings=config.evaluation.psds)
     if metric == "psds1":
         found = figures.get("psds_detail", {}).get("psds1", {}).get("class_wise", {})
         return {c: found.get(c) for c in classes}

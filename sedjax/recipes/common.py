@@ -103,7 +103,7 @@ def ordered_reductions(config) -> bool:
     """Whether steps average over devices in one fixed order (runtime.ordered_reductions,
     sedjax.runtime.sharding.device_mean). Never on one device: there is no order to fix there, and
     the plain all-reduce keeps one-device runs bit for bit what they were before the option."""
-    return bool(config.runtime.get("ordered_reductions", False)) and jax.device_count() > 1
+    return bool(config.runtime.ordered_reductions) and jax.device_count() > 1
 
 
 def init_state(config, section: str, *, rampup_steps: int = 0) -> state_lib.TrainState:
