@@ -67,6 +67,19 @@ def validate(config, num_devices: int = 1) -> None:
         if value not in allowed:
             raise ConfigError(f"{field}: unknown value {value!r}; choose one of "
                               f"{', '.join(map(repr, allowed))}")
+    _check_runs(config)
+    classes = _check_classes(config)
+    for name, value in _fields(config):
+        if name.split(".")[-1].endswith("batch_size") and name not in _NOT_SHARDED:
+            if _positive_int(name, value) % num_devices:
+                raise ConfigError(f"{name}: {value} is not divisible by the {num_devices} "
+                                  f"devices the batch is split over")
+    _check_model(config)
+    recipes.get(config.recipe).check(config, num_devices)
+    _check_postprocess(config, classes)
+
+
+def _check_runs(config) -> None:
     num_runs = _positive_int("num_runs", _get(config, "num_runs"))
     for name, rates in _fields(config):
         if name.endswith(".learning_rates") and rates != ():
@@ -76,6 +89,9 @@ def validate(config, num_devices: int = 1) -> None:
                         for r in rates)):
                 raise ConfigError(f"{name}: expected {num_runs} positive learning rates, one "
                                   f"per run (num_runs), got {rates!r}")
+
+
+def _check_classes(config) -> Sequence[str]:
     classes = _get(config, "data.classes")
     if (isinstance(classes, str) or not isinstance(classes, Sequence) or not classes
             or not all(isinstance(c, str) and c for c in classes)):
@@ -83,15 +99,14 @@ def validate(config, num_devices: int = 1) -> None:
                           f"got {classes!r}")
     if len(set(classes)) != len(classes):
         raise ConfigError(f"data.classes: repeated class names in {classes!r}")
-    if "num_classes" in config.model:
+    return classes
+
+
+def _check_model(config) -> None:
+    model = config.model
+    if "num_classes" in model:
         raise ConfigError("model.num_classes: the model's output size follows data.classes; "
                           "remove the field")
-    for name, value in _fields(config):
-        if name.split(".")[-1].endswith("batch_size") and name not in _NOT_SHARDED:
-            if _positive_int(name, value) % num_devices:
-                raise ConfigError(f"{name}: {value} is not divisible by the {num_devices} "
-                                  f"devices the batch is split over")
-    model = config.model
     if len(model.pool_sizes) != len(model.conv_features):
         raise ConfigError(f"model.pool_sizes: {len(model.pool_sizes)} pool sizes for "
                           f"{len(model.conv_features)} conv blocks")
@@ -102,10 +117,12 @@ def validate(config, num_devices: int = 1) -> None:
     if crnn.output_frames(config.features.num_frames, model) < 1:
         raise ConfigError(f"model.pool_sizes: time pooling x{crnn.time_pooling(model)} leaves "
                           f"no output frame of {config.features.num_frames} input frames")
-    recipes.get(config.recipe).check(config, num_devices)
     if model.embeddings.dir and model.arch != "desed_crnn":
         raise ConfigError(f"model.embeddings.dir: pre-extracted embeddings need model.arch "
                           f"'desed_crnn', not {model.arch!r}")
+
+
+def _check_postprocess(config, classes: Sequence[str]) -> None:
     if config.postprocess.tune.method == "csebbs":
         from sedjax.metrics import csebbs
         if not csebbs.available():

@@ -7,20 +7,20 @@ common.Trained`. It owns its steps' losses and its loops (and their resumption),
 else: data, features, statistics, prediction, post-processing, scoring and reports are the
 shared stages of sedjax.run. Its random streams come from its name (sedjax.train.streams).
 
-The built-in recipes are imported on first use; any other module registers its own recipe by
-calling `register` when imported (tests/test_recipes.py builds one in a test file).
+A module `sedjax/recipes/<name>.py` is the recipe `<name>`: it is imported (and registers
+itself) the first time a config names it, so a new recipe is that one module plus its config.
+Code elsewhere registers a recipe by calling `register` (tests/test_recipes.py builds one in
+the test file).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 from typing import Callable
 
-BUILT_IN = {
-    "two_pass": "sedjax.recipes.two_pass",  # the DCASE2018 baseline (the seed)
-    "mean_teacher": "sedjax.recipes.mean_teacher",  # DCASE2019 baseline / DESED
-}
+SHARED = ("common",)  # modules of this package that are not recipes
 
 
 def _no_checks(config, num_devices: int) -> None:
@@ -56,15 +56,20 @@ def register(recipe: Recipe) -> Recipe:
     return recipe
 
 
+def _modules() -> list[str]:
+    """The recipe modules of this package (two_pass: the seed's; mean_teacher; ...)."""
+    return [m.name for m in pkgutil.iter_modules(__path__) if m.name not in SHARED]
+
+
 def names() -> tuple[str, ...]:
-    """Every recipe a config may name: the built-in ones and those registered since."""
-    return tuple(dict.fromkeys([*BUILT_IN, *_REGISTERED]))
+    """Every recipe a config may name: this package's modules and those registered since."""
+    return tuple(dict.fromkeys([*_modules(), *_REGISTERED]))
 
 
 def get(name: str) -> Recipe:
-    """The recipe called `name` (a built-in one is imported, and so registered, here)."""
-    if name not in _REGISTERED and name in BUILT_IN:
-        importlib.import_module(BUILT_IN[name])
+    """The recipe called `name` (its module is imported, and so registers it, here)."""
+    if name not in _REGISTERED and name in _modules():
+        importlib.import_module(f"{__name__}.{name}")
     if name not in _REGISTERED:
         raise ValueError(f"recipe: unknown recipe {name!r}; choose one of {names()}")
     return _REGISTERED[name]
