@@ -167,8 +167,6 @@ def threshold_independent(
     curves (numpy arrays, not for JSON): {name: {"etpr", "efpr", "class_wise":
       {label: {"tpr", "efpr", "thresholds"}}}} the PSD-ROCs (efpr per settings' unit_of_time).
     """
-    from sed_scores_eval import collar_based, intersection_based
-
     settings = Settings.from_mapping(settings)
     classes = [str(c) for c in classes]
     if tables is None:
@@ -194,6 +192,25 @@ def threshold_independent(
                        settings=settings.to_dict())
         return to_jsonable(figures), {}
 
+    detail, curves = _psds(scores, gt, durs, settings, classes)
+    figures.update({name: d["psds"] for name, d in detail.items()})
+    collar = _collar_best(scores, gt, settings, classes)
+    figures.update(collar_f1_best_macro=collar["f_measure_macro"], psds_detail=detail,
+                   collar_best=collar)
+    figures["num_files"] = len(scores)
+    figures["num_reference_events"] = sum(len(v) for v in gt.values())
+    figures["dataset_seconds"] = float(sum(durs.values()))
+    figures["median_filter"] = (None if median_filter is None else
+                                int(median_filter) if np.ndim(median_filter) == 0 else
+                                [int(k) for k in median_filter])
+    figures["settings"] = settings.to_dict()
+    return to_jsonable(figures), curves
+
+
+def _psds(scores: dict, gt: dict, durs: dict, settings: Settings, classes: list) -> tuple:
+    """({name: {'psds', 'class_wise'}}, {name: PSD-ROC curves}) of every settings.psds."""
+    from sed_scores_eval import intersection_based
+
     detail: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     for name, s in settings.psds.items():
@@ -203,7 +220,6 @@ def threshold_independent(
             cttc_threshold=s.cttc_threshold, alpha_ct=s.alpha_ct, alpha_st=s.alpha_st,
             unit_of_time=s.unit_of_time, max_efpr=s.max_efpr,
             time_decimals=settings.time_decimals, num_jobs=settings.num_jobs)
-        figures[name] = float(value)
         detail[name] = {"psds": float(value),
                         "class_wise": {c: float(class_psds[c]) for c in classes}}
         curves[name] = {
@@ -212,15 +228,19 @@ def threshold_independent(
                                "thresholds": np.asarray(roc[2])}
                            for c, roc in class_rocs.items()},
         }
+    return detail, curves
+
+
+def _collar_best(scores: dict, gt: dict, settings: Settings, classes: list) -> dict:
+    """The collar-based F1 at each class's best threshold (macro, micro, per class)."""
+    from sed_scores_eval import collar_based
 
     c = settings.collar
     f, p, r, thresholds, stats = collar_based.best_fscore(
         scores=scores, ground_truth=gt, onset_collar=c.onset_collar,
         offset_collar=c.offset_collar, offset_collar_rate=c.offset_collar_rate,
         time_decimals=settings.time_decimals, num_jobs=settings.num_jobs)
-    figures["collar_f1_best_macro"] = float(f["macro_average"])
-    figures["psds_detail"] = detail
-    figures["collar_best"] = {
+    return {
         "f_measure_macro": float(f["macro_average"]),
         "precision_macro": float(p["macro_average"]),
         "recall_macro": float(r["macro_average"]),
@@ -238,14 +258,6 @@ def threshold_independent(
             for label in classes
         },
     }
-    figures["num_files"] = len(scores)
-    figures["num_reference_events"] = sum(len(v) for v in gt.values())
-    figures["dataset_seconds"] = float(sum(durs.values()))
-    figures["median_filter"] = (None if median_filter is None else
-                                int(median_filter) if np.ndim(median_filter) == 0 else
-                                [int(k) for k in median_filter])
-    figures["settings"] = settings.to_dict()
-    return to_jsonable(figures), curves
 
 
 def _describe(s: PSDSSettings) -> str:
