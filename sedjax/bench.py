@@ -98,7 +98,7 @@ def sedjax_train_throughput(config, batch_size: int, steps: int, warmup: int, re
         raise app.UsageError(f"batch size {batch_size} is not divisible by "
                              f"{sharding.num_shards(mesh)} devices")
     t, f, c = config.features.num_frames, config.features.n_mels, len(config.data.classes)
-    state = common.new_state(config, "pass2", 0, mesh)
+    state = common.new_state(config, "pass2", mesh)
     num_params = crnn.count_params(state.params)
     rng = np.random.default_rng(0)
     batch = sharding.shard_batch({
@@ -132,10 +132,10 @@ def runs_train_throughput(config, batch_size: int, num_runs: int, steps: int, wa
         config.num_runs = num_runs
     configs = runs_lib.run_configs(config) if num_runs > 1 else [config]
     state = sharding.replicate(runs_lib.stack(
-        [common.init_state(rc, "pass2", 0) for rc in configs]), mesh)
+        [common.init_state(rc, "pass2") for rc in configs]), mesh)
     rng = np.random.default_rng(0)
     shape = (num_runs, batch_size)
-    batch = runs_lib.shard_runs({
+    batch = sharding.shard_runs({
         "features": rng.normal(size=(*shape, t, f)).astype(np.float32),
         "frames": np.full(shape, t, np.int32),
         "labels": (rng.random((*shape, c)) < 0.3).astype(np.float32)}, mesh)

@@ -157,7 +157,7 @@ def exported(tmp_path_factory):
     c.model.conv_features = (8, 8, 8)
     c.model.gru_units = 8
     workdir = tmp_path_factory.mktemp("run")
-    state = common.init_state(c, "pass2", 2)
+    state = common.init_state(c, "pass2")
     rng = np.random.default_rng(0)
     mean = (-5.0 + rng.standard_normal(c.features.n_mels)).astype(np.float32)
     std = (2.0 + rng.random(c.features.n_mels)).astype(np.float32)
