@@ -1,0 +1,138 @@
+"""Every sedjax command's command line: absl flags, and a user's mistake as one line.
+
+A command (`python -m sedjax.main`, `.detect`, `.evaluate`, `.compare`, `.onsets`, `.bench`,
+`sedjax.data.synthetic`) defines its flags with absl.flags and hands its main function to
+`run` (under `if __name__ == "__main__"`: absl's app.run) or to `call` (the same in this
+process, returning the exit status: what tests use). Either way:
+
+- absl parses the flags, GNU style: flags and positional arguments in any order, `--` ends the
+  flags; main(argv) gets the program name and the positional arguments, as app.run gives them.
+- `--help` (also -h, --helpfull) prints the command's module docstring and its flags; status 0.
+- A mistake in the user's input is one line `error: <message>` on stderr and exit status 2,
+  without a traceback: a flag absl cannot parse, or an exception of `user_errors()` out of main
+  (`UserError` and its subclasses, such as the dataset's and the event files' errors, and the
+  config package's ConfigFileError and ConfigError).
+
+Commands with flags of their own (detect, evaluate, compare, onsets) define them on a
+`flags.FlagValues()` of their own, so that importing several commands never clashes (evaluate's
+--config is not sedjax.main's); sedjax.main, bench and synthetic use absl's global flags.FLAGS.
+"""
+
+from __future__ import annotations
+
+import logging as pylogging
+import sys
+from collections.abc import Callable, Sequence
+
+from absl import app, flags, logging
+
+EXIT_USER_ERROR = 2
+_HELP = frozenset({"-h", "-?", "-help", "--help", "--helpshort", "--helpfull"})
+# The config package's user-facing errors, found by name among the imported modules: importing
+# sedjax.config.validate here would import jax into every command (it imports the models), and
+# an error of a module that is not imported cannot have been raised.
+_CONFIG_ERRORS = (("sedjax.config.config_files", "ConfigFileError"),
+                  ("sedjax.config.validate", "ConfigError"))
+
+Main = Callable[[list[str]], "int | None"]
+
+
+class UserError(Exception):
+    """A mistake in what the user gave (a flag, an argument, a file): the message names it."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean the user's input is wrong (one `error:` line, status 2)."""
+    found: list[type[BaseException]] = [UserError, app.UsageError, flags.Error]
+    for module, name in _CONFIG_ERRORS:
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
+
+
+def expect_no_arguments(argv: Sequence[str]) -> None:
+    """UserError when a command that takes only flags got positional arguments (argv[1:])."""
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
+
+
+def report(error: BaseException) -> int:
+    """Prints `error: <message>` on stderr; returns EXIT_USER_ERROR."""
+    print(f"error: {error}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def help_text(flag_values: flags.FlagValues, module: str, full: bool = False) -> str:
+    """The docstring of `module` (the command's), then the flags it defines (full: every flag
+    but absl's own, the libraries' included)."""
+    # absl files a module's flags under its name, and those of __main__ under the script's path
+    key = sys.argv[0] if module == "__main__" else module
+    modules = ([m for m in flag_values.flags_by_module_dict() if not m.startswith("absl.")]
+               if full else [key])
+    listing = "\n".join(flag_values.module_help(m) for m in modules).strip("\n")
+    return f"{(sys.modules[module].__doc__ or '').strip()}\n\nflags:\n{listing}\n"
+
+
+def _parse(flag_values: flags.FlagValues, argv: Sequence[str], module: str
+           ) -> list[str] | int:
+    """argv (program name first) parsed into flag_values: [program, positional arguments...];
+    or the exit status when the command stops here (help printed: 0; a bad flag: 2)."""
+    argv = list(argv)
+    options = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+    if _HELP.intersection(options):
+        sys.stdout.write(help_text(flag_values, module, full="--helpfull" in options))
+        return 0
+    if flag_values.is_parsed():  # an earlier call in this process: start from the defaults
+        flag_values.unparse_flags()
+    try:
+        return flag_values(argv)
+    except flags.Error as e:
+        return report(e)
+
+
+def _guarded(main: Main, argv: list[str]) -> int:
+    """main(argv)'s exit status (None: 0), or report()'s for a user's mistake."""
+    try:
+        return int(main(argv) or 0)
+    except user_errors() as e:
+        return report(e)
+
+
+def call(main: Main, flag_values: flags.FlagValues = flags.FLAGS,
+         argv: Sequence[str] | None = None) -> int:
+    """Runs a command in this process and returns its exit status.
+
+    argv: the arguments after the program name (default: sys.argv[1:]); the help text is the
+    docstring of main's module.
+    """
+    program = f"python -m {main.__module__}"
+    args = _parse(flag_values, [program, *(sys.argv[1:] if argv is None else argv)],
+                  main.__module__)
+    return args if isinstance(args, int) else _guarded(main, args)
+
+
+def _quiet_libraries(record) -> bool:
+    """Drops INFO chatter of orbax/jax internals (a dozen lines per checkpoint)."""
+    # Python's level numbers: absl's own logging.WARNING constant is -1.
+    return record.levelno >= pylogging.WARNING or not any(
+        name in record.pathname for name in ("orbax", "jax/_src", "absl/"))
+
+
+def run(main: Main, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """The `python -m` entry point: absl's app.run(main) with `call`'s flags, help and errors.
+
+    app.run also sets up absl logging (INFO and up on stderr, library chatter filtered out).
+    """
+    def parse(argv: list[str]) -> list[str]:
+        if flag_values is not flags.FLAGS:
+            flags.FLAGS.mark_as_parsed()  # app.run insists that absl's global flags are parsed
+        args = _parse(flag_values, argv, main.__module__)
+        if isinstance(args, int):
+            sys.exit(args)
+        return args
+
+    def quiet_main(argv: list[str]) -> int:
+        logging.get_absl_handler().python_handler.addFilter(_quiet_libraries)
+        return _guarded(main, argv)
+
+    app.run(quiet_main, flags_parser=parse)  # exits with main's status
