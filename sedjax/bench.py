@@ -22,14 +22,14 @@ import flax
 import jax
 import librosa
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from sedjax.data import features
 from sedjax.models import crnn
 from sedjax import run as run_lib
 from sedjax.config import config_files
-from sedjax.runtime import sharding
+from sedjax.runtime import cli, sharding
 from sedjax.recipes import common, two_pass
 from sedjax.train import parallel, runs as runs_lib
 
@@ -95,8 +95,8 @@ def sedjax_train_throughput(config, batch_size: int, steps: int, warmup: int, re
     """(clips/s, params) of the jitted data-parallel pass-2 step on a pre-sharded batch."""
     mesh = sharding.make_mesh()  # all devices (one host: all local ones)
     if batch_size % sharding.num_shards(mesh):
-        raise app.UsageError(f"batch size {batch_size} is not divisible by "
-                             f"{sharding.num_shards(mesh)} devices")
+        raise cli.UserError(f"batch size {batch_size} is not divisible by "
+                            f"{sharding.num_shards(mesh)} devices")
     t, f, c = config.features.num_frames, config.features.n_mels, len(config.data.classes)
     state = common.new_state(config, "pass2", mesh)
     num_params = crnn.count_params(state.params)
@@ -124,8 +124,8 @@ def runs_train_throughput(config, batch_size: int, num_runs: int, steps: int, wa
     seeds seed .. seed + num_runs - 1), each run its own pre-sharded batch of batch_size."""
     mesh = sharding.make_mesh()
     if batch_size % sharding.num_shards(mesh):
-        raise app.UsageError(f"runs batch size {batch_size} is not divisible by "
-                             f"{sharding.num_shards(mesh)} devices")
+        raise cli.UserError(f"runs batch size {batch_size} is not divisible by "
+                            f"{sharding.num_shards(mesh)} devices")
     t, f, c = config.features.num_frames, config.features.n_mels, len(config.data.classes)
     config = config.copy_and_resolve_references()
     with config.unlocked():
@@ -332,11 +332,11 @@ def run_with_flags(fv: flags.FlagValues = flags.FLAGS) -> dict:
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    """The command: every section with the flags' values."""
+    cli.expect_no_arguments(argv)
     run_with_flags(flags.FLAGS)
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

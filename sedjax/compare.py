@@ -10,33 +10,35 @@ each run's figures, so that a difference can be read against the seed-to-seed sp
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import pathlib
 import statistics
-import sys
 from collections.abc import Sequence
 
+from absl import flags
+
 from sedjax.reporting import outputs
+from sedjax.runtime import cli
 
 METRICS = {"event_f1": ("event_based", "f_measure_macro"),
            "segment_f1": ("segment_based", "f_measure_macro")}
 
-
-class BadInput(Exception):
-    """A label or a run folder that cannot be read."""
+FLAGS = flags.FlagValues()  # this command's own: importing it never clashes with another's
+flags.DEFINE_string("split", "test", "Results section (test, eval, validation).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("json", None, "Also write the table as JSON here.", flag_values=FLAGS)
 
 
 def read_run(workdir: pathlib.Path, split: str) -> dict:
     """{'workdir', 'event_f1', 'segment_f1'} (in %) of one finished run."""
     path = workdir / outputs.RESULTS_FILENAME
     if not path.is_file():
-        raise BadInput(f"{path}: not found (the run did not finish)")
+        raise cli.UserError(f"{path}: not found (the run did not finish)")
     try:
         results = json.loads(path.read_text())[split]
     except (ValueError, KeyError) as e:
-        raise BadInput(f"{path}: no readable {split!r} results ({e})") from None
+        raise cli.UserError(f"{path}: no readable {split!r} results ({e})") from None
     out = {"workdir": str(workdir)}
     for name, (section, key) in METRICS.items():
         value = results[section][key]
@@ -80,35 +82,35 @@ def format_table(table: dict) -> str:
 
 
 def _groups(specs: Sequence[str]) -> dict[str, list[pathlib.Path]]:
+    """{label: matched run folders} of LABEL=WORKDIR_GLOB arguments."""
+    if not specs:
+        raise cli.UserError("give at least one LABEL=WORKDIR_GLOB")
     groups: dict[str, list[pathlib.Path]] = {}
     for spec in specs:
         label, sep, pattern = spec.partition("=")
         if not sep or not label or not pattern:
-            raise BadInput(f"{spec!r}: expected LABEL=WORKDIR_GLOB")
+            raise cli.UserError(f"{spec!r}: expected LABEL=WORKDIR_GLOB")
         matched = sorted(pathlib.Path(p) for p in glob.glob(pattern) if pathlib.Path(p).is_dir())
         if not matched:
-            raise BadInput(f"{label}: no run folder matches {pattern!r}")
+            raise cli.UserError(f"{label}: no run folder matches {pattern!r}")
         groups.setdefault(label, []).extend(matched)
     return groups
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sedjax.compare",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("groups", nargs="+", metavar="LABEL=WORKDIR_GLOB")
-    parser.add_argument("--split", default="test", help="results section (test or eval)")
-    parser.add_argument("--json", help="also write the table as JSON here")
-    args = parser.parse_args(argv)
-    try:
-        table = compare(_groups(args.groups), args.split)
-    except BadInput as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _compare(argv: list[str]) -> int:
+    """The command: argv[1:] are the LABEL=WORKDIR_GLOB groups."""
+    table = compare(_groups(argv[1:]), FLAGS.split)
     print(format_table(table))
-    if args.json:
-        outputs.write_json(args.json, table)
+    if FLAGS.json:
+        outputs.write_json(FLAGS.json, table)
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m sedjax.compare ARGS` in this process (argv: ARGS, default the command
+    line's); returns the exit status: 0, or 2 after one `error:` line."""
+    return cli.call(_compare, FLAGS, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(_compare, FLAGS)

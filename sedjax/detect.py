@@ -5,8 +5,9 @@
 
 Loads DIR/config.json (the run's resolved config) and DIR/model/ (the weights that predicted
 and the log-mel normalization, `checkpoint.save_model`), reads wav/flac/ogg/mp3 files at any
-sample rate, channel count and length (folders are searched recursively), and writes one event
-table (default DIR/detections.tsv, tab separated, times in seconds of the original files):
+sample rate, channel count and length (sedjax.data.audio; folders are searched recursively),
+and writes one event table (default DIR/detections.tsv, tab separated, times in seconds of the
+original files; sedjax.data.event_files' format with one more column):
 
     filename  onset  offset  event_label  max_probability
 
@@ -36,71 +37,43 @@ from sedjax.runtime import host
 if __name__ == "__main__":  # before the heavy imports: this process is replaced once
     host.reexec_with_huge_pages("sedjax.detect")
 
-import argparse
 import json
 import math
 import pathlib
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_collections
 import numpy as np
+from absl import flags
 
+from sedjax.data import audio, event_files
 from sedjax.metrics import postprocess
-from sedjax.runtime import files
+from sedjax.runtime import cli, files
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-TABLE_HEADER = ("filename", "onset", "offset", "event_label", "max_probability")
+EXTRA_COLUMNS = ("max_probability",)  # after the DCASE event columns
+TABLE_HEADER = (*event_files.HEADER, *EXTRA_COLUMNS)
 DEFAULT_OUT = "detections.tsv"  # in the workdir
 EXIT_SOME_FAILED = 1
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = cli.EXIT_USER_ERROR
 WINDOW_BATCH = 8  # windows per model call, at most (batches are padded to a power of two)
 
+FLAGS = flags.FlagValues()  # this command's own: importing it never clashes with another's
+flags.DEFINE_string("workdir", None, "A finished run's workdir (config.json and model/).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("out", None, f"Event table to write (default: WORKDIR/{DEFAULT_OUT}).",
+                    flag_values=FLAGS)
+flags.DEFINE_float("threshold", None, "Probability threshold (default: the run's "
+                   "postprocess.threshold).", flag_values=FLAGS)
+flags.mark_flag_as_required("workdir", flag_values=FLAGS)
 
-class WorkdirError(Exception):
+
+class WorkdirError(cli.UserError):
     """A workdir without a usable trained model or config."""
 
 
-class AudioError(Exception):
-    """An audio file that cannot be read or holds no usable samples (the message names it)."""
-
-
 # ---------------------------------------------------------------------------- audio in
-def read_audio(path) -> tuple[np.ndarray, int]:
-    """Decodes any wav/flac/ogg/mp3: (float32 samples (n, channels), sample rate).
-
-    soundfile first; if it fails (e.g. mp3 on an old libsndfile), librosa.load, which falls back
-    to audioread. Raises AudioError naming the file when nothing can decode it, or when it holds
-    no samples or non-finite ones.
-    """
-    import soundfile
-
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
-    try:
-        y, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except Exception as first:  # soundfile raises several types; all mean "cannot decode"
-        try:
-            import librosa
-            with warnings.catch_warnings():  # librosa warns before its audioread fallback
-                warnings.simplefilter("ignore")
-                y, sr = librosa.load(str(path), sr=None, mono=False, dtype=np.float32)
-            y = np.asarray(y, np.float32)
-            y = y[:, None] if y.ndim == 1 else y.T  # librosa: (channels, n)
-        except Exception as second:
-            reason = str(first).strip() or type(first).__name__
-            raise AudioError(f"{path}: cannot decode audio ({reason}; fallback decoder: "
-                             f"{str(second).strip() or type(second).__name__})") from None
-    if y.size == 0 or len(y) == 0:
-        raise AudioError(f"{path}: no audio samples")
-    if not np.all(np.isfinite(y)):
-        raise AudioError(f"{path}: audio holds NaN or infinite samples")
-    return y, int(sr)
-
-
 def find_audio(arguments: Sequence[str]) -> tuple[list[pathlib.Path], list[str]]:
     """Files named, plus *.wav/*.flac/*.ogg/*.mp3 under folders (recursively, sorted).
 
@@ -111,10 +84,10 @@ def find_audio(arguments: Sequence[str]) -> tuple[list[pathlib.Path], list[str]]
         p = pathlib.Path(arg)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*")
-                           if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
+                           if f.is_file() and f.suffix.lower() in audio.AUDIO_EXTENSIONS)
             if not found:
-                errors.append(f"{p}: no {'/'.join('*' + e for e in AUDIO_EXTENSIONS)} files in "
-                              "this folder")
+                kinds = "/".join("*" + e for e in audio.AUDIO_EXTENSIONS)
+                errors.append(f"{p}: no {kinds} files in this folder")
             paths.extend(found)
         elif p.exists():
             paths.append(p)
@@ -288,7 +261,7 @@ class Detector:
         from sedjax.models import crnn
 
         fc = self.features_config
-        y = features.to_mono_resampled(waveform, sample_rate, fc)
+        y = audio.to_mono_resampled(waveform, sample_rate, fc.sample_rate)
         if len(y) == 0:
             raise ValueError("no audio samples")
         hop, size = int(fc.hop_length), features.buffer_samples(fc)
@@ -345,64 +318,29 @@ class Detector:
         return out
 
     def detect(self, path, name: str | None = None) -> list[dict[str, Any]]:
-        """Events of one audio file (AudioError naming it when it cannot be used)."""
-        y, sr = read_audio(path)
+        """Events of one audio file (audio.AudioError naming it when it cannot be used)."""
+        y, sr = audio.read_audio(path)
         try:
             probs, _ = self.frame_probabilities(y, sr)
         except ValueError as e:
-            raise AudioError(f"{path}: {e}") from None
+            raise audio.AudioError(path, str(e)) from None
         return self.events(str(path) if name is None else name, probs, len(y) / sr)
 
 
-# ---------------------------------------------------------------------------- table
-def format_table(events: Sequence[dict], filenames: Sequence[str]) -> str:
-    """The tab-separated table: header, events per file in order, one empty row for a file
-    without events."""
-    by_file: dict[str, list] = {n: [] for n in filenames}
-    for e in events:
-        by_file.setdefault(e["filename"], []).append(e)
-    lines = ["\t".join(TABLE_HEADER)]
-    for name, rows in by_file.items():
-        if not rows:
-            lines.append(f"{name}\t\t\t\t")
-        for e in sorted(rows, key=lambda e: (e["onset"], e["offset"], e["event_label"])):
-            lines.append(f"{name}\t{e['onset']:.3f}\t{e['offset']:.3f}\t{e['event_label']}\t"
-                         f"{e['max_probability']:.3f}")
-    return "\n".join(lines) + "\n"
+# ---------------------------------------------------------------------------- command
+def _detect(argv: list[str]) -> int:
+    """The command: argv[1:] are the audio files and folders."""
+    if len(argv) < 2:
+        raise cli.UserError("give the audio files or folders to detect events in (FILE_OR_DIR)")
+    threshold = FLAGS.threshold
+    if threshold is not None and not (0.0 <= threshold <= 1.0 and math.isfinite(threshold)):
+        raise cli.UserError(f"--threshold must be in [0, 1], got {threshold}")
+    detector = Detector.from_workdir(FLAGS.workdir)
+    if threshold is not None:
+        detector.postprocess["threshold"] = float(threshold)
+    out = pathlib.Path(FLAGS.out) if FLAGS.out else pathlib.Path(FLAGS.workdir) / DEFAULT_OUT
 
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m sedjax.detect",
-        description="Detect sound events in audio files with a finished sedjax run's model.")
-    p.add_argument("--workdir", required=True,
-                   help="a finished run's workdir (config.json and model/)")
-    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR",
-                   help="audio files (wav, flac, ogg, mp3) or folders searched recursively")
-    p.add_argument("--out", default=None,
-                   help=f"event table to write (default: WORKDIR/{DEFAULT_OUT})")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="probability threshold (default: the run's postprocess.threshold)")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs detection; returns the process exit code."""
-    args = _parser().parse_args(argv)
-    if args.threshold is not None and not (0.0 <= args.threshold <= 1.0
-                                           and math.isfinite(args.threshold)):
-        print(f"error: --threshold must be in [0, 1], got {args.threshold}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        detector = Detector.from_workdir(args.workdir)
-    except WorkdirError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if args.threshold is not None:
-        detector.postprocess["threshold"] = float(args.threshold)
-    out = pathlib.Path(args.out) if args.out else pathlib.Path(args.workdir) / DEFAULT_OUT
-
-    paths, errors = find_audio(args.inputs)
+    paths, errors = find_audio(argv[1:])
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
     events, done = [], []
@@ -410,20 +348,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             events.extend(detector.detect(path))
             done.append(str(path))
-        except AudioError as e:
+        except audio.AudioError as e:  # this file only: the others are still detected
             errors.append(str(e))
             print(f"error: {e}", file=sys.stderr)
-    table = format_table(events, done)
+    table = event_files.format_events(events, done, EXTRA_COLUMNS)
     try:
         files.write_text(out, table)
     except OSError as e:
-        print(f"error: cannot write {out}: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise cli.UserError(f"cannot write {out}: {e}") from None
     sys.stdout.write(table)
     print(f"{len(events)} events in {len(done)} files -> {out}"
           + (f"; {len(errors)} failed (see above)" if errors else ""), file=sys.stderr)
     return EXIT_SOME_FAILED if errors else 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m sedjax.detect ARGS` in this process (argv: ARGS, default the command line's);
+    returns the exit status (the module docstring's)."""
+    return cli.call(_detect, FLAGS, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(_detect, FLAGS)

@@ -5,18 +5,14 @@ from sedjax.runtime import host
 if __name__ == "__main__":  # before the heavy imports (~3 s): this process is replaced
     host.reexec_with_huge_pages("sedjax.main")
 
-import logging as pylogging
 import os
-import sys
 
 import jax
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from sedjax import run
-from sedjax.config import validate
-from sedjax.runtime import distributed
-from sedjax.data import dataset
+from sedjax.runtime import cli, distributed
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -30,32 +26,23 @@ flags.DEFINE_integer("process_id", None, "This process's id, 0 .. num_processes 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _quiet_libraries(record) -> bool:
-    """Drops INFO chatter of orbax/jax internals (a dozen lines per checkpoint)."""
-    # Python's level numbers: absl's own logging.WARNING constant is -1.
-    return record.levelno >= pylogging.WARNING or not any(
-        name in record.pathname for name in ("orbax", "jax/_src", "absl/"))
-
-
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().python_handler.addFilter(_quiet_libraries)
+    """Trains and evaluates; a config or dataset mistake is one `error:` line (cli.run)."""
+    cli.expect_no_arguments(argv)
+    config_file = config_flags.get_config_filename(FLAGS["config"])
+    if not os.path.isfile(config_file):  # config_flags would only fail at the config's first use
+        raise cli.UserError(f"--config: no such file: {config_file}")
     if FLAGS.distributed or FLAGS.coordinator_address or os.environ.get("SEDJAX_COORDINATOR"):
         try:
             distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes,
                                    process_id=FLAGS.process_id)
         except ValueError as e:
-            sys.exit(f"error: {e}")
+            raise cli.UserError(str(e)) from None
     logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())
-    try:
-        run.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (validate.ConfigError, dataset.DatasetError) as e:
-        # a user's mistake (config or data): one message naming the field or file
-        sys.exit(f"error: {e}")
+    run.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

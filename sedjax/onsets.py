@@ -12,23 +12,28 @@ and the share of onsets inside the metric's 200 ms collar.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import statistics
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sedjax.metrics import postprocess
+from absl import flags
+
+from sedjax.data import event_files
 from sedjax.reporting import outputs
+from sedjax.runtime import cli
 
 EARLY_SECONDS = 0.2
 COLLAR_SECONDS = 0.2
 
-
-class BadInput(Exception):
-    """A run folder or CSV that cannot be read."""
+FLAGS = flags.FlagValues()  # this command's own: importing it never clashes with another's
+flags.DEFINE_enum("split", "test", ["test", "eval"], "Which predictions of the run folders.",
+                  flag_values=FLAGS)
+flags.DEFINE_string("reference", None, "Reference CSV (instead of run folders).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("estimated", None, "Estimated CSV (with --reference).", flag_values=FLAGS)
+flags.DEFINE_string("json", None, "Also write the figures as JSON here.", flag_values=FLAGS)
 
 
 def onset_statistics(reference: Sequence[dict], estimated: Sequence[dict]) -> dict:
@@ -64,11 +69,9 @@ def onset_statistics(reference: Sequence[dict], estimated: Sequence[dict]) -> di
     }
 
 
-def _read(path: pathlib.Path) -> list[dict]:
-    try:
-        return postprocess.read_events_csv(path)[0]
-    except (OSError, ValueError) as e:
-        raise BadInput(f"{path}: {e}") from None
+def _read(path) -> list[dict]:
+    """The events of an events file (EventFileError, a user error, names file and line)."""
+    return event_files.read_events(path)[0]
 
 
 def reference_of(workdir: pathlib.Path, split: str) -> pathlib.Path:
@@ -81,7 +84,7 @@ def reference_of(workdir: pathlib.Path, split: str) -> pathlib.Path:
         config = json.loads((workdir / "config.json").read_text())
         return pathlib.Path(config["data"]["root"]).expanduser() / rel
     except (OSError, ValueError, KeyError):
-        raise BadInput(f"{workdir}: no synthetic/{rel} and no readable config.json "
+        raise cli.UserError(f"{workdir}: no synthetic/{rel} and no readable config.json "
                        "naming data.root") from None
 
 
@@ -89,7 +92,7 @@ def run_statistics(workdir: pathlib.Path, split: str = "test") -> dict:
     """onset_statistics of one finished run."""
     estimated = workdir / "predictions" / f"{split}_events.csv"
     if not estimated.is_file():
-        raise BadInput(f"{estimated}: not found (the run did not finish)")
+        raise cli.UserError(f"{estimated}: not found (the run did not finish)")
     return onset_statistics(_read(reference_of(workdir, split)), _read(estimated))
 
 
@@ -112,33 +115,28 @@ def format_rows(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sedjax.onsets",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("workdirs", nargs="*", help="finished run folders")
-    parser.add_argument("--split", default="test", choices=("test", "eval"))
-    parser.add_argument("--reference", help="reference CSV (instead of run folders)")
-    parser.add_argument("--estimated", help="estimated CSV (with --reference)")
-    parser.add_argument("--json", help="also write the figures as JSON here")
-    args = parser.parse_args(argv)
-    try:
-        if args.reference or args.estimated:
-            if not (args.reference and args.estimated) or args.workdirs:
-                raise BadInput("give --reference and --estimated together, without run folders")
-            rows = {args.estimated: onset_statistics(_read(pathlib.Path(args.reference)),
-                                                     _read(pathlib.Path(args.estimated)))}
-        elif args.workdirs:
-            rows = {w: run_statistics(pathlib.Path(w), args.split) for w in args.workdirs}
-        else:
-            raise BadInput("give run folders, or --reference and --estimated")
-    except BadInput as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _onsets(argv: list[str]) -> int:
+    """The command: argv[1:] are run folders (or none, with --reference and --estimated)."""
+    workdirs = argv[1:]
+    if FLAGS.reference or FLAGS.estimated:
+        if not (FLAGS.reference and FLAGS.estimated) or workdirs:
+            raise cli.UserError("give --reference and --estimated together, without run folders")
+        rows = {FLAGS.estimated: onset_statistics(_read(FLAGS.reference), _read(FLAGS.estimated))}
+    elif workdirs:
+        rows = {w: run_statistics(pathlib.Path(w), FLAGS.split) for w in workdirs}
+    else:
+        raise cli.UserError("give run folders, or --reference and --estimated")
     print(format_rows(rows))
-    if args.json:
-        outputs.write_json(args.json, rows)
+    if FLAGS.json:
+        outputs.write_json(FLAGS.json, rows)
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m sedjax.onsets ARGS` in this process (argv: ARGS, default the command
+    line's); returns the exit status: 0, or 2 after one `error:` line."""
+    return cli.call(_onsets, FLAGS, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(_onsets, FLAGS)

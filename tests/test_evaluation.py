@@ -11,7 +11,8 @@ import pytest
 import sed_eval
 
 from configs import baseline
-from sedjax.metrics import postprocess, sed_eval_scores
+from sedjax.data import event_files
+from sedjax.metrics import sed_eval_scores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = list(baseline.CLASSES)  # the default class list of `python -m sedjax.evaluate`
@@ -180,10 +181,10 @@ def run_cli(*args):
 
 def test_cli_json_equals_evaluate_events(tmp_path):
     ref_csv, est_csv, out = tmp_path / "ref.csv", tmp_path / "est.csv", tmp_path / "res.json"
-    postprocess.write_events_csv(ref_csv, REFERENCE, FILES)
+    event_files.write_events(ref_csv, REFERENCE, FILES)
     # The estimate leaves out f3.wav entirely: scored as a file with no estimated events.
     estimated = [e for e in ESTIMATED if e["filename"] != "f3.wav"]
-    postprocess.write_events_csv(est_csv, estimated, ["f1.wav", "f2.wav", "f4.wav"])
+    event_files.write_events(est_csv, estimated, ["f1.wav", "f2.wav", "f4.wav"])
 
     proc = run_cli(ref_csv, est_csv, "--json", out)
     assert proc.returncode == 0, proc.stderr
@@ -195,8 +196,8 @@ def test_cli_json_equals_evaluate_events(tmp_path):
 
 def test_cli_collar_option(tmp_path):
     ref_csv, est_csv, out = tmp_path / "ref.csv", tmp_path / "est.csv", tmp_path / "res.json"
-    postprocess.write_events_csv(ref_csv, REFERENCE, FILES)
-    postprocess.write_events_csv(est_csv, ESTIMATED, FILES)
+    event_files.write_events(ref_csv, REFERENCE, FILES)
+    event_files.write_events(est_csv, ESTIMATED, FILES)
     proc = run_cli(ref_csv, est_csv, "--json", out, "--t_collar", "0.5")
     assert proc.returncode == 0, proc.stderr
     # With a 0.5 s collar the Dog onset (0.3 s off) becomes a hit.
@@ -205,14 +206,14 @@ def test_cli_collar_option(tmp_path):
 
 def test_cli_missing_file_and_unknown_estimate_file(tmp_path):
     ref_csv = tmp_path / "ref.csv"
-    postprocess.write_events_csv(ref_csv, REFERENCE, FILES)
+    event_files.write_events(ref_csv, REFERENCE, FILES)
     missing = tmp_path / "no_such_estimate.csv"
     proc = run_cli(ref_csv, missing)
     assert proc.returncode == 2
     assert "no_such_estimate.csv" in proc.stderr
 
     est_csv = tmp_path / "est.csv"
-    postprocess.write_events_csv(est_csv, [ev("stranger.wav", 0.0, 1.0, "Cat")], ["f1.wav"])
+    event_files.write_events(est_csv, [ev("stranger.wav", 0.0, 1.0, "Cat")], ["f1.wav"])
     proc = run_cli(ref_csv, est_csv)
     assert proc.returncode == 2
     assert "stranger.wav" in proc.stderr
@@ -237,8 +238,8 @@ def write_config(path, classes=("Cat", "Dog", "Speech", "Blender", "Dishes"), t_
 
 def test_cli_reads_classes_and_settings_from_config(tmp_path):
     ref_csv, est_csv, out = tmp_path / "ref.csv", tmp_path / "est.csv", tmp_path / "res.json"
-    postprocess.write_events_csv(ref_csv, REFERENCE, FILES)
-    postprocess.write_events_csv(est_csv, ESTIMATED, FILES)
+    event_files.write_events(ref_csv, REFERENCE, FILES)
+    event_files.write_events(est_csv, ESTIMATED, FILES)
     config = write_config(tmp_path / "five.py")
     proc = run_cli(ref_csv, est_csv, "--json", out, "--config", config)
     assert proc.returncode == 0, proc.stderr
@@ -262,7 +263,7 @@ def test_cli_reads_classes_and_settings_from_config(tmp_path):
 
 def test_cli_bad_config_is_one_message(tmp_path):
     ref_csv = tmp_path / "ref.csv"
-    postprocess.write_events_csv(ref_csv, REFERENCE, FILES)
+    event_files.write_events(ref_csv, REFERENCE, FILES)
     no_get_config = tmp_path / "no_get_config.py"
     no_get_config.write_text("X = 1\n")
     broken = tmp_path / "broken.py"

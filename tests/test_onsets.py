@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sedjax import onsets
-from sedjax.metrics import postprocess
+from sedjax.data import event_files
 
 
 def _ev(f, on, off, label):
@@ -33,10 +33,10 @@ def test_command_on_a_run_folder(tmp_path, capsys):
     run = tmp_path / "run"
     (run / "synthetic" / "metadata" / "test").mkdir(parents=True)
     (run / "predictions").mkdir()
-    postprocess.write_events_csv(run / "synthetic/metadata/test/test.csv",
-                                 [_ev("a.wav", 2.0, 4.0, "Dog")], ["a.wav"])
-    postprocess.write_events_csv(run / "predictions/test_events.csv",
-                                 [_ev("a.wav", 0.0, 4.0, "Dog")], ["a.wav"])
+    event_files.write_events(run / "synthetic/metadata/test/test.csv",
+                             [_ev("a.wav", 2.0, 4.0, "Dog")], ["a.wav"])
+    event_files.write_events(run / "predictions/test_events.csv",
+                             [_ev("a.wav", 0.0, 4.0, "Dog")], ["a.wav"])
     out = tmp_path / "o.json"
     assert onsets.main([str(run), "--json", str(out)]) == 0
     figures = json.loads(out.read_text())[str(run)]

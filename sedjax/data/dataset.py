@@ -24,6 +24,8 @@ from typing import Sequence
 import numpy as np
 from absl import logging
 
+from sedjax.runtime import cli
+
 # split name -> (metadata file, audio folder, kind of labels), relative to the dataset root.
 SPLITS = DCASE2018 = {
     "weak": ("metadata/train/weak.csv", "audio/train/weak", "weak"),
@@ -62,7 +64,7 @@ The {layout} dataset is not at {root}.
     python -m sedjax.main --config=configs/demo.py --workdir=/tmp/sedjax_demo"""
 
 
-class DatasetError(ValueError):
+class DatasetError(cli.UserError, ValueError):
     """Bad dataset input: names the file (and line) and what is wrong."""
 
 

@@ -26,9 +26,10 @@ from typing import Any, Sequence
 import numpy as np
 import soundfile as sf
 import tqdm
-from absl import logging
+from absl import flags, logging
 
 from sedjax.data.soundscapes import CLASSES, Event, check_classes, render_clip
+from sedjax.runtime import cli
 
 # split id: part of each clip's rng seed, so the splits' clips differ; never renumber one
 SPLITS = {"weak": 0, "unlabel_in_domain": 1, "test": 2, "synthetic": 3, "validation": 4}
@@ -210,7 +211,7 @@ def ensure_dataset(data_config: Any, out_dir: str | os.PathLike) -> pathlib.Path
 
 def main(argv: Sequence[str]) -> None:
     """Command line: writes a synthetic dataset and prints its size and speed."""
-    del argv
+    cli.expect_no_arguments(argv)
     f = flags.FLAGS
     t0 = time.time()
     try:
@@ -220,7 +221,7 @@ def main(argv: Sequence[str]) -> None:
                        num_strong=f.num_strong, num_validation=f.num_validation,
                        layout=f.layout)
     except ValueError as e:  # an unknown class or a bad size: one message
-        sys.exit(f"error: {e}")
+        raise cli.UserError(str(e)) from None
     n = f.num_weak + f.num_unlabeled + f.num_test + f.num_strong + f.num_validation
     dt = time.time() - t0
     strong = f", {f.num_strong} synthetic (strong)" if f.num_strong else ""
@@ -230,9 +231,7 @@ def main(argv: Sequence[str]) -> None:
           f"({f.workers or os.cpu_count()} workers)")
 
 
-if __name__ == "__main__":
-    from absl import app, flags  # flags only here: importing the module must not define any
-
+if __name__ == "__main__":  # flags only here: importing the module must not define any
     flags.DEFINE_string("out", None, "Output directory.", required=True)
     flags.DEFINE_integer("num_weak", 200, "Weakly labelled training clips.")
     flags.DEFINE_integer("num_unlabeled", 400, "Unlabelled in-domain training clips.")
@@ -247,4 +246,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("sample_rate", 44100, "Sample rate in Hz.")
     flags.DEFINE_integer("workers", 0, "Worker processes; 0 = all cores.")
     flags.DEFINE_list("classes", list(CLASSES), "Comma-separated classes (default: all ten).")
-    app.run(main)
+    cli.run(main)
