@@ -12,7 +12,7 @@ import pytest
 import soundfile
 
 from configs.baseline import CLASSES
-from sedjax.data import dataset, synthetic
+from sedjax.data import dataset, event_files, synthetic
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -37,7 +37,7 @@ def test_generator_writes_desed_tasks_files(tmp_path):
     # DESED's strong tsv lists events only: clips without events are in the durations file
     listed = {line.split("\t")[0] for line in
               (root / "metadata/eval/public.tsv").read_text().splitlines()[1:]}
-    durations = dataset.read_durations_tsv(root / "metadata/eval/public_durations.tsv")
+    durations = event_files.read_durations(root / "metadata/eval/public_durations.tsv")
     assert listed <= set(durations) and len(durations) == 4
     assert all(line.split("\t")[1] for line in
                (root / "metadata/eval/public.tsv").read_text().splitlines()[1:])
@@ -52,7 +52,7 @@ def test_reader_reads_every_split(tmp_path):
     test = splits["test"]
     assert test.paths[0].parent == root / "audio/eval/public"
     # every clip of the durations file is in the split, those without events with none
-    assert sorted(test.filenames) == sorted(dataset.read_durations_tsv(
+    assert sorted(test.filenames) == sorted(event_files.read_durations(
         root / "metadata/eval/public_durations.tsv"))
     assert any(not e for e in test.events) and any(e for e in test.events)
     with pytest.raises(dataset.DatasetNotFound, match="DESED"):

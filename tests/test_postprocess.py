@@ -1,4 +1,5 @@
-"""Tests of sedjax.metrics.postprocess: binarize, median filter, frames -> events, CSV I/O."""
+"""Tests of sedjax.metrics.postprocess: binarize, median filter, frames -> events (event files:
+test_event_files.py)."""
 
 import numpy as np
 import pytest
@@ -67,66 +68,6 @@ def test_probabilities_to_events_cuts_padding():
     # Without the valid lengths the padding becomes events of clip a.
     uncut = postprocess.probabilities_to_events(["a.wav", "b.wav"], probs, PP, CLASSES, 0.02)
     assert any(e["filename"] == "a.wav" and e["event_label"] == "Dog" for e in uncut)
-
-
-def test_csv_round_trip_with_empty_clips(tmp_path):
-    events = [
-        {"filename": "a.wav", "onset": 0.5, "offset": 2.25, "event_label": "Cat"},
-        {"filename": "a.wav", "onset": 0.1, "offset": 9.0, "event_label": "Dog"},
-        {"filename": "c.wav", "onset": 1.0, "offset": 1.5, "event_label": "Dog"},
-    ]
-    path = tmp_path / "out" / "est.csv"
-    postprocess.write_events_csv(path, events, ["a.wav", "b.wav", "c.wav"])
-
-    lines = path.read_text().splitlines()
-    assert lines[0] == "filename\tonset\toffset\tevent_label"
-    assert "a.wav\t0.100\t9.000\tDog" in lines
-    assert "b.wav\t\t\t" in lines
-    assert not [p for p in path.parent.iterdir() if p.name != "est.csv"]  # no temp file left
-
-    read_events, filenames = postprocess.read_events_csv(path)
-    assert filenames == ["a.wav", "b.wav", "c.wav"]
-
-    def key(e):
-        return e["filename"], e["onset"], e["event_label"]
-    assert sorted(read_events, key=key) == sorted(events, key=key)
-
-
-def test_read_dcase_style_file(tmp_path):
-    path = tmp_path / "test.csv"
-    path.write_text(
-        "filename\tonset\toffset\tevent_label\n"
-        "Y1.wav\t0.000\t10.000\tSpeech\n"
-        "Y2.wav\t\t\t\n"
-        "Y1.wav\t3.5\t4\tDog\n"
-    )
-    events, filenames = postprocess.read_events_csv(path)
-    assert filenames == ["Y1.wav", "Y2.wav"]
-    assert events[1] == {"filename": "Y1.wav", "onset": 3.5, "offset": 4.0, "event_label": "Dog"}
-    assert len(events) == 2
-
-
-@pytest.mark.parametrize(
-    "bad_line, message",
-    [
-        ("a.wav\t1.0\t2.0", "expected 4"),
-        ("a.wav\tsoon\t2.0\tCat", "not numeric"),
-        ("a.wav\t3.0\t2.0\tCat", "onset 3.0 > offset 2.0"),
-        ("a.wav\t1.0\t\tCat", "all be set or all empty"),
-    ],
-)
-def test_malformed_rows_name_file_and_line(tmp_path, bad_line, message):
-    path = tmp_path / "bad.csv"
-    path.write_text(f"filename\tonset\toffset\tevent_label\nok.wav\t0\t1\tDog\n{bad_line}\n")
-    with pytest.raises(ValueError, match=rf"bad\.csv:3: .*{message}"):
-        postprocess.read_events_csv(path)
-
-
-def test_missing_header_is_an_error(tmp_path):
-    path = tmp_path / "noheader.csv"
-    path.write_text("a.wav\t0\t1\tDog\n")
-    with pytest.raises(ValueError, match=r"noheader\.csv:1"):
-        postprocess.read_events_csv(path)
 
 
 def test_per_class_median_filter_lengths():

@@ -24,6 +24,8 @@ from typing import Sequence
 import numpy as np
 from absl import logging
 
+from sedjax.data import event_files
+from sedjax.data.audio import AUDIO_EXTENSIONS  # the files of an unlisted audio folder
 from sedjax.runtime import cli
 
 # split name -> (metadata file, audio folder, kind of labels), relative to the dataset root.
@@ -52,7 +54,6 @@ LAYOUTS = {"dcase2018": DCASE2018, "desed": DESED}
 # DESED's durations files (filename, duration): they list the clips without any event too
 DURATIONS = {"validation": "metadata/validation/validation_durations.tsv",
              "test": "metadata/eval/public_durations.tsv"}
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")  # files of an unlisted audio folder
 ERROR_LOG = "item_access_error.log.csv"
 
 HOW_TO_GET_DATA = """\
@@ -97,87 +98,6 @@ class Split:
         rows = range(len(self)) if rows is None else rows
         return [{"filename": self.filenames[i], "onset": on, "offset": off, "event_label": label}
                 for i in rows for on, off, label in self.events[i]]
-
-
-def _rows(path: pathlib.Path, header: Sequence[str]):
-    """Yields (line number, fields) of a tab-separated file after checking its header."""
-    with open(path, newline="") as f:
-        reader = csv.reader(f, delimiter="\t")
-        first = next(reader, None)
-        if first is None or [h.strip() for h in first] != list(header):
-            raise DatasetError(f"{path}:1: expected header {'<TAB>'.join(header)!r}, "
-                               f"found {first!r}")
-        for row in reader:
-            if not row or all(not x.strip() for x in row):
-                continue  # blank line
-            yield reader.line_num, row
-
-
-def _check_label(label: str, classes: Sequence[str], path, line) -> str:
-    label = label.strip()
-    if label not in classes:
-        raise DatasetError(f"{path}:{line}: unknown event label {label!r}; "
-                           f"known labels: {', '.join(classes)}")
-    return label
-
-
-def read_weak_csv(path, classes: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    """Reads `filename<TAB>event_labels` (comma-separated; may be empty)."""
-    names, labels = [], []
-    for line, row in _rows(path, ("filename", "event_labels")):
-        if len(row) > 2:
-            raise DatasetError(f"{path}:{line}: expected 2 tab-separated fields, got {len(row)}")
-        field = row[1] if len(row) == 2 else ""
-        names.append(row[0].strip())
-        labels.append([_check_label(x, classes, path, line)
-                       for x in field.split(",") if x.strip()])
-    return names, labels
-
-
-def read_unlabeled_csv(path) -> list[str]:
-    """Reads `filename` rows."""
-    names = []
-    for line, row in _rows(path, ("filename",)):
-        if len(row) != 1:
-            raise DatasetError(f"{path}:{line}: expected 1 field, got {len(row)}")
-        names.append(row[0].strip())
-    return names
-
-
-def read_strong_csv(path, classes: Sequence[str]) -> tuple[list[str], list[list[Event]]]:
-    """Reads `filename<TAB>onset<TAB>offset<TAB>event_label`; empty fields = clip without event."""
-    order: dict[str, list[Event]] = {}
-    for line, row in _rows(path, ("filename", "onset", "offset", "event_label")):
-        row = row + [""] * 3 if len(row) == 1 else row  # a bare filename: clip without event
-        if len(row) != 4:
-            raise DatasetError(f"{path}:{line}: expected 4 tab-separated fields, got {len(row)}")
-        name, onset, offset, label = (x.strip() for x in row)
-        events = order.setdefault(name, [])
-        if not (onset or offset or label):
-            continue  # a clip with no event
-        try:
-            on, off = float(onset), float(offset)
-        except ValueError:
-            raise DatasetError(f"{path}:{line}: onset/offset must be numbers, "
-                               f"got {onset!r}, {offset!r}") from None
-        if not 0 <= on <= off:
-            raise DatasetError(f"{path}:{line}: need 0 <= onset <= offset, got {on}, {off}")
-        events.append((on, off, _check_label(label, classes, path, line)))
-    return list(order), list(order.values())
-
-
-def read_durations_tsv(path) -> dict[str, float]:
-    """Reads DESED's `filename<TAB>duration` file: {filename: seconds}."""
-    out = {}
-    for line, row in _rows(path, ("filename", "duration")):
-        if len(row) != 2:
-            raise DatasetError(f"{path}:{line}: expected 2 tab-separated fields, got {len(row)}")
-        try:
-            out[row[0].strip()] = float(row[1])
-        except ValueError:
-            raise DatasetError(f"{path}:{line}: duration must be a number, got {row[1]!r}"
-                               ) from None
-    return out
 
 
 def multi_hot(labels: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
@@ -253,6 +173,26 @@ def list_audio_folder(folder: pathlib.Path, split: str) -> list[str]:
     return names
 
 
+def _read_metadata(root: pathlib.Path, split: str, meta: pathlib.Path, kind: str,
+                   with_durations: bool, classes: Sequence[str]):
+    """(filenames, weak labels or None, per-clip events or None) of a split's metadata file."""
+    if kind == "weak":
+        names, labels = event_files.read_weak(meta, classes)
+        return names, labels, None
+    if kind == "strong":
+        found, names = event_files.read_events(meta, classes)
+        by_name: dict[str, list[Event]] = {name: [] for name in names}
+        for e in found:
+            by_name[e["filename"]].append((e["onset"], e["offset"], e["event_label"]))
+        durations = root / DURATIONS[split] if split in DURATIONS and with_durations else None
+        if durations is not None and durations.is_file():
+            # DESED lists only events in <split>.tsv: a clip without any is only in durations
+            for name in event_files.read_durations(durations):
+                by_name.setdefault(name, [])
+        return list(by_name), None, list(by_name.values())
+    return event_files.read_filenames(meta), None, None
+
+
 def load_split(root: pathlib.Path, split: str, classes: Sequence[str],
                error_log: pathlib.Path | None = None, layout: str = "dcase2018",
                sample_rate: int | None = None, spec: tuple | None = None) -> Split:
@@ -264,21 +204,14 @@ def load_split(root: pathlib.Path, split: str, classes: Sequence[str],
     meta = folder if meta_rel is None else root / meta_rel
     if meta_rel is not None and not meta.is_file():
         raise DatasetError(f"{meta}: metadata file of split {split!r} not found")
-    weak = events = None
-    if kind == "weak":
-        names, labels = read_weak_csv(meta, classes)
-    elif kind == "strong":
-        names, events = read_strong_csv(meta, classes)
-        durations = root / DURATIONS[split] if split in DURATIONS and spec is None else None
-        if durations is not None and durations.is_file():
-            # DESED lists only events in <split>.tsv: a clip without any is only in durations
-            listed = set(names)
-            quiet = [n for n in read_durations_tsv(durations) if n not in listed]
-            names, events = names + quiet, events + [[] for _ in quiet]
-    elif meta_rel is None:
-        names = list_audio_folder(folder, split)
+    if meta_rel is None:  # an unlisted folder (DESED's unlabel_in_domain): its audio files
+        names, labels, events = list_audio_folder(folder, split), None, None
     else:
-        names = read_unlabeled_csv(meta)
+        try:
+            names, labels, events = _read_metadata(root, split, meta, kind, spec is None,
+                                                   classes)
+        except event_files.EventFileError as e:  # a user's data: the dataset's error type
+            raise DatasetError(str(e)) from None
     if not names:
         raise DatasetError(f"{meta}: split {split!r} lists no clips")
     audio_rel = folder.relative_to(root)
@@ -294,6 +227,7 @@ def load_split(root: pathlib.Path, split: str, classes: Sequence[str],
     if not keep:
         raise DatasetError(f"{root / audio_rel}: none of the {len(names)} audio files "
                            f"listed in {meta} exist")
+    weak = None
     if kind == "weak":
         weak = multi_hot([labels[i] for i in keep], classes)
     if kind == "strong":

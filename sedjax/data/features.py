@@ -16,7 +16,6 @@ import json
 import multiprocessing
 import os
 import pathlib
-import struct
 from typing import Callable, Sequence
 
 import jax
@@ -24,12 +23,11 @@ import jax.numpy as jnp
 import librosa
 import numpy as np
 import scipy.signal
-import soundfile
 from absl import logging
 from tqdm import tqdm
 
+from sedjax.data import audio, pipeline
 from sedjax.runtime import files, sharding
-from sedjax.data import pipeline
 
 # Feature-config fields that change the numbers (the others are speed knobs).
 _KEY_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "window", "center",
@@ -43,89 +41,7 @@ def num_workers(config) -> int:
     return config.num_workers or os.cpu_count() or 1
 
 
-# ---------------------------------------------------------------------------- audio in
-def to_mono_resampled(waveform: np.ndarray, sample_rate: int, config) -> np.ndarray:
-    """Any channel layout ((n,), (n, ch) as soundfile reads it) and rate -> mono at config rate."""
-    y = np.asarray(waveform, np.float32)
-    if y.ndim == 2:
-        y = y.mean(axis=1)  # soundfile layout: (samples, channels)
-    if sample_rate != config.sample_rate:
-        y = librosa.resample(y, orig_sr=sample_rate, target_sr=config.sample_rate)
-    return np.ascontiguousarray(y, np.float32)
-
-
-class UnreadableAudio(IOError):
-    """An audio file that cannot be used; `reason` says why in a few words."""
-
-    def __init__(self, path, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.reason = reason
-
-
-def _wav_declared_frames(path) -> int | None:
-    """Sample frames the data chunk of a RIFF/WAVE header declares; None for other files and
-    for streamed headers (size 0 or 0xFFFFFFFF: written before the length was known)."""
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
-            return None
-        block_align = 0
-        while len(chunk := f.read(8)) == 8:
-            kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if kind == b"fmt ":
-                fmt = f.read(size)
-                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else 0
-                f.seek(size & 1, 1)
-            elif kind == b"data":
-                if not block_align or size in (0, 0xFFFFFFFF):
-                    return None
-                return size // block_align
-            else:
-                f.seek(size + (size & 1), 1)  # chunks are padded to an even size
-    return None
-
-
-def read_audio(path) -> tuple[np.ndarray, int]:
-    """Decodes a whole file as soundfile reads it: ((n,) or (n, channels) float32, rate).
-
-    Raises UnreadableAudio for a file that does not decode, holds no samples, holds fewer
-    samples than its header declares, or holds samples that are not finite.
-    """
-    path = str(path)
-    try:
-        if os.path.getsize(path) == 0:
-            raise UnreadableAudio(path, "empty: 0 bytes")
-        with soundfile.SoundFile(path) as f:
-            declared, sr = f.frames, f.samplerate
-            y = f.read(dtype="float32", always_2d=False)
-        # libsndfile reads a cut WAV up to its end without a word and reports that length as
-        # its frame count; only the header's data size tells that samples are missing
-        declared = max(declared, _wav_declared_frames(path) or 0)
-    except UnreadableAudio:
-        raise
-    except Exception as e:  # soundfile raises several types; all mean the same to the user
-        raise UnreadableAudio(path, f"cannot decode: {_short(e, path)}") from e
-    if len(y) == 0:
-        raise UnreadableAudio(path, "empty: 0 samples")
-    if len(y) < declared:
-        raise UnreadableAudio(path, f"truncated: header says {declared} samples, "
-                                    f"file holds {len(y)}")
-    if not np.isfinite(y).all():
-        raise UnreadableAudio(path, "cannot decode: samples that are NaN or infinite")
-    return y, sr
-
-
-def _short(error: Exception, path: str) -> str:
-    """The decoder's message without the full path it repeats (the log names the file)."""
-    return str(error).replace(path, os.path.basename(path)) or type(error).__name__
-
-
-def load_audio(path, config) -> np.ndarray:
-    """Decodes an audio file to mono float32 at the config's sample rate (or UnreadableAudio)."""
-    y, sr = read_audio(path)
-    return to_mono_resampled(y, sr, config)
-
-
+# ---------------------------------------------------------------------------- frames
 def num_valid_frames(num_samples: int, config) -> int:
     """Frames a centered STFT gives for `num_samples`, capped at config.num_frames."""
     return min(config.num_frames, 1 + num_samples // config.hop_length)
@@ -177,7 +93,7 @@ def log_mel(waveform: np.ndarray, sample_rate: int, config) -> np.ndarray:
 
     `config`: the feature settings (a config's `features` section, e.g. configs/baseline.py's).
     """
-    y = to_mono_resampled(waveform, sample_rate, config)
+    y = audio.to_mono_resampled(waveform, sample_rate, config.sample_rate)
     stft = librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length,
                         win_length=config.win_length,
                         window=window(config),
@@ -259,8 +175,8 @@ def cache_key(config, filenames: Sequence[str]) -> str:
 def _librosa_item(path, config):
     """(log-mel, valid frames, None) of one clip, or (None, 0, reason) when it cannot be read."""
     try:
-        y = load_audio(path, config)
-    except UnreadableAudio as e:
+        y = audio.load_audio(path, config.sample_rate)
+    except audio.AudioError as e:
         return None, 0, e.reason
     return log_mel(y, config.sample_rate, config), num_valid_frames(len(y), config), None
 
@@ -288,8 +204,8 @@ def _fill_jax(paths, out, lengths, config, bar) -> dict[int, str]:
 
     def decode(path):
         try:
-            y = load_audio(path, config)
-        except UnreadableAudio as e:
+            y = audio.load_audio(path, config.sample_rate)
+        except audio.AudioError as e:
             return np.zeros(0, np.float32), 0, e.reason
         return y[:size], len(y), None
 

@@ -16,23 +16,24 @@ import soundfile
 from absl import logging
 from tqdm import tqdm
 
+from sedjax.data import audio, dataset, features
 from sedjax.runtime import files
-from sedjax.data import dataset, features
 
 
 def _needs_resampling(path: pathlib.Path, rate: int) -> bool:
-    try:
-        info = soundfile.info(str(path))
-    except Exception:  # noqa: BLE001 - unreadable: the feature stage reports it
-        return False
-    return info.samplerate != rate or info.channels != 1
+    """Whether the clip's header says it is not mono at `rate`."""
+    # a header soundfile cannot read: left as it is, the feature stage decodes it or reports it
+    found = audio.probe(path)
+    return found is not None and found != (rate, 1)
 
 
 def _convert(job) -> bool:
+    """Writes the mono copy at the feature rate of one (source, target, feature config) job;
+    False when the source cannot be read."""
     source, target, feature_config = job
     try:
-        y = features.load_audio(source, feature_config)
-    except features.UnreadableAudio:
+        y = audio.load_audio(source, feature_config.sample_rate)
+    except audio.AudioError:
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
     with files.atomic_path(target) as tmp:

@@ -1,19 +1,19 @@
-"""Frame probabilities -> sound events (the seed's post-processing) and DCASE event CSV I/O."""
+"""Frame probabilities -> sound events: the seed's post-processing (threshold, median filter)
+or tuned cSEBBs. Event files are read and written by sedjax.data.event_files."""
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import scipy.ndimage
-from absl import logging
 
-from sedjax.runtime import files
+from sedjax.data import event_files
 
-CSV_HEADER = ("filename", "onset", "offset", "event_label")
+# The event-file functions under their older names, which sedjax.run and some tests still call.
+read_events_csv = event_files.read_events
+write_events_csv = event_files.write_events
 
 # Event times are multiples of the frame length; rounding to a microsecond removes float noise
 # (3 * 0.02 = 0.06000000000000001) without moving any time by a meaningful amount.
@@ -141,69 +141,3 @@ def probabilities_to_events(
                 {"filename": name, "onset": onset, "offset": offset, "event_label": label}
             )
     return events
-
-
-def _unique(names: Sequence[str]) -> list[str]:
-    """Returns names without repeats, in order of first appearance."""
-    return list(dict.fromkeys(names))
-
-
-def write_events_csv(
-    path: str | os.PathLike, events: Sequence[Mapping[str, Any]], filenames: Sequence[str]
-) -> None:
-    """Writes events as a DCASE tab-separated CSV; files without events get one empty row."""
-    by_file: dict[str, list[Mapping[str, Any]]] = {name: [] for name in _unique(filenames)}
-    for event in events:
-        # Events of files missing from `filenames` are still written, after the listed ones.
-        by_file.setdefault(event["filename"], []).append(event)
-    lines = ["\t".join(CSV_HEADER)]
-    for name, file_events in by_file.items():
-        if not file_events:
-            lines.append(f"{name}\t\t\t")  # as metadata/test/test.csv marks a clip with no event
-        for e in sorted(file_events, key=lambda e: (e["onset"], e["offset"], e["event_label"])):
-            lines.append(f"{name}\t{e['onset']:.3f}\t{e['offset']:.3f}\t{e['event_label']}")
-
-    files.write_text(path, "\n".join(lines) + "\n")  # a crash never leaves a half-written CSV
-    logging.info("Wrote %d events for %d files to %s", len(events), len(by_file), path)
-
-
-def read_events_csv(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[str]]:
-    """Reads a DCASE event CSV; returns (events, every filename listed, in file order)."""
-    path = os.fspath(path)
-    events: list[dict[str, Any]] = []
-    filenames: list[str] = []
-    with open(path, encoding="utf-8-sig") as f:  # tolerate a byte-order mark
-        lines = f.read().splitlines()
-    if not lines or tuple(c.strip() for c in lines[0].split("\t")) != CSV_HEADER:
-        raise ValueError(
-            f"{path}:1: expected header {'<TAB>'.join(CSV_HEADER)!r}, "
-            f"got {lines[0] if lines else '(empty file)'!r}"
-        )
-    for lineno, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != 4:
-            raise ValueError(f"{path}:{lineno}: expected 4 tab-separated fields, got {len(fields)}")
-        name, onset_s, offset_s, label = (x.strip() for x in fields)
-        if not name:
-            raise ValueError(f"{path}:{lineno}: empty filename")
-        filenames.append(name)
-        if not (onset_s or offset_s or label):
-            continue  # a clip with no event
-        if not (onset_s and offset_s and label):
-            raise ValueError(
-                f"{path}:{lineno}: onset, offset and event_label must all be set or all empty"
-            )
-        try:
-            onset, offset = float(onset_s), float(offset_s)
-        except ValueError:
-            raise ValueError(
-                f"{path}:{lineno}: onset/offset not numeric: {onset_s!r}, {offset_s!r}"
-            ) from None
-        if not (math.isfinite(onset) and math.isfinite(offset)) or onset < 0:
-            raise ValueError(f"{path}:{lineno}: onset/offset must be finite and >= 0")
-        if onset > offset:
-            raise ValueError(f"{path}:{lineno}: onset {onset} > offset {offset}")
-        events.append({"filename": name, "onset": onset, "offset": offset, "event_label": label})
-    return events, _unique(filenames)
