@@ -55,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
     s.seed = 1234
     s.sample_rate = 44100
     s.layout = "dcase2018"  # or 'desed' (DESED's folders and tsv files)
+    s.num_workers = 0  # generator processes; 0 = all cores
 
     # ---- features (SEED.md "Features") ------------------------------------------------------
     c.features = f = ml_collections.ConfigDict()

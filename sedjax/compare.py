@@ -13,16 +13,14 @@ from __future__ import annotations
 import glob
 import json
 import pathlib
-import statistics
 from collections.abc import Sequence
 
 from absl import flags
 
-from sedjax.reporting import outputs
+from sedjax.reporting import outputs, summary
 from sedjax.runtime import cli
 
-METRICS = {"event_f1": ("event_based", "f_measure_macro"),
-           "segment_f1": ("segment_based", "f_measure_macro")}
+PERCENT = ("event_f1", "segment_f1", "collar_f1_best")  # headline scores given in %
 
 FLAGS = flags.FlagValues()  # this command's own: importing it never clashes with another's
 flags.DEFINE_string("split", "test", "Results section (test, eval, validation).",
@@ -31,7 +29,8 @@ flags.DEFINE_string("json", None, "Also write the table as JSON here.", flag_val
 
 
 def read_run(workdir: pathlib.Path, split: str) -> dict:
-    """{'workdir', 'event_f1', 'segment_f1'} (in %) of one finished run."""
+    """{'workdir', and every headline score (reporting.summary.HEADLINE; F1s in %)} of one
+    finished run."""
     path = workdir / outputs.RESULTS_FILENAME
     if not path.is_file():
         raise cli.UserError(f"{path}: not found (the run did not finish)")
@@ -40,27 +39,18 @@ def read_run(workdir: pathlib.Path, split: str) -> dict:
     except (ValueError, KeyError) as e:
         raise cli.UserError(f"{path}: no readable {split!r} results ({e})") from None
     out = {"workdir": str(workdir)}
-    for name, (section, key) in METRICS.items():
-        value = results[section][key]
-        out[name] = None if value is None else 100.0 * value
+    for name, value in summary.headline(results).items():
+        out[name] = None if value is None else (100.0 * value if name in PERCENT else value)
     return out
 
 
-def summarize(values: Sequence[float]) -> dict:
-    """mean, sample std (0 for one run), min and max."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None, "min": None, "max": None}
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values)}
-
-
 def compare(groups: dict[str, Sequence[pathlib.Path]], split: str = "test") -> dict:
-    """{label: {'runs': [...], 'event_f1': summary, 'segment_f1': summary}}."""
+    """{label: {'runs': [...], and per headline score its mean, std, min and max}}."""
     table = {}
     for label, workdirs in groups.items():
         runs = [read_run(w, split) for w in workdirs]
-        table[label] = {"runs": runs, **{m: summarize([r[m] for r in runs]) for m in METRICS}}
+        table[label] = {"runs": runs, **{m: summary.summarize([r[m] for r in runs])
+                                         for m in summary.HEADLINE}}
     return table
 
 

@@ -48,7 +48,7 @@ from sedjax.config import validate
 from sedjax.metrics import csebbs, postprocess, psds, tuning
 from sedjax.reporting import outputs, plots, run_report, summary, tensorboard
 from sedjax.runtime import files, sharding
-from sedjax.data import dataset, embeddings, features, pipeline, resample, synthetic
+from sedjax.data import dataset, embeddings, event_files, features, pipeline, resample, synthetic
 from sedjax.models import crnn
 from sedjax.recipes import common
 from sedjax.train import checkpoint
@@ -150,7 +150,7 @@ def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, prob
     sed_eval; PSDS and the best collar F1 over thresholds from the frame probabilities with
     sed_scores_eval. Returns (results, PSD-ROC curves, events)."""
     events, results = common.detect_and_score(config, split, probs, arrays.frames)
-    postprocess.write_events_csv(events_path, events, split.filenames)
+    event_files.write_events(events_path, events, split.filenames)
     valid = crnn.valid_output_frames(arrays.frames, config.features.num_frames, config.model)
     boxes = postprocess.csebbs_settings(config.postprocess)
     # scores median-filtered as the events are (the DCASE 2022-23 baselines' choice), or the

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from sedjax.metrics import postprocess
+from sedjax.data import event_files
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -139,7 +139,7 @@ def test_attention_pooling_with_time_pooling_and_per_class_median_filters(tmp_pa
              "--config.postprocess.median_filter=(1,3,3,3,3,3,3,3,3,13)")
     probs = np.load(workdir / "predictions" / "test_probs.npy")
     assert probs.shape == (8, 125, 10)
-    events, _ = postprocess.read_events_csv(workdir / "predictions" / "test_events.csv")
+    events, _ = event_files.read_events(workdir / "predictions" / "test_events.csv")
     for e in events:  # every boundary is a multiple of the 0.08 s output frame
         for t in (e["onset"], e["offset"]):
             assert abs(t / 0.08 - round(t / 0.08)) < 1e-6, e

@@ -12,6 +12,7 @@ from sed_scores_eval import collar_based, intersection_based  # noqa: E402
 from sed_scores_eval.base_modules.scores import create_score_dataframe  # noqa: E402
 
 from sedjax import evaluate
+from sedjax.data import event_files
 from sedjax.metrics import postprocess, psds, sed_scores_inputs
 from sedjax.reporting import outputs  # noqa: E402
 
@@ -240,7 +241,7 @@ def test_save_and_plot_curves(tmp_path):
 
 def write_inputs(tmp_path, files, probs, events):
     ref = tmp_path / "ref.csv"
-    postprocess.write_events_csv(ref, events, files)
+    event_files.write_events(ref, events, files)
     np.save(tmp_path / "probs.npy", probs)
     return ref, tmp_path / "probs.npy"
 
@@ -267,7 +268,7 @@ def test_cli_probs_equals_threshold_independent(tmp_path, capsys):
     perm = np.random.default_rng(0).permutation(len(files))
     np.save(probs_npy, probs[perm])
     est = tmp_path / "est.csv"
-    postprocess.write_events_csv(est, [], [files[i] for i in perm])
+    event_files.write_events(est, [], [files[i] for i in perm])
     durations = tmp_path / "durations.tsv"
     durations.write_text("filename\tduration\n" + "".join(f"{f}\t10.0\n" for f in files))
     rc = evaluate.main([str(ref), str(est), "--probs", str(probs_npy), "--frame_seconds",
@@ -298,7 +299,7 @@ def test_cli_probs_frame_seconds_from_config_and_bad_inputs(tmp_path, capsys):
 
     # a reference file without a row: left out with a warning
     order = tmp_path / "order.csv"
-    postprocess.write_events_csv(order, [], files[:4])
+    event_files.write_events(order, [], files[:4])
     np.save(tmp_path / "four.npy", probs[:4])
     assert evaluate.main([str(ref), "--probs", str(tmp_path / "four.npy"), "--probs_order",
                           str(order), "--frame_seconds", "0.05", "--json", str(out),
@@ -319,7 +320,7 @@ def test_cli_probs_frame_seconds_from_config_and_bad_inputs(tmp_path, capsys):
         ([str(ref), "--probs", str(probs_npy), "--median_filter", "x", *classes], "integers"),
     ]
     stranger = tmp_path / "stranger.csv"
-    postprocess.write_events_csv(stranger, [], ["zz.wav"])
+    event_files.write_events(stranger, [], ["zz.wav"])
     cases.append(([str(ref), "--probs", str(probs_npy), "--probs_order", str(stranger),
                    *classes], "zz.wav"))
     for argv, needle in cases:

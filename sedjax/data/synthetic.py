@@ -197,16 +197,14 @@ def ensure_dataset(data_config: Any, out_dir: str | os.PathLike) -> pathlib.Path
     s, out = data_config.synthetic, pathlib.Path(out_dir).expanduser()
     kw = dict(num_weak=s.num_weak, num_unlabeled=s.num_unlabeled, num_test=s.num_test, seed=s.seed,
               sample_rate=s.sample_rate, classes=tuple(data_config.classes),
-              clip_seconds=float(data_config.get("clip_seconds", 10.0)),
-              num_strong=int(s.get("num_strong", 0)),
-              num_validation=int(s.get("num_validation", 0)),
-              layout=s.get("layout", "dcase2018"))
+              clip_seconds=float(data_config.clip_seconds), num_strong=int(s.num_strong),
+              num_validation=int(s.num_validation), layout=s.layout)
     marker = out / MARKER
     if marker.exists() and marker.read_text() == _params(**kw):
         logging.info("Reusing the complete synthetic dataset in %s", out)
         return out
     logging.info("Generating the synthetic dataset in %s", out)
-    return generate(out, **kw, num_workers=int(s.get("num_workers", 0)))
+    return generate(out, **kw, num_workers=int(s.num_workers))
 
 
 def main(argv: Sequence[str]) -> None:

@@ -9,12 +9,6 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
-from sedjax.data import event_files
-
-# The event-file functions under their older names, which sedjax.run and some tests still call.
-read_events_csv = event_files.read_events
-write_events_csv = event_files.write_events
-
 # Event times are multiples of the frame length; rounding to a microsecond removes float noise
 # (3 * 0.02 = 0.06000000000000001) without moving any time by a meaningful amount.
 _TIME_DECIMALS = 6
