@@ -45,12 +45,12 @@ from absl import logging
 
 from sedjax import recipes
 from sedjax.config import validate
-from sedjax.metrics import csebbs, postprocess, psds, tuning
-from sedjax.reporting import outputs, plots, run_report, summary, tensorboard
-from sedjax.runtime import files, sharding
 from sedjax.data import dataset, embeddings, event_files, features, pipeline, resample, synthetic
+from sedjax.metrics import csebbs, postprocess, psds, tuning
 from sedjax.models import crnn
 from sedjax.recipes import common
+from sedjax.reporting import outputs, plots, run_report, summary, tensorboard
+from sedjax.runtime import files, sharding
 from sedjax.train import checkpoint
 
 SCORED_SPLITS = ("validation", "test", "eval")  # predicted and scored, in this order

@@ -20,8 +20,8 @@ import optax  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from configs import tiny  # noqa: E402
-from sedjax.runtime import sharding  # noqa: E402
 from sedjax.recipes import common, two_pass  # noqa: E402
+from sedjax.runtime import sharding  # noqa: E402
 from sedjax.train import parallel  # noqa: E402
 
 STEPS, BATCH = 3, 8

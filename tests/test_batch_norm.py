@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from sedjax.runtime import sharding
 from sedjax.models.batch_norm import BatchNorm
+from sedjax.runtime import sharding
 
 
 def _inputs(shape=(8, 20, 6, 5)):

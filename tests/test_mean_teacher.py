@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from configs import tiny_mean_teacher
-from sedjax.runtime import sharding
 from sedjax.data import dataset
 from sedjax.models import crnn
 from sedjax.recipes import mean_teacher as mt
+from sedjax.runtime import sharding
 from sedjax.train import parallel
 
 

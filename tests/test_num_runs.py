@@ -28,10 +28,10 @@ import pytest
 from configs import baseline, tiny, tiny_mean_teacher
 from sedjax import run
 from sedjax.config import validate
-from sedjax.reporting import run_tables
-from sedjax.runtime import sharding
 from sedjax.data import pipeline, synthetic
 from sedjax.recipes import common, two_pass
+from sedjax.reporting import run_tables
+from sedjax.runtime import sharding
 from sedjax.train import loop, runs
 
 

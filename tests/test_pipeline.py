@@ -7,8 +7,8 @@ import pytest
 
 from configs import baseline
 from sedjax.data import pipeline
-from sedjax.runtime import sharding
 from sedjax.recipes import common
+from sedjax.runtime import sharding
 from sedjax.train import loop, runs
 
 

@@ -23,8 +23,8 @@ import ml_collections
 import pytest
 import soundfile as sf
 
-from sedjax.metrics import sed_eval_scores
 from sedjax.data import dataset
+from sedjax.metrics import sed_eval_scores
 
 ROOT = pathlib.Path(__file__).parents[1]
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from configs import baseline
-from sedjax.runtime import sharding
 from sedjax.recipes import common, two_pass
+from sedjax.runtime import sharding
 from sedjax.train import parallel, state as state_lib
 
 

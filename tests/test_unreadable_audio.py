@@ -13,8 +13,8 @@ import soundfile
 
 from configs import tiny
 from sedjax import run
-from sedjax.runtime import files, sharding
 from sedjax.data import audio, dataset, features, pipeline
+from sedjax.runtime import files, sharding
 
 ROOT = pathlib.Path(__file__).parents[1]
 SR = 44100

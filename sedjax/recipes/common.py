@@ -11,10 +11,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax.metrics import postprocess, sed_eval_scores
-from sedjax.runtime import sharding
 from sedjax.data import dataset, pipeline
+from sedjax.metrics import postprocess, sed_eval_scores
 from sedjax.models import crnn
+from sedjax.runtime import sharding
 from sedjax.train import parallel, runs as runs_lib, state as state_lib, streams
 
 

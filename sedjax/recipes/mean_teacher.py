@@ -27,16 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sedjax.reporting import outputs
-from sedjax.runtime import sharding
-from sedjax.data import dataset, pipeline
-from sedjax.models import crnn
 from sedjax import recipes
 from sedjax.config.validate import ConfigError
-from sedjax.recipes import common
-from sedjax.reporting import summary
-from sedjax.runtime.sharding import AXIS
+from sedjax.data import dataset, pipeline
 from sedjax.metrics import clip_scores
+from sedjax.models import crnn
+from sedjax.recipes import common
+from sedjax.reporting import outputs, summary
+from sedjax.runtime import sharding
+from sedjax.runtime.sharding import AXIS
 from sedjax.train import augment, loop, state as state_lib, streams
 
 WEAK, UNLABELED, STRONG = 0, 1, 2  # a clip's kind in a mixed batch

@@ -23,12 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sedjax.reporting import outputs
-from sedjax.runtime import files, sharding
 from sedjax import recipes
-from sedjax.recipes import common
-from sedjax.reporting import summary
 from sedjax.metrics import clip_scores
+from sedjax.recipes import common
+from sedjax.reporting import outputs, summary
+from sedjax.runtime import files, sharding
 from sedjax.train import checkpoint, loop, state as state_lib, streams
 
 RECIPE_NAME = "two_pass"
