@@ -29,7 +29,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     """Trains and evaluates; a config or dataset mistake is one `error:` line (cli.run)."""
     cli.expect_no_arguments(argv)
-    config_file = config_flags.get_config_filename(FLAGS["config"])
+    # 'file.py:variant' names a variant of the file's get_config (ml_collections' syntax)
+    config_file = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
     if not os.path.isfile(config_file):  # config_flags would only fail at the config's first use
         raise cli.UserError(f"--config: no such file: {config_file}")
     if FLAGS.distributed or FLAGS.coordinator_address or os.environ.get("SEDJAX_COORDINATOR"):

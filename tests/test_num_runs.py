@@ -30,7 +30,7 @@ from sedjax import run
 from sedjax.config import validate
 from sedjax.data import pipeline, synthetic
 from sedjax.recipes import common, two_pass
-from sedjax.reporting import run_tables
+from sedjax.reporting import run_tables, summary
 from sedjax.runtime import sharding
 from sedjax.train import loop, runs
 
@@ -161,14 +161,17 @@ def test_the_summary_of_several_runs_gives_each_seed_and_mean_and_sample_std(tmp
                 "threshold_independent": {"psds1": 0.2, "psds2": None,
                                           "collar_f1_best_macro": 0.5}}
     dirs = [tmp_path / f"run{k}" for k in range(3)]
-    summaries = [{"test": result(e, s), "recipe": "two_pass", "seed": 5 + k,
-                  "pass1": {"best_epoch": k}, "timings_s": {}, "devices": 4}
+    summaries = [summary.RunResults(
+        {"test": result(e, s)}, {"threshold": 0.5},
+        summary.TrainingSummary("two_pass", {"pass1": summary.StageSummary(0.5, k)},
+                                seed=5 + k), {}, 4)
                  for k, (e, s) in enumerate([(0.1, 0.5), (0.2, 0.6), (0.3, 0.4)])]
     out = run_tables.summary("two_pass", dirs, summaries, ["test"], {"training": 1.0}, 4)
     assert out["seeds"] == [5, 6, 7] and out["num_runs"] == 3
     assert [r["dir"] for r in out["runs"]] == ["run0", "run1", "run2"]
     assert out["runs"][1]["test"]["event_f1"] == 0.2 and out["runs"][2]["pass1"] == {
-        "best_epoch": 2}
+        "best_score": 0.5, "best_epoch": 2}
+    assert out["runs"][0]["postprocess"] == {"threshold": 0.5}
     assert out["mean"]["test"]["event_f1"] == pytest.approx(0.2)
     assert out["std"]["test"]["event_f1"] == pytest.approx(statistics.stdev([0.1, 0.2, 0.3]))
     assert out["mean"]["test"]["psds2"] is None and out["std"]["test"]["psds1"] == 0.0
@@ -233,7 +236,7 @@ def test_k_runs_of_the_steps_equal_the_single_runs_of_their_seeds(tmp_path, mode
         single = pipeline.Batches(arrays, mesh, stats, _runtime(mode)).with_run_data(
             {"labels": labels[k: k + 1]})
         state1, sums1, probs1 = train(one, single)
-        np.testing.assert_allclose(sums[:, k], sums1, rtol=1e-5)
+        np.testing.assert_allclose(sums[:, k], sums1[:, 0], rtol=1e-5)
         for x, y in zip(jax.tree_util.tree_leaves(runs.take(state, k).params),
                         jax.tree_util.tree_leaves(runs.take(state1, 0).params)):
             np.testing.assert_allclose(x, y, atol=1e-5)
@@ -406,8 +409,9 @@ def test_several_runs_print_their_validation_mean(tmp_path):
     dirs = [tmp_path / f"run{k}" for k in range(2)]
     scored = {"event_based": {"f_measure_macro": 0.5}, "segment_based": {"f_measure_macro": 0.7},
               "threshold_independent": {"psds1": 0.25, "psds2": 0.5}}
-    summaries = [{"seed": k, "validation": scored, "test": scored, "recipe": "two_pass",
-                  "timings_s": {}, "devices": 4} for k in range(2)]
+    summaries = [summary.RunResults({"validation": scored, "test": scored}, {},
+                                    summary.TrainingSummary("two_pass", {}, seed=k), {}, 4)
+                 for k in range(2)]
     out = run_tables.summary("two_pass", dirs, summaries, ["validation", "test"], {}, 4)
     line = run_tables.validation_line(out, 200)
     assert "event-based macro F1 mean 50.00 ± 0.00 %" in line and "PSDS1 0.250" in line
