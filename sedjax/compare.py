@@ -90,10 +90,7 @@ def _groups(specs: Sequence[str]) -> dict[str, list[pathlib.Path]]:
 def _compare(argv: list[str]) -> int:
     """The command: argv[1:] are the LABEL=WORKDIR_GLOB groups."""
     table = compare(_groups(argv[1:]), FLAGS.split)
-    print(format_table(table))
-    if FLAGS.json:
-        outputs.write_json(FLAGS.json, table)
-    return 0
+    return outputs.print_and_write(format_table(table), table, FLAGS.json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

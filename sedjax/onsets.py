@@ -126,10 +126,7 @@ def _onsets(argv: list[str]) -> int:
         rows = {w: run_statistics(pathlib.Path(w), FLAGS.split) for w in workdirs}
     else:
         raise cli.UserError("give run folders, or --reference and --estimated")
-    print(format_rows(rows))
-    if FLAGS.json:
-        outputs.write_json(FLAGS.json, rows)
-    return 0
+    return outputs.print_and_write(format_rows(rows), rows, FLAGS.json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

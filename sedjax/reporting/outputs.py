@@ -43,6 +43,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> str:
     return path
 
 
+def print_and_write(text: str, obj: Any, path: str | os.PathLike | None) -> int:
+    """A command's ending: prints `text`, writes `obj` as JSON to `path` when given; 0."""
+    print(text)
+    if path:
+        write_json(path, obj)
+    return 0
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """The JSON value in `path`, or None when the file does not exist (a stage not done)."""
     path = os.fspath(path)
