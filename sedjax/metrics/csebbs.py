@@ -56,20 +56,39 @@ def tune(tune_config, filenames: Sequence[str], reference_events: Sequence[dict]
     """cSEBB parameters per class chosen on a strongly labelled split by `metric` ('psds1':
     single-class PSDS1; 'collar_f1' or 'event_f1': the best collar-based F1, which also fixes a
     detection threshold per class). Returns JSON-ready {'csebbs': predictor settings,
-    'class_scores': {class: value}}; classes without reference events keep the grid's middle
-    values (and postprocess.threshold)."""
+    'class_scores': {class: value, None for a class without reference events}}.
+
+    A class without reference events on this split has nothing to choose by: it keeps the
+    grid's middle values and no tuned detection threshold (events() then uses
+    postprocess.threshold); with no class having any, nothing is searched."""
     csebbs = _sebbs()
     classes = [str(c) for c in classes]
+    grid = _grid(tune_config)
     present = sorted({str(e["event_label"]) for e in reference_events}, key=classes.index)
+    if not present:
+        return {"csebbs": _settings({}, grid, classes), "class_scores": dict.fromkeys(classes)}
     tables = _tables(probs, filenames, classes, frame_seconds, valid)
     durations = {k: len(t) * float(frame_seconds) for k, t in tables.items()}
     if present != classes:  # sed_scores_eval needs reference events of every class it scores
         tables = {k: t.drop(columns=[c for c in classes if c not in present])
                   for k, t in tables.items()}
     gt = sed_scores_inputs.ground_truth(reference_events, filenames, present)
-    grid = dict(step_filter_lengths=tuple(tune_config.step_filter_lengths),
+    candidates = _candidates(csebbs, tables, present, grid)
+    predictor, values = _select(csebbs, candidates, gt, durations, metric, psds_settings,
+                                len(present))
+    return {"csebbs": _settings(predictor.to_dict(), grid, classes),
+            "class_scores": {c: (float(values[c]) if c in values else None) for c in classes}}
+
+
+def _grid(tune_config) -> dict[str, tuple]:
+    """The candidate values of postprocess.tune.csebbs."""
+    return dict(step_filter_lengths=tuple(tune_config.step_filter_lengths),
                 merge_thresholds_abs=tuple(tune_config.merge_thresholds_abs),
                 merge_thresholds_rel=tuple(tune_config.merge_thresholds_rel))
+
+
+def _candidates(csebbs, tables: dict, present: list, grid: dict) -> list:
+    """[(predictor, its boxes of `tables`)] for every point of the grid."""
     # sebbs.csebbs.tune's grid search (each merge criterion alone: the other one infinite),
     # written out because sebbs 1.0.2's own leaves the candidates' class list empty, which
     # yields no box at all
@@ -83,24 +102,36 @@ def tune(tune_config, filenames: Sequence[str], reference_events: Sequence[dict]
             candidate = base.copy()
             candidate.merge_threshold_abs, candidate.merge_threshold_rel = merge_abs, merge_rel
             candidates.append((candidate, candidate._get_sebbs_from_change_detection(changes)))
+    return candidates
+
+
+def _select(csebbs, candidates: list, gt: dict, durations: dict, metric: str, psds_settings,
+            num_classes: int) -> tuple:
+    """sebbs' choice per class among the candidates by `metric`: (predictor, {class: value})."""
+    settings = psds.Settings.from_mapping(psds_settings)
     if metric == "psds1":
-        s = psds.Settings.from_mapping(psds_settings).psds["psds1"]
-        predictor, values = csebbs.select_best_psds(
+        # one class scored: no cross-triggers (psds.for_classes)
+        s = psds.for_classes(settings.psds["psds1"], num_classes)
+        return csebbs.select_best_psds(
             candidates, gt, durations, dtc_threshold=s.dtc_threshold,
             gtc_threshold=s.gtc_threshold, cttc_threshold=s.cttc_threshold,
             alpha_ct=s.alpha_ct, unit_of_time=s.unit_of_time, max_efpr=s.max_efpr)
-    else:
-        c = psds.Settings.from_mapping(psds_settings).collar
-        predictor, values = csebbs.select_best_cbf(
-            candidates, gt, durations, onset_collar=c.onset_collar,
-            offset_collar=c.offset_collar, offset_collar_rate=c.offset_collar_rate)
-    chosen = predictor.to_dict()
+    c = settings.collar
+    return csebbs.select_best_cbf(
+        candidates, gt, durations, onset_collar=c.onset_collar,
+        offset_collar=c.offset_collar, offset_collar_rate=c.offset_collar_rate)
 
-    def middle(values):
-        return float(sorted(values)[len(values) // 2])
-    defaults = {"step_filter_length": middle(grid["step_filter_lengths"]),
-                "merge_threshold_abs": middle(grid["merge_thresholds_abs"]),
-                "merge_threshold_rel": middle(grid["merge_thresholds_rel"])}
+
+def _middle(values) -> float:
+    return float(sorted(values)[len(values) // 2])
+
+
+def _settings(chosen: Mapping[str, Any], grid: dict, classes: list) -> dict[str, Any]:
+    """JSON-ready per-class predictor settings of sebbs' choice (`chosen`, its to_dict());
+    a class it has no value for gets the grid's middle values and no detection threshold."""
+    defaults = {"step_filter_length": _middle(grid["step_filter_lengths"]),
+                "merge_threshold_abs": _middle(grid["merge_thresholds_abs"]),
+                "merge_threshold_rel": _middle(grid["merge_thresholds_rel"])}
     settings: dict[str, Any] = {}
     for key, default in defaults.items():
         given = chosen.get(key) or {}
@@ -109,8 +140,7 @@ def tune(tune_config, filenames: Sequence[str], reference_events: Sequence[dict]
     thresholds = chosen.get("detection_threshold")
     settings["detection_threshold"] = (None if not thresholds else
                                        {c: float(thresholds[c]) for c in thresholds})
-    return {"csebbs": settings,
-            "class_scores": {c: (float(values[c]) if c in values else None) for c in classes}}
+    return settings
 
 
 def _finite(value) -> float | None:
@@ -144,15 +174,30 @@ def events(settings, filenames: Sequence[str], probs: np.ndarray, classes: Seque
            frame_seconds: float, valid, threshold: float) -> list[dict[str, Any]]:
     """Event dicts (filename, onset, offset, event_label) of the boxes whose confidence passes
     the tuned per-class detection threshold (else `threshold`)."""
-    per_class = settings.get("detection_threshold") or {}
+    per_class = _detection_thresholds(settings, classes, threshold)
     found = boxes(settings, filenames, probs, classes, frame_seconds, valid)
     out = []
     for name in filenames:
         for onset, offset, label, confidence in found[sed_scores_inputs.audio_id(name)]:
-            if confidence > float(per_class.get(label, threshold)):
+            if confidence > per_class[label]:
                 out.append({"filename": name, "onset": float(onset), "offset": float(offset),
                             "event_label": label})
     return out
+
+
+def _detection_thresholds(settings, classes: Sequence[str], threshold: float
+                          ) -> dict[str, float]:
+    """{class: detection threshold}: the tuned one, or `threshold` for a class tuning chose none
+    for (no reference event on validation). A tuned infinite threshold (on validation no
+    finite one scored better) is written to JSON as None and read back as infinite: the class
+    still detects nothing, as in the run that tuned it."""
+    tuned = settings.get("detection_threshold") or {}
+
+    def one(c: str) -> float:
+        if c not in tuned:
+            return float(threshold)
+        return np.inf if tuned[c] is None else float(tuned[c])
+    return {str(c): one(str(c)) for c in classes}
 
 
 def score_tables(settings, filenames, probs, classes, frame_seconds, valid) -> dict:

@@ -16,6 +16,11 @@ The scores are the frame probabilities, optionally median-filtered along time fi
 (`median_filter`, in frames: the filter of the system's post-processing, applied to the
 probabilities instead of the binarized activity, as the DCASE 2022-2023 baselines score their
 median-filtered scores). Thresholds replace the post-processing's binarization.
+
+Only classes with reference events in the scored files are scored (sed_scores_eval needs
+them); the others are listed in `classes_without_reference_events`. With one class left,
+PSDS has no other class to count cross-triggers on and is scored without that penalty
+(`for_classes`).
 """
 
 from __future__ import annotations
@@ -158,12 +163,16 @@ def threshold_independent(
 
     figures (JSON-ready, NaN/inf as None):
       psds1, psds2 (one key per settings.psds name), collar_f1_best_macro: the headline numbers;
-      psds_detail: {name: {"psds", "class_wise": {label: single-class PSDS}}};
+      psds_detail: {name: {"psds", "class_wise": {label: single-class PSDS},
+                    "alpha_ct_applied": the cross-trigger weight in effect (see for_classes)}};
       collar_best: {f_measure_macro, precision_macro, recall_macro, f_measure_micro,
                     precision_micro, recall_micro (all at each class's best threshold),
                     class_wise: {label: {f_measure, precision, recall, threshold,
                     num_reference, true_positives, false_positives}}};
-      num_files, num_reference_events, dataset_seconds, median_filter, settings.
+      num_files, num_reference_events, dataset_seconds, median_filter, settings;
+      classes_without_reference_events: the classes left out (no reference event in these
+      files: PSDS and collar F1 are over the other classes; None for every figure if none has
+      one).
     curves (numpy arrays, not for JSON): {name: {"etpr", "efpr", "class_wise":
       {label: {"tpr", "efpr", "thresholds"}}}} the PSD-ROCs (efpr per settings' unit_of_time).
     """
@@ -177,8 +186,10 @@ def threshold_independent(
         scores = dict(tables)
         valid = _valid_frames(num_valid_frames, len(filenames), np.asarray(probs).shape[1])
     durs = audio_durations(filenames, durations, frame_seconds, valid)
-    # sed_scores_eval needs reference events of every class it scores: a small test set (or
-    # recordings of a few classes) is scored over the classes it has, the others listed
+    # sed_scores_eval needs reference events of every class it scores (a class without any has
+    # no true positive rate, and as "other class" a cross-trigger rate divided by zero time): a
+    # small test set (or recordings of a few classes) is scored over the classes it has, the
+    # others listed
     labels = {str(e["event_label"]) for e in reference_events}
     left_out = [c for c in classes if c not in labels]
     figures: dict[str, Any] = {"classes_without_reference_events": left_out}
@@ -207,13 +218,32 @@ def threshold_independent(
     return to_jsonable(figures), curves
 
 
+def for_classes(s: PSDSSettings, num_classes: int) -> PSDSSettings:
+    """The PSDS settings to give sed_scores_eval when `num_classes` classes are scored.
+
+    With one class there is no other class for a detection to cross-trigger on: the
+    cross-trigger term of the effective FP rate (alpha_ct times the mean cross-trigger rate
+    over the *other* classes) is an empty mean, which counts nothing, so the class is scored
+    without it (cttc_threshold None, alpha_ct 0). True positives and false positives do not
+    depend on cttc_threshold, so nothing else changes. sed_scores_eval 0.0.4 itself cannot
+    score it: its cross-trigger statistics of a class with no other class are an empty dict,
+    which it then indexes by an array (TypeError: unhashable type: 'numpy.ndarray').
+    """
+    if num_classes > 1 or s.cttc_threshold is None:
+        return s
+    return dataclasses.replace(s, cttc_threshold=None, alpha_ct=0.0)
+
+
 def _psds(scores: dict, gt: dict, durs: dict, settings: Settings, classes: list) -> tuple:
-    """({name: {'psds', 'class_wise'}}, {name: PSD-ROC curves}) of every settings.psds."""
+    """({name: {'psds', 'class_wise', 'alpha_ct_applied'}}, {name: PSD-ROC curves}) of every
+    settings.psds; alpha_ct_applied is the cross-trigger weight in effect (0 with one class,
+    see for_classes)."""
     from sed_scores_eval import intersection_based
 
     detail: dict[str, Any] = {}
     curves: dict[str, Any] = {}
-    for name, s in settings.psds.items():
+    for name, configured in settings.psds.items():
+        s = for_classes(configured, len(classes))
         value, class_psds, (etpr, efpr), class_rocs = intersection_based.psds(
             scores=scores, ground_truth=gt, audio_durations=durs,
             dtc_threshold=s.dtc_threshold, gtc_threshold=s.gtc_threshold,
@@ -221,7 +251,8 @@ def _psds(scores: dict, gt: dict, durs: dict, settings: Settings, classes: list)
             unit_of_time=s.unit_of_time, max_efpr=s.max_efpr,
             time_decimals=settings.time_decimals, num_jobs=settings.num_jobs)
         detail[name] = {"psds": float(value),
-                        "class_wise": {c: float(class_psds[c]) for c in classes}}
+                        "class_wise": {c: float(class_psds[c]) for c in classes},
+                        "alpha_ct_applied": s.alpha_ct}
         curves[name] = {
             "etpr": np.asarray(etpr), "efpr": np.asarray(efpr),
             "class_wise": {c: {"tpr": np.asarray(roc[0]), "efpr": np.asarray(roc[1]),

@@ -10,8 +10,13 @@ frame probabilities by postprocess.tune.metric:
 - 'csebbs': change-point bounding boxes (sedjax.metrics.csebbs, the optional `sebbs` package), their
   step filter and merge thresholds from postprocess.tune.csebbs' grid.
 A class's score depends on that class's outputs only, so choosing per class is choosing the
-best combination. Median filter: ties keep the configured length (then the shorter one); a
-class without reference events in validation keeps the configured length.
+best combination. Median filter: ties keep the configured length (then the shorter one).
+
+A class without reference events in validation (a small validation split, or recordings of a
+few classes) has nothing to be chosen by, so it keeps the configured post-processing: its
+configured median-filter length; with cSEBBs the grid's middle values and, for detection,
+postprocess.threshold. Such classes are listed in the result
+('classes_without_reference_events').
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ def enabled(config) -> bool:
 def tune(config, filenames: Sequence[str], reference_events: Sequence[dict], probs: np.ndarray,
          frame_seconds: float, num_valid_frames: np.ndarray) -> dict[str, Any]:
     """The post-processing config.postprocess.tune asks for, chosen on these (validation)
-    clips: JSON-ready {'method', 'metric', ...the method's values}."""
+    clips: JSON-ready {'method', 'metric', 'classes_without_reference_events' (nothing to
+    choose by: they keep the defaults the module docstring names), ...the method's values}."""
     t = config.postprocess.tune
     if t.method == "csebbs":
         from sedjax.metrics import csebbs
@@ -51,7 +57,16 @@ def tune(config, filenames: Sequence[str], reference_events: Sequence[dict], pro
     else:
         out = tune_median_filter(config, filenames, reference_events, probs, frame_seconds,
                                  num_valid_frames)
-    return {"method": t.method, "metric": t.metric, **out}
+    return {"method": t.method, "metric": t.metric,
+            "classes_without_reference_events": absent_classes(config.data.classes,
+                                                               reference_events),
+            **out}
+
+
+def absent_classes(classes: Sequence[str], reference_events: Sequence[dict]) -> list[str]:
+    """The classes (in classes' order) that no reference event is labelled with."""
+    labels = {str(e["event_label"]) for e in reference_events}
+    return [str(c) for c in classes if str(c) not in labels]
 
 
 def _class_scores(config, filenames, reference_events, probs, frame_seconds, valid,
