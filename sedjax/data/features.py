@@ -264,6 +264,7 @@ def _build_share(name: str, paths, filenames, first_row: int, share, config) -> 
     with files.atomic_path(feats_path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                         shape=(len(paths), config.num_frames, config.n_mels))
+        _reserve_space(tmp)
         with tqdm(total=len(paths), desc=f"log-mel {name} ({config.frontend})", unit="clip",
                   disable=None) as bar:
             errors = fill(list(paths), out, lengths, config, bar)
@@ -277,6 +278,26 @@ def _build_share(name: str, paths, filenames, first_row: int, share, config) -> 
         files.write_text(errors_path, json.dumps(rows, indent=1) + "\n")
     logging.info("features %s: wrote %s (%d of %d clips unreadable)", name, feats_path,
                  len(errors), len(paths))
+
+
+def _reserve_space(path: pathlib.Path) -> None:
+    """Allocates the disk blocks of the (sparse) file at `path` now.
+
+    Writing a memmap page that the disk has no room for kills the process with SIGBUS, without
+    a word; allocated up front, a full disk is an OSError (ENOSPC) here instead, which the
+    command reports in one line. Filesystems that cannot preallocate are written as before.
+    """
+    if not hasattr(os, "posix_fallocate"):  # not on macOS
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if e.errno in files.DISK_FULL:
+            raise
+        logging.info("features: cannot preallocate %s (%s)", path, e.strerror)
+    finally:
+        os.close(fd)
 
 
 def _read_shares(shares) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:

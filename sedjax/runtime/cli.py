@@ -12,6 +12,13 @@ process, returning the exit status: what tests use). Either way:
   without a traceback: a flag absl cannot parse, or an exception of `user_errors()` out of main
   (`UserError` and its subclasses, such as the dataset's and the event files' errors, and the
   config package's ConfigFileError and ConfigError).
+- A full disk (or quota) is one line `error: no space left on device writing <path>: free space
+  and rerun the same command...` and exit status 75 (EXIT_DISK_FULL, sysexits' EX_TEMPFAIL:
+  worth retrying), without a traceback: an OSError of errno ENOSPC or EDQUOT out of main, or an
+  error caused by one or whose message is its text (tensorstore's, under orbax checkpoints,
+  are ValueErrors). Outputs are written atomically (sedjax.runtime.files), so the rerun
+  redoes the unfinished one; under `run`, library log records that report the same full disk
+  (orbax's background threads log tracebacks) are dropped.
 
 Commands with flags of their own (detect, evaluate, compare, onsets) define them on a
 `flags.FlagValues()` of their own, so that importing several commands never clashes (evaluate's
@@ -21,12 +28,21 @@ Commands with flags of their own (detect, evaluate, compare, onsets) define them
 from __future__ import annotations
 
 import logging as pylogging
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
 from absl import app, flags, logging
 
+from sedjax.runtime import files
+
 EXIT_USER_ERROR = 2
+EXIT_DISK_FULL = 75  # sysexits.h EX_TEMPFAIL: the same command may succeed later
+# how a full disk reads in an error's message: tensorstore (orbax's array writer) raises
+# ValueError('RESOURCE_EXHAUSTED: ... "<path>" ... No space left on device [os_error_code=28]')
+_DISK_FULL_TEXTS = tuple(os.strerror(e) for e in sorted(files.DISK_FULL))
+_QUOTED_PATH = re.compile(r'"(/[^"]+)"')
 _HELP = frozenset({"-h", "-?", "-help", "--help", "--helpshort", "--helpfull"})
 # The config package's user-facing errors, found by name among the imported modules: importing
 # sedjax.config.validate here would import jax into every command (it imports the models), and
@@ -62,6 +78,37 @@ def report(error: BaseException) -> int:
     return EXIT_USER_ERROR
 
 
+def _disk_full_cause(error: BaseException) -> BaseException | None:
+    """The exception in error's chain (itself, its cause or context) that a full disk raised."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in files.DISK_FULL:
+            return error
+        if any(text in str(error) for text in _DISK_FULL_TEXTS):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def disk_full_message(error: BaseException) -> str | None:
+    """The one-line message for an error that a full disk caused, or None for any other."""
+    cause = _disk_full_cause(error)
+    if cause is None:
+        return None
+    if isinstance(cause, OSError) and cause.errno in files.DISK_FULL:
+        what, path = os.strerror(cause.errno), cause.filename
+    else:
+        what = next(t for t in _DISK_FULL_TEXTS if t in str(cause))
+        found = _QUOTED_PATH.search(str(cause))
+        path = found and found.group(1)
+    where = f" writing {path}" if path else ""
+    # only files.atomic_path guarantees that no partial file is left under the final name
+    kept = ("; nothing half-written was kept" if isinstance(cause, files.DiskFullError)
+            else "")
+    return f"{what.lower()}{where}: free space and rerun the same command{kept}"
+
+
 def help_text(flag_values: flags.FlagValues, module: str, full: bool = False) -> str:
     """The docstring of `module` (the command's), then the flags it defines (full: every flag
     but absl's own, the libraries' included)."""
@@ -91,11 +138,18 @@ def _parse(flag_values: flags.FlagValues, argv: Sequence[str], module: str
 
 
 def _guarded(main: Main, argv: list[str]) -> int:
-    """main(argv)'s exit status (None: 0), or report()'s for a user's mistake."""
+    """main(argv)'s exit status (None: 0), report()'s for a user's mistake, EXIT_DISK_FULL
+    (after one line) for a full disk."""
     try:
         return int(main(argv) or 0)
     except user_errors() as e:
         return report(e)
+    except Exception as e:
+        message = disk_full_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_DISK_FULL
 
 
 def call(main: Main, flag_values: flags.FlagValues = flags.FLAGS,
@@ -112,10 +166,20 @@ def call(main: Main, flag_values: flags.FlagValues = flags.FLAGS,
 
 
 def _quiet_libraries(record) -> bool:
-    """Drops INFO chatter of orbax/jax internals (a dozen lines per checkpoint)."""
+    """Drops INFO chatter of orbax/jax internals (a dozen lines per checkpoint), and their
+    reports of a full disk (the command's own error line says it)."""
+    if not any(name in record.pathname for name in ("orbax", "jax/_src", "absl/")):
+        return True
     # Python's level numbers: absl's own logging.WARNING constant is -1.
-    return record.levelno >= pylogging.WARNING or not any(
-        name in record.pathname for name in ("orbax", "jax/_src", "absl/"))
+    return record.levelno >= pylogging.WARNING and not _reports_disk_full(record)
+
+
+def _reports_disk_full(record) -> bool:
+    """Whether a log record is about a full disk (its message or its exception)."""
+    if record.exc_info and record.exc_info[1] is not None:
+        if _disk_full_cause(record.exc_info[1]) is not None:
+            return True
+    return any(text in record.getMessage() for text in _DISK_FULL_TEXTS)
 
 
 def run(main: Main, flag_values: flags.FlagValues = flags.FLAGS) -> None:

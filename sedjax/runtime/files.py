@@ -3,11 +3,16 @@
 Every stage of a run is skipped when its output exists, so a half-written file must never carry
 the final name. Each writer here writes to a temporary name in the same directory (the rename is
 then atomic on POSIX) and renames; on any error the temporary file is removed.
+
+A full disk (or quota) while writing raises DiskFullError, an OSError that names the output's
+final path: the command then says so in one line (sedjax.runtime.cli), and a rerun after space
+is freed writes the file, since nothing was kept under its name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pathlib
 import tempfile
@@ -16,21 +21,48 @@ from typing import Iterator
 import numpy as np
 
 
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})  # no space left; disk quota exceeded
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left while writing an output; `filename` is the output's final path
+    (not the temporary one, which was removed)."""
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
-    """Yields a temporary path next to `path`; renames it to `path` when the block succeeds."""
+    """Yields a temporary path next to `path`; renames it to `path` when the block succeeds.
+
+    A full disk anywhere in the block raises DiskFullError naming `path`.
+    """
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".partial")
-    os.close(fd)
+    with naming_disk_full(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".partial")
+        os.close(fd)
+        try:
+            yield pathlib.Path(tmp)
+            os.replace(tmp, path)
+            _record_write(path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
+
+
+@contextlib.contextmanager
+def naming_disk_full(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raises a full disk's OSError in the block as DiskFullError naming `path`: for a
+    writer that, like atomic_path, leaves nothing under `path` when it fails."""
     try:
-        yield pathlib.Path(tmp)
-        os.replace(tmp, path)
-        _record_write(path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+        yield
+    except DiskFullError:
+        raise  # a nested write's error already names its own file
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        # a failed write() names no file, and a temporary name would mean nothing to the user
+        raise DiskFullError(e.errno, e.strerror, os.fspath(path)) from e
 
 
 def _record_write(path: pathlib.Path) -> None:
