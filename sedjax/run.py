@@ -44,13 +44,13 @@ import numpy as np
 from absl import logging
 
 from sedjax import recipes
-from sedjax.config import validate
+from sedjax.config import stages, validate
 from sedjax.data import dataset, embeddings, event_files, features, pipeline, resample, synthetic
 from sedjax.metrics import csebbs, postprocess, psds, tuning
 from sedjax.models import crnn
 from sedjax.recipes import common
 from sedjax.reporting import outputs, plots, run_report, summary, tensorboard
-from sedjax.runtime import files, sharding
+from sedjax.runtime import files, sharding, workdir_lock
 from sedjax.train import checkpoint
 
 SCORED_SPLITS = ("validation", "test", "eval")  # predicted and scored, in this order
@@ -100,9 +100,11 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
             splits = {n: resample.cached_split(s, config.features, where)
                       for n, s in splits.items()}
     arrays = {}
+    source = audio_source(config, root)
     for name, split in list(splits.items()):
         feats, frames, unreadable = features.extract_split(
-            name, split.paths, split.filenames, config.features, workdir / "features")
+            name, split.paths, split.filenames, config.features, workdir / "features",
+            source=source)
         if unreadable:  # the same rows on every process: each read every process's share
             split = splits[name] = dataset.drop_unreadable(
                 split, unreadable, workdir / dataset.ERROR_LOG, write_log=primary)
@@ -119,6 +121,14 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
     return splits, arrays
 
 
+def audio_source(config, root) -> str:
+    """What made the audio, when names alone do not say (features.cache_key): a generated
+    dataset's settings (its marker), so that regenerating it never reuses old features."""
+    if config.data.dataset != "synthetic":
+        return ""
+    return (pathlib.Path(root) / synthetic.MARKER).read_text()
+
+
 def normalization_stats(config, splits: dict, arrays: dict, workdir: pathlib.Path) -> tuple:
     """Per-band mean/std over the training clips (weak + unlabel_in_domain, each once); with
     features.scaler 'instance_minmax' each clip is scaled already: mean 0, std 1."""
@@ -126,7 +136,8 @@ def normalization_stats(config, splits: dict, arrays: dict, workdir: pathlib.Pat
         n = config.features.n_mels
         return np.zeros(n, np.float32), np.ones(n, np.float32)
     names = ("weak", "unlabel_in_domain")
-    key = features.cache_key(config.features, [f for n in names for f in splits[n].filenames])
+    key = features.cache_key(config.features, [f for n in names for f in splits[n].filenames],
+                             audio_source(config, workdir / "synthetic"))
     path = workdir / "features" / f"stats-{key}.npy"
     if not path.exists() and sharding.is_primary():
         mean, std = features.band_stats([(arrays[n].features, arrays[n].frames) for n in names])
@@ -153,23 +164,27 @@ def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, prob
     event_files.write_events(events_path, events, split.filenames)
     valid = crnn.valid_output_frames(arrays.frames, config.features.num_frames, config.model)
     boxes = postprocess.csebbs_settings(config.postprocess)
-    # scores median-filtered as the events are (the DCASE 2022-23 baselines' choice), or the
-    # cSEBBs' boxes with their confidences
-    tables = None if not boxes else csebbs.score_tables(
-        boxes, split.filenames, probs, config.data.classes, crnn.frame_seconds(config), valid)
-    results["threshold_independent"], curves = psds.threshold_independent(
-        probs, split.filenames, crnn.frame_seconds(config), config.data.classes,
-        split.reference_events(),
-        num_valid_frames=valid, median_filter=None if boxes else config.postprocess.median_filter,
-        settings=config.evaluation.psds, tables=tables)
+    def threshold_independent():
+        # scores median-filtered as the events are (the DCASE 2022-23 baselines' choice), or
+        # the cSEBBs' boxes with their confidences
+        tables = None if not boxes else csebbs.score_tables(
+            boxes, split.filenames, probs, config.data.classes, crnn.frame_seconds(config),
+            valid)
+        return psds.threshold_independent(
+            probs, split.filenames, crnn.frame_seconds(config), config.data.classes,
+            split.reference_events(), num_valid_frames=valid,
+            median_filter=None if boxes else config.postprocess.median_filter,
+            settings=config.evaluation.psds, tables=tables)
+    figures = outputs.optional(f"PSDS and collar F1 of {events_path.name}", threshold_independent)
+    results["threshold_independent"], curves = figures or ({"error": "not computed"}, {})
     return results, curves, events
 
 
-def plot_run(config, workdir: pathlib.Path, stages: tuple, split: dataset.Split,
+def plot_run(config, workdir: pathlib.Path, stage_names: tuple, split: dataset.Split,
              arrays: pipeline.SplitArrays, probs: np.ndarray, events: list) -> None:
     """training_curves.png (every stage of the recipe) and piano_roll.png (a few test clips)."""
     histories, best = {}, {}
-    for stage in stages:
+    for stage in stage_names:
         path = workdir / stage / "result.json"
         if path.is_file():
             result = json.loads(path.read_text())
@@ -191,17 +206,25 @@ def plot_run(config, workdir: pathlib.Path, stages: tuple, split: dataset.Split,
 
 
 def train_and_evaluate(config, workdir) -> dict:
-    """Runs (or resumes) every stage and returns the summary written to results.json."""
+    """Runs (or resumes) every stage and returns the summary written to results.json; one run
+    per workdir at a time (sedjax.runtime.workdir_lock)."""
     mesh = sharding.make_mesh()
     validate.validate(config, sharding.num_shards(mesh))
     recipe = recipes.get(config.recipe)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if sharding.is_primary():  # the one process that writes shared files
-        files.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
+    with workdir_lock.hold(workdir, primary=sharding.is_primary()):
+        return _train_and_evaluate(config, workdir, recipe, mesh)
+
+
+def _train_and_evaluate(config, workdir: pathlib.Path, recipe, mesh) -> dict:
     timings: dict = {}
     with _timed(timings, "data"):
         splits, arrays = load_data(config, workdir)
+    if sharding.is_primary():  # outputs of other values moved aside; config.json written
+        stages.reconcile(config, workdir, recipe.picks_on_events(
+            config, common.VALIDATION in splits))
+    sharding.sync("config")
     stats = normalization_stats(config, splits, arrays, workdir)
     logging.info("devices: %d x %s", sharding.num_shards(mesh), jax.devices()[0].device_kind)
     batches = {name: pipeline.Batches(a, mesh, stats, config.runtime)
@@ -292,9 +315,11 @@ def score_run(config, run_dir: pathlib.Path, recipe, splits: dict, arrays: dict,
         probs = np.load(pred_dir / f"{name}_probs.npy")
         results[name], curves[name], events = score_split(
             config, splits[name], arrays[name], probs, pred_dir / f"{name}_events.csv")
-        psds.save_curves(pred_dir / f"{name}_psd_roc.npz", curves[name])
+        if curves[name]:
+            psds.save_curves(pred_dir / f"{name}_psd_roc.npz", curves[name])
         if name == "test":
-            plot_run(config, run_dir, recipe.stages, splits[name], arrays[name], probs, events)
+            outputs.optional("the training curves and piano rolls", lambda: plot_run(
+                config, run_dir, recipe.stages, splits[name], arrays[name], probs, events))
     used = {"threshold": config.postprocess.threshold,
             "median_filter": tuning.configured_lengths(config),
             "tuned_on": None if tuned is None else tuned["tuned_on"]}

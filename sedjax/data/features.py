@@ -165,10 +165,13 @@ def buffer_samples(config) -> int:
 
 
 # ---------------------------------------------------------------------------- cache
-def cache_key(config, filenames: Sequence[str]) -> str:
-    """Hash of the feature settings and the clip list: any change gives a new cache file."""
+def cache_key(config, filenames: Sequence[str], source: str = "") -> str:
+    """Hash of the feature settings and the clip list (and `source`, what made the audio when
+    the same names can hold other audio: a generated dataset's settings): any change gives a
+    new cache file."""
     fields = {k: config[k] for k in _KEY_FIELDS}
-    blob = json.dumps([fields, list(filenames)], sort_keys=True, default=str)
+    key = [fields, list(filenames)] + ([source] if source else [])
+    blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -317,8 +320,8 @@ def _read_shares(shares) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
 
 
 def extract_split(name: str, paths: Sequence[pathlib.Path], filenames: Sequence[str], config,
-                  cache_dir, process_index: int | None = None, process_count: int | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+                  cache_dir, process_index: int | None = None, process_count: int | None = None,
+                  source: str = "") -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """Features of a split, from the cache when complete; else built and cached atomically.
 
     Process `process_index` of `process_count` (default: this JAX process of all of them)
@@ -326,13 +329,13 @@ def extract_split(name: str, paths: Sequence[pathlib.Path], filenames: Sequence[
     others, then reads every share. Returns (features (N, num_frames, n_mels) float32
     un-normalized: a read-only memmap, or a row view joining one per share; valid frames (N,)
     int32; {row: reason} of the clips that cannot be read, whose rows are zero) - the same on
-    every process.
+    every process. source: see cache_key.
     """
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
     cache_dir = pathlib.Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    stem = str(cache_dir / f"{name}-{cache_key(config, filenames)}")
+    stem = str(cache_dir / f"{name}-{cache_key(config, filenames, source)}")
     whole = _share_files(stem, 0, len(paths), 1)
     if _complete(whole):  # built before in one process: every process reads it
         logging.info("features %s: reusing %s", name, whole[0])

@@ -38,6 +38,9 @@ class Recipe:
     checkpoints/ and result.json (and one StageSummary in its training summary);
     check(config, num_devices): raises sedjax.config.validate.ConfigError for a value of its
     sections that cannot work.
+    picks_on_events(config, has_validation_split) -> bool: whether its checkpoint choice
+    scores events (so reads `postprocess` and `evaluation`; sedjax.config.stages retrains when
+    they change). True unless the recipe says otherwise: retraining is the safe error.
     """
 
     name: str
@@ -45,6 +48,7 @@ class Recipe:
     sections: tuple[str, ...]
     stages: tuple[str, ...]
     check: Callable = _no_checks
+    picks_on_events: Callable = lambda config, has_validation_split: True
 
 
 _REGISTERED: dict[str, Recipe] = {}

@@ -197,5 +197,13 @@ def train(inputs: common.Inputs) -> common.Trained:
     return common.Trained(state2, summaries)
 
 
+def picks_on_events(config, has_validation_split: bool) -> bool:
+    """Pass 2 picks its checkpoint on the validation split's events, when there is one;
+    else both passes pick theirs on clip F1 at val_threshold."""
+    del config
+    return has_validation_split
+
+
 RECIPE = recipes.register(recipes.Recipe(RECIPE_NAME, train, sections=("pass1", "pass2"),
-                                         stages=("pass1", "pass2")))
+                                         stages=("pass1", "pass2"),
+                                         picks_on_events=picks_on_events))

@@ -6,7 +6,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from absl import logging
@@ -156,3 +156,16 @@ def plot_psd_roc(curves: Mapping[str, Any], path: str | os.PathLike,
         canvas.print_figure(tmp, format="png", dpi=100)
     logging.info("Wrote %s", path)
     return path
+
+
+def optional(what: str, compute: Callable):
+    """compute(), or None with a warning when it fails: an optional figure or picture never
+    costs the run its other results (a full disk still stops the run: nothing else fits)."""
+    try:
+        return compute()
+    except files.DiskFullError:
+        raise
+    except Exception as e:  # pylint: disable=broad-except
+        logging.warning("%s failed, left out (%s: %s)", what, type(e).__name__, e)
+        print(f"warning: {what} failed, left out: {type(e).__name__}: {e}", flush=True)
+        return None

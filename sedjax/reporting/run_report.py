@@ -74,8 +74,11 @@ def report_run(run_dir: pathlib.Path, results: RunResults, curves: dict) -> str:
     table = (sed_eval_scores.format_table(test) + "\n\n"
              + psds.format_lines(test["threshold_independent"]))
     files.write_text(run_dir / "results.txt", table + "\n")
-    outputs.plot_class_scores(test, run_dir / "class_scores.png")
-    outputs.plot_psd_roc(curves["test"], run_dir / "psd_roc.png", test["threshold_independent"])
+    outputs.optional("class_scores.png", lambda: outputs.plot_class_scores(
+        test, run_dir / "class_scores.png"))
+    if curves["test"]:
+        outputs.optional("psd_roc.png", lambda: outputs.plot_psd_roc(
+            curves["test"], run_dir / "psd_roc.png", test["threshold_independent"]))
     return table
 
 

@@ -73,9 +73,10 @@ def expect_no_arguments(argv: Sequence[str]) -> None:
 
 
 def report(error: BaseException) -> int:
-    """Prints `error: <message>` on stderr; returns EXIT_USER_ERROR."""
+    """Prints `error: <message>` on stderr; returns the error's `exit_code` (a run stopped on a
+    signal: 143, a diverged one: 3; sedjax.train.loop), else EXIT_USER_ERROR."""
     print(f"error: {error}", file=sys.stderr)
-    return EXIT_USER_ERROR
+    return getattr(error, "exit_code", EXIT_USER_ERROR)
 
 
 def _disk_full_cause(error: BaseException) -> BaseException | None:

@@ -9,10 +9,20 @@ it (one program) but change neither its best state nor its record. The loop ends
 stopped or at num_epochs. `latest` is saved after every epoch, so a killed run resumes after
 its last finished epoch; `best` holds each run's best state. Their meta is
 {'epoch': the last finished epoch, 'runs': [LoopState of each run]}.
+
+Stopping on purpose (sedjax.runtime.preemption): a SIGTERM or SIGINT during an epoch ends it
+after the current step; `latest` then also records {'partial': {'epoch', 'steps', 'sums'}},
+the steps done and their metric sums, and `Preempted` is raised. The rerun restores that state
+and skips the epoch's first `steps` batches (the batch order is a function of seed and epoch),
+so it ends where an uninterrupted run ends, bit for bit on one device.
+
+Divergence: a loss that is not finite on any step ends the stage at the end of that epoch with
+`Diverged`, naming the epoch and the first bad step; the checkpoints keep the last good epoch.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import pathlib
 import time
@@ -25,8 +35,56 @@ from absl import logging
 from tqdm import tqdm
 
 from sedjax.data import pipeline
-from sedjax.runtime import sharding
+from sedjax.runtime import cli, preemption, sharding
 from sedjax.train import checkpoint
+
+# orbax step of a `latest` checkpoint: STEPS_PER_EPOCH * (epoch + 1) after a finished epoch,
+# STEPS_PER_EPOCH * epoch + steps inside one (always increasing, as orbax wants)
+STEPS_PER_EPOCH = 1_000_000
+
+
+class Preempted(cli.UserError):
+    """Training stopped on a signal after saving its state; the same command resumes it."""
+
+    exit_code = 143  # 128 + SIGTERM: what schedulers expect of a job that stopped on one
+
+
+class Diverged(cli.UserError):
+    """A training loss was not finite; the checkpoints hold the last good epoch."""
+
+    exit_code = 3
+
+
+@dataclasses.dataclass
+class EpochPosition:
+    """How far an interrupted epoch got: steps done and their metric sums ((K,) per key)."""
+
+    epoch: int
+    steps: int
+    sums: dict
+
+    def to_json(self) -> dict:
+        return {"epoch": self.epoch, "steps": self.steps,
+                "sums": {k: np.asarray(v).tolist() for k, v in self.sums.items()}}
+
+    @classmethod
+    def from_json(cls, meta: dict) -> "EpochPosition":
+        # float32 values survive the trip through JSON's float64 exactly
+        return cls(int(meta["epoch"]), int(meta["steps"]),
+                   {k: np.asarray(v, np.float32) for k, v in meta["sums"].items()})
+
+
+class _Interrupted(Exception):
+    """run_epoch stopped early on a signal (caught by fit, which saves the state)."""
+
+    def __init__(self, state, position: EpochPosition):
+        super().__init__("interrupted")
+        self.state, self.position = state, position
+
+
+# fit hands the position of an interrupted epoch to the run_epoch its train_epoch calls
+_resume: contextvars.ContextVar[EpochPosition | None] = contextvars.ContextVar(
+    "resume", default=None)
 
 
 @dataclasses.dataclass
@@ -72,14 +130,43 @@ class EarlyStopping:
 
 
 def run_epoch(step_fn, batches: pipeline.Batches, rows: np.ndarray, batch_size: int, state):
-    """One pass of `step_fn` over rows (K, n) (full batches); (state, metric sums on host)."""
-    total = None
-    for args in batches(rows, batch_size, drop_remainder=True):
+    """One pass of `step_fn` over rows (K, n) (full batches); (state, metric sums on host).
+
+    Resumes an interrupted epoch (fit's position: its first steps skipped, its sums carried);
+    stops after the current step when preemption.should_stop(); one call per train_epoch.
+    """
+    position = _resume.get()
+    start = position.steps if position is not None else 0
+    total = position.sums if position is not None else None
+    first_bad = None  # per run: the first step whose metrics are not finite, else -1
+    steps = start
+    for args in batches(rows[:, start * batch_size:], batch_size, drop_remainder=True):
         state, metrics = step_fn(state, batches.stats, *args)
         # summed on the device: no host sync inside the epoch
-        total = metrics if total is None else jax.tree_util.tree_map(
-            lambda a, b: a + b, total, metrics)
-    return state, jax.device_get(total) if total is not None else {}
+        total, first_bad = _accumulate(total, metrics, first_bad, steps)
+        steps += 1
+        if preemption.should_stop():
+            raise _Interrupted(state, EpochPosition(-1, steps, jax.device_get(total)))
+    if total is None:
+        return state, {}
+    total = jax.device_get(total)
+    if first_bad is not None:
+        total["first_nonfinite_step"] = np.asarray(jax.device_get(first_bad))
+    return state, total
+
+
+@jax.jit
+def _accumulate(total, metrics, first_bad, step):
+    """(total + metrics, first non-finite step per run) in one dispatch."""
+    bad = jnp.zeros(jax.tree_util.tree_leaves(metrics)[0].shape, bool)
+    for v in jax.tree_util.tree_leaves(metrics):
+        bad = bad | ~jnp.isfinite(v)
+    if first_bad is None:
+        first_bad = jnp.full(bad.shape, -1, jnp.int32)
+    first_bad = jnp.where((first_bad < 0) & bad, step, first_bad)
+    if total is None:
+        return metrics, first_bad
+    return jax.tree_util.tree_map(lambda a, b: a + b, total, metrics), first_bad
 
 
 def means(sums: dict) -> dict:
@@ -109,7 +196,7 @@ def fit(name: str, state, num_epochs: int, stopping: EarlyStopping, train_epoch:
         validate: Callable, directory: pathlib.Path, writer=None,
         constants: Sequence[dict] | None = None) -> tuple:
     """Trains the run-axis `state`; returns (best state, [LoopState per run]). Resumes from
-    `latest` (module docstring).
+    `latest`, also inside an epoch; raises Preempted or Diverged (module docstring).
 
     writer: a sedjax.reporting.tensorboard.SummaryWriter that gets every epoch's metrics,
     validation score and constants[k] (e.g. run k's learning rate) under `<name>/` (one run)
@@ -117,44 +204,87 @@ def fit(name: str, state, num_epochs: int, stopping: EarlyStopping, train_epoch:
     """
     num_runs = len(jax.tree_util.tree_leaves(state)[0])
     ckpt = checkpoint.PassCheckpoints(directory)
-    loops, last, best = [LoopState() for _ in range(num_runs)], -1, None
+    loops, last, best, position = [LoopState() for _ in range(num_runs)], -1, None, None
     restored = ckpt.restore("latest", state)
     if restored is not None:
         state, meta = restored
         last, loops = meta["epoch"], [LoopState.from_json(m) for m in meta["runs"]]
+        if meta.get("partial"):
+            position = EpochPosition.from_json(meta["partial"])
         kept = ckpt.restore("best", state)
         best = kept[0] if kept is not None else None
-        logging.info("%s: resuming after epoch %d (best val scores %s)", name, last + 1,
+        logging.info("%s: resuming %s (best val scores %s)", name,
+                     f"after epoch {last + 1}" if position is None else
+                     f"epoch {position.epoch + 1} after step {position.steps}",
                      " ".join(f"{r.best_score:.4f}" for r in loops))
 
-    def meta():
-        return {"epoch": last, "runs": [dataclasses.asdict(r) for r in loops]}
+    def meta(partial: EpochPosition | None = None):
+        out = {"epoch": last, "runs": [dataclasses.asdict(r) for r in loops]}
+        return out if partial is None else {**out, "partial": partial.to_json()}
     try:  # an exception or Ctrl-C still finishes the checkpoints already started
         done = all(r.stopped for r in loops)
         bar = tqdm(range(last + 1, 0 if done else num_epochs), desc=name, unit="epoch",
                    disable=None, initial=last + 1, total=num_epochs)
-        for epoch in bar:
-            start = time.time()
-            state, sums = train_epoch(state, epoch)
-            scores = [float(s) for s in validate(state)]
-            improved = _record_epoch(name, loops, stopping, epoch, sums, scores,
-                                     round(time.time() - start, 2), writer, constants)
-            last = epoch
-            if any(improved) or best is None:
-                best = select(jnp.asarray(improved), state, state if best is None else best)
-                ckpt.save("best", epoch, best, meta())
-            ckpt.save("latest", epoch, state, meta())
-            bar.set_postfix(val=" ".join(f"{s:.4f}" for s in scores))
-            logging.info("%s epoch %3d  val scores %s  (best %s)  %.1fs", name, epoch + 1,
-                         " ".join(f"{s:.4f}" for s in scores),
-                         " ".join(f"{r.best_score:.4f}@{r.best_epoch + 1}" for r in loops),
-                         time.time() - start)
-            if all(r.stopped for r in loops):
-                break
+        with preemption.deferred_signals():
+            for epoch in bar:
+                start = time.time()
+                token = _resume.set(position)
+                try:
+                    state, sums = train_epoch(state, epoch)
+                except _Interrupted as stop:
+                    stop.position.epoch = epoch
+                    ckpt.save("latest", STEPS_PER_EPOCH * epoch + stop.position.steps,
+                              stop.state, meta(stop.position))
+                    ckpt.wait()
+                    raise Preempted(
+                        f"{name}: stopped by {preemption.reason()} at epoch {epoch + 1}, step "
+                        f"{stop.position.steps}; its state is saved in {directory}/checkpoints"
+                        "/latest. Rerun the same command to resume from there.") from None
+                finally:
+                    _resume.reset(token)
+                position = None
+                _check_finite(name, epoch, sums.pop("first_nonfinite_step", None), last,
+                              directory)
+                scores = [float(s) for s in validate(state)]
+                improved = _record_epoch(name, loops, stopping, epoch, sums, scores,
+                                         round(time.time() - start, 2), writer, constants)
+                last = epoch
+                if any(improved) or best is None:
+                    best = select(jnp.asarray(improved), state, state if best is None else best)
+                    ckpt.save("best", epoch, best, meta())
+                ckpt.save("latest", STEPS_PER_EPOCH * (epoch + 1), state, meta())
+                bar.set_postfix(val=" ".join(f"{s:.4f}" for s in scores))
+                logging.info("%s epoch %3d  val scores %s  (best %s)  %.1fs", name, epoch + 1,
+                             " ".join(f"{s:.4f}" for s in scores),
+                             " ".join(f"{r.best_score:.4f}@{r.best_epoch + 1}" for r in loops),
+                             time.time() - start)
+                if all(r.stopped for r in loops):
+                    break
+                if preemption.should_stop():  # a signal during validation: saved already
+                    ckpt.wait()
+                    raise Preempted(
+                        f"{name}: stopped by {preemption.reason()} after epoch {epoch + 1}; "
+                        f"its state is saved in {directory}/checkpoints/latest. Rerun the "
+                        "same command to resume from there.")
         bar.close()
     finally:
         ckpt.wait()
     return restore_best(ckpt, state, directory, name), loops
+
+
+def _check_finite(name: str, epoch: int, first_bad, last_good: int,
+                  directory: pathlib.Path) -> None:
+    """Raises Diverged when a run's loss was not finite on a step of this epoch."""
+    if first_bad is None or not np.any(np.asarray(first_bad) >= 0):
+        return
+    bad = [(k, int(s)) for k, s in enumerate(np.asarray(first_bad)) if s >= 0]
+    which = ", ".join(f"run {k} at step {s + 1}" if len(first_bad) > 1 else f"step {s + 1}"
+                      for k, s in bad)
+    kept = (f"the last good state (epoch {last_good + 1}) is kept in {directory}/checkpoints"
+            if last_good >= 0 else "no epoch finished before it")
+    raise Diverged(f"{name} diverged: the training loss is not finite in epoch {epoch + 1}, "
+                   f"{which}; {kept}. Lower the learning rate of {name} (or check the inputs) "
+                   "and rerun.")
 
 
 def _record_epoch(name: str, loops: list, stopping: EarlyStopping, epoch: int, sums: dict,
