@@ -111,6 +111,12 @@ def _process_pid(workdir: pathlib.Path, process_id: int) -> int | None:
     return None
 
 
+def _saved(stage: pathlib.Path) -> bool:
+    """Whether the stage's `latest` checkpoint holds a finished save (orbax's step folder)."""
+    latest = stage / "checkpoints" / "latest"
+    return latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """configs/tiny.py alone on 4 devices, and as 2 processes x 2 devices: process 1 killed
@@ -124,12 +130,11 @@ def runs(tmp_path_factory):
     env = _env(2, SEDJAX_WRITE_LOG=str(writes), SEDJAX_DEVICES_PER_PROCESS="2")
     job = subprocess.Popen(launch, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
-    first_epoch = multi / "pass1" / "checkpoints" / "latest" / "0"
     deadline = time.time() + 600
-    while not first_epoch.exists() and job.poll() is None and time.time() < deadline:
+    while not _saved(multi / "pass1") and job.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     pid = _process_pid(multi, 1)
-    assert pid is not None and first_epoch.exists()
+    assert pid is not None and _saved(multi / "pass1")
     os.kill(pid, signal.SIGKILL)  # one worker lost mid-run, as a preempted node
     killed_output, _ = job.communicate(timeout=600)
     resumed = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True,
@@ -175,3 +180,43 @@ def test_each_output_file_has_one_writer(runs):
     # and process 1 wrote its own share of the features, nothing of the results
     assert {p for p, w in writers.items() if w == {"1"}} and all(
         "/features/" in p for p, w in writers.items() if w == {"1"})
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """configs/tiny.py as 2 processes x 2 devices: process 1 gets SIGTERM (as a spot VM's
+    notice) after pass 1's first epoch; the job started again resumes."""
+    multi = tmp_path_factory.mktemp("sigterm") / "multi"
+    launch = ["bash", "launch/multiprocess_cpu.sh", "2", "configs/tiny.py", str(multi)]
+    env = _env(2, SEDJAX_DEVICES_PER_PROCESS="2")
+    job = subprocess.Popen(launch, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while not _saved(multi / "pass1") and job.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    pid = _process_pid(multi, 1)
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    output, _ = job.communicate(timeout=600)
+    other = (multi / "logs" / "process_1.log").read_text()  # before the rerun rewrites it
+    resumed = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    return multi, job.returncode, output, other
+
+
+def test_sigterm_stops_every_process_at_the_same_step(stopped):
+    multi, rc, output, log = stopped
+    assert rc == 143, output[-3000:]  # the launcher passes on the processes' status
+    stop = re.compile(r"error: pass1: stopped by SIGTERM (at epoch \d+, step \d+|after epoch \d+)")
+    first = stop.search(output)  # process 0's message, though only process 1 got the signal
+    other = stop.search(log)
+    assert first and other and first.group(1) == other.group(1), output[-3000:]
+
+
+def test_a_job_stopped_mid_epoch_ends_as_one_stopped_between_epochs(runs, stopped):
+    """Resumed mid-epoch (SIGTERM) or after an epoch (SIGKILL), the 2 x 2 job ends with the
+    same predictions, bit for bit."""
+    (_, killed, *_), (signalled, *_) = runs, stopped
+    for rel in ("pseudo_labels.npy", "predictions/test_probs.npy"):
+        np.testing.assert_array_equal(np.load(signalled / rel), np.load(killed / rel))
