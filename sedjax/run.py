@@ -324,7 +324,9 @@ def score_run(config, run_dir: pathlib.Path, recipe, splits: dict, arrays: dict,
             "median_filter": tuning.configured_lengths(config),
             "tuned_on": None if tuned is None else tuned["tuned_on"]}
     if tuned is not None:
-        used.update(method=tuned["method"], metric=tuned["metric"])
+        used.update(method=tuned["method"], metric=tuned["metric"],
+                    classes_without_reference_events=tuned.get(
+                        "classes_without_reference_events", []))
         if tuned["method"] == "csebbs":
             used["csebbs"] = tuned["csebbs"]
             del used["median_filter"]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from sedjax.data import synthetic
+from sedjax.train import loop
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -55,7 +56,9 @@ def test_killed_and_resumed_run_gives_the_same_scores(finished, tmp_path):
     proc = subprocess.Popen(_cmd("configs/tiny_mean_teacher.py", workdir), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    first_epoch = workdir / "mean_teacher" / "checkpoints" / "latest" / "0"
+    # orbax's step folder of `latest` after the first epoch
+    first_epoch = (workdir / "mean_teacher" / "checkpoints" / "latest"
+                   / str(loop.STEPS_PER_EPOCH))
     deadline = time.time() + 600
     while not first_epoch.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)

@@ -216,3 +216,12 @@ def test_no_room_for_the_lock_is_a_full_disk_naming_it(tmp_path, monkeypatch):
         with workdir_lock.hold(tmp_path):
             raise AssertionError("must not run without the lock")
     assert e.value.filename == str(tmp_path / ".sedjax.lock") and os.listdir(tmp_path) == []
+
+
+def test_sedjax_run_refuses_a_workdir_in_use_before_touching_it(tmp_path, holder):
+    """run.train_and_evaluate takes the lock first: nothing is generated or written."""
+    from configs import tiny  # pylint: disable=g-import-not-at-top
+    from sedjax import run  # pylint: disable=g-import-not-at-top
+    with pytest.raises(workdir_lock.WorkdirBusy, match=f"PID {holder.pid}"):
+        run.train_and_evaluate(tiny.get_config(), tmp_path / "w")
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == [workdir_lock.LOCK_NAME]
