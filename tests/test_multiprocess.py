@@ -117,6 +117,18 @@ def _saved(stage: pathlib.Path) -> bool:
     return latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())
 
 
+def _start_job(launch: list, env: dict, workdir: pathlib.Path) -> tuple:
+    """(the launcher, process 1's pid) once pass 1 saved its first epoch."""
+    job = subprocess.Popen(launch, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while not _saved(workdir / "pass1") and job.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    pid = _process_pid(workdir, 1)
+    assert pid is not None and _saved(workdir / "pass1")
+    return job, pid
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """configs/tiny.py alone on 4 devices, and as 2 processes x 2 devices: process 1 killed
@@ -128,13 +140,7 @@ def runs(tmp_path_factory):
                    capture_output=True, timeout=900)
     launch = ["bash", "launch/multiprocess_cpu.sh", "2", "configs/tiny.py", str(multi)]
     env = _env(2, SEDJAX_WRITE_LOG=str(writes), SEDJAX_DEVICES_PER_PROCESS="2")
-    job = subprocess.Popen(launch, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    while not _saved(multi / "pass1") and job.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    pid = _process_pid(multi, 1)
-    assert pid is not None and _saved(multi / "pass1")
+    job, pid = _start_job(launch, env, multi)
     os.kill(pid, signal.SIGKILL)  # one worker lost mid-run, as a preempted node
     killed_output, _ = job.communicate(timeout=600)
     resumed = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True,
@@ -189,13 +195,7 @@ def stopped(tmp_path_factory):
     multi = tmp_path_factory.mktemp("sigterm") / "multi"
     launch = ["bash", "launch/multiprocess_cpu.sh", "2", "configs/tiny.py", str(multi)]
     env = _env(2, SEDJAX_DEVICES_PER_PROCESS="2")
-    job = subprocess.Popen(launch, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    while not _saved(multi / "pass1") and job.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    pid = _process_pid(multi, 1)
-    assert pid is not None
+    job, pid = _start_job(launch, env, multi)
     os.kill(pid, signal.SIGTERM)
     output, _ = job.communicate(timeout=600)
     other = (multi / "logs" / "process_1.log").read_text()  # before the rerun rewrites it
