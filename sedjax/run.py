@@ -122,10 +122,11 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
 
 
 def audio_source(config, root) -> str:
-    """What made the audio, when names alone do not say (features.cache_key): a generated
-    dataset's settings (its marker), so that regenerating it never reuses old features."""
+    """Where the audio came from, when names alone do not say (features.cache_key): a generated
+    dataset's settings (its marker), so that regenerating it never reuses old features; for a
+    real dataset, its folder (another folder may hold other audio under the same names)."""
     if config.data.dataset != "synthetic":
-        return ""
+        return f"root={pathlib.Path(root).expanduser().resolve()}"
     return (pathlib.Path(root) / synthetic.MARKER).read_text()
 
 
@@ -136,8 +137,9 @@ def normalization_stats(config, splits: dict, arrays: dict, workdir: pathlib.Pat
         n = config.features.n_mels
         return np.zeros(n, np.float32), np.ones(n, np.float32)
     names = ("weak", "unlabel_in_domain")
+    root = workdir / "synthetic" if config.data.dataset == "synthetic" else config.data.root
     key = features.cache_key(config.features, [f for n in names for f in splits[n].filenames],
-                             audio_source(config, workdir / "synthetic"))
+                             audio_source(config, root))
     path = workdir / "features" / f"stats-{key}.npy"
     if not path.exists() and sharding.is_primary():
         mean, std = features.band_stats([(arrays[n].features, arrays[n].frames) for n in names])

@@ -103,3 +103,17 @@ def test_regenerated_synthetic_audio_gets_new_features(tmp_path):
     second = {p.name for p in (tmp_path / "features").glob("test-*.npy")}
     assert first and second - first, (first, second)
     assert os.path.exists(tmp_path / "replaced")  # the training on the old audio moved aside
+
+
+def test_feature_caches_are_keyed_by_where_the_audio_came_from(tmp_path):
+    """Real data: the dataset folder (other audio may carry the same names); generated data:
+    the generator's settings."""
+    config = tiny.get_config()
+    config.data.dataset = "dcase2018"
+    assert run.audio_source(config, tmp_path / "a") != run.audio_source(config, tmp_path / "b")
+    config.data.dataset = "synthetic"
+    for seed, folder in ((1, "one"), (2, "two")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / ".complete").write_text(f"seed={seed}")
+    one, two = (run.audio_source(config, tmp_path / f) for f in ("one", "two"))
+    assert one != two

@@ -202,25 +202,17 @@ def fit(name: str, state, num_epochs: int, stopping: EarlyStopping, train_epoch:
     validation score and constants[k] (e.g. run k's learning rate) under `<name>/` (one run)
     or `run<k>/<name>/`.
     """
-    num_runs = len(jax.tree_util.tree_leaves(state)[0])
     ckpt = checkpoint.PassCheckpoints(directory)
-    loops, last, best, position = [LoopState() for _ in range(num_runs)], -1, None, None
-    restored = ckpt.restore("latest", state)
-    if restored is not None:
-        state, meta = restored
-        last, loops = meta["epoch"], [LoopState.from_json(m) for m in meta["runs"]]
-        if meta.get("partial"):
-            position = EpochPosition.from_json(meta["partial"])
-        kept = ckpt.restore("best", state)
-        best = kept[0] if kept is not None else None
-        logging.info("%s: resuming %s (best val scores %s)", name,
-                     f"after epoch {last + 1}" if position is None else
-                     f"epoch {position.epoch + 1} after step {position.steps}",
-                     " ".join(f"{r.best_score:.4f}" for r in loops))
+    state, last, loops, best, position = _restore(ckpt, state, name)
 
     def meta(partial: EpochPosition | None = None):
         out = {"epoch": last, "runs": [dataclasses.asdict(r) for r in loops]}
         return out if partial is None else {**out, "partial": partial.to_json()}
+
+    def save_partial(state, position: EpochPosition):
+        ckpt.save("latest", STEPS_PER_EPOCH * position.epoch + position.steps, state,
+                  meta(position))
+        ckpt.wait()
     try:  # an exception or Ctrl-C still finishes the checkpoints already started
         done = all(r.stopped for r in loops)
         bar = tqdm(range(last + 1, 0 if done else num_epochs), desc=name, unit="epoch",
@@ -228,20 +220,8 @@ def fit(name: str, state, num_epochs: int, stopping: EarlyStopping, train_epoch:
         with preemption.deferred_signals():
             for epoch in bar:
                 start = time.time()
-                token = _resume.set(position)
-                try:
-                    state, sums = train_epoch(state, epoch)
-                except _Interrupted as stop:
-                    stop.position.epoch = epoch
-                    ckpt.save("latest", STEPS_PER_EPOCH * epoch + stop.position.steps,
-                              stop.state, meta(stop.position))
-                    ckpt.wait()
-                    raise Preempted(
-                        f"{name}: stopped by {preemption.reason()} at epoch {epoch + 1}, step "
-                        f"{stop.position.steps}; its state is saved in {directory}/checkpoints"
-                        "/latest. Rerun the same command to resume from there.") from None
-                finally:
-                    _resume.reset(token)
+                state, sums = _epoch(name, train_epoch, state, epoch, position, save_partial,
+                                     directory)
                 position = None
                 _check_finite(name, epoch, sums.pop("first_nonfinite_step", None), last,
                               directory)
@@ -262,14 +242,51 @@ def fit(name: str, state, num_epochs: int, stopping: EarlyStopping, train_epoch:
                     break
                 if preemption.should_stop():  # a signal during validation: saved already
                     ckpt.wait()
-                    raise Preempted(
-                        f"{name}: stopped by {preemption.reason()} after epoch {epoch + 1}; "
-                        f"its state is saved in {directory}/checkpoints/latest. Rerun the "
-                        "same command to resume from there.")
+                    raise _preempted(name, f"after epoch {epoch + 1}", directory)
         bar.close()
     finally:
         ckpt.wait()
     return restore_best(ckpt, state, directory, name), loops
+
+
+def _restore(ckpt: checkpoint.PassCheckpoints, state, name: str) -> tuple:
+    """(state, last finished epoch, [LoopState], best state or None, EpochPosition or None):
+    from `latest` and `best` when they exist, else the start."""
+    loops = [LoopState() for _ in range(len(jax.tree_util.tree_leaves(state)[0]))]
+    restored = ckpt.restore("latest", state)
+    if restored is None:
+        return state, -1, loops, None, None
+    state, meta = restored
+    last, loops = meta["epoch"], [LoopState.from_json(m) for m in meta["runs"]]
+    position = EpochPosition.from_json(meta["partial"]) if meta.get("partial") else None
+    kept = ckpt.restore("best", state)
+    logging.info("%s: resuming %s (best val scores %s)", name,
+                 f"after epoch {last + 1}" if position is None else
+                 f"epoch {position.epoch + 1} after step {position.steps}",
+                 " ".join(f"{r.best_score:.4f}" for r in loops))
+    return state, last, loops, (kept[0] if kept is not None else None), position
+
+
+def _epoch(name: str, train_epoch: Callable, state, epoch: int, position, save_partial,
+           directory: pathlib.Path) -> tuple:
+    """train_epoch(state, epoch), resuming `position` (None: from its start); stopped by a
+    signal, it saves how far it got (save_partial) and raises Preempted."""
+    token = _resume.set(position)
+    try:
+        return train_epoch(state, epoch)
+    except _Interrupted as stop:
+        stop.position.epoch = epoch
+        save_partial(stop.state, stop.position)
+        raise _preempted(name, f"at epoch {epoch + 1}, step {stop.position.steps}",
+                         directory) from None
+    finally:
+        _resume.reset(token)
+
+
+def _preempted(name: str, where: str, directory: pathlib.Path) -> Preempted:
+    return Preempted(f"{name}: stopped by {preemption.reason()} {where}; its state is saved in "
+                     f"{directory}/checkpoints/latest. Rerun the same command to resume from "
+                     "there.")
 
 
 def _check_finite(name: str, epoch: int, first_bad, last_good: int,
