@@ -73,9 +73,8 @@ def data_layout(config) -> str:
 
 def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
     """Dataset splits (real or synthetic) and their features: ({split: Split}, {split: arrays})."""
-    root = config.data.root
+    root = data_root(config, workdir)
     if config.data.dataset == "synthetic":
-        root = workdir / "synthetic"
         if sharding.is_primary():  # one writer; the others read it once it is complete
             synthetic.ensure_dataset(config.data, root)
         sharding.sync("synthetic dataset")
@@ -100,7 +99,7 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
             splits = {n: resample.cached_split(s, config.features, where)
                       for n, s in splits.items()}
     arrays = {}
-    source = audio_source(config, root)
+    source = audio_source(config, workdir)
     for name, split in list(splits.items()):
         feats, frames, unreadable = features.extract_split(
             name, split.paths, split.filenames, config.features, workdir / "features",
@@ -121,13 +120,21 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
     return splits, arrays
 
 
-def audio_source(config, root) -> str:
+def data_root(config, workdir: pathlib.Path) -> pathlib.Path:
+    """The dataset's folder: data.root, or for generated data workdir/synthetic."""
+    if config.data.dataset == "synthetic":
+        return pathlib.Path(workdir) / "synthetic"
+    return pathlib.Path(config.data.root)
+
+
+def audio_source(config, workdir: pathlib.Path) -> str:
     """Where the audio came from, when names alone do not say (features.cache_key): a generated
     dataset's settings (its marker), so that regenerating it never reuses old features; for a
     real dataset, its folder (another folder may hold other audio under the same names)."""
+    root = data_root(config, workdir)
     if config.data.dataset != "synthetic":
-        return f"root={pathlib.Path(root).expanduser().resolve()}"
-    return (pathlib.Path(root) / synthetic.MARKER).read_text()
+        return f"root={root.expanduser().resolve()}"
+    return (root / synthetic.MARKER).read_text()
 
 
 def normalization_stats(config, splits: dict, arrays: dict, workdir: pathlib.Path) -> tuple:
@@ -137,9 +144,8 @@ def normalization_stats(config, splits: dict, arrays: dict, workdir: pathlib.Pat
         n = config.features.n_mels
         return np.zeros(n, np.float32), np.ones(n, np.float32)
     names = ("weak", "unlabel_in_domain")
-    root = workdir / "synthetic" if config.data.dataset == "synthetic" else config.data.root
     key = features.cache_key(config.features, [f for n in names for f in splits[n].filenames],
-                             audio_source(config, root))
+                             audio_source(config, workdir))
     path = workdir / "features" / f"stats-{key}.npy"
     if not path.exists() and sharding.is_primary():
         mean, std = features.band_stats([(arrays[n].features, arrays[n].frames) for n in names])

@@ -110,10 +110,14 @@ def test_feature_caches_are_keyed_by_where_the_audio_came_from(tmp_path):
     the generator's settings."""
     config = tiny.get_config()
     config.data.dataset = "dcase2018"
-    assert run.audio_source(config, tmp_path / "a") != run.audio_source(config, tmp_path / "b")
+    sources = []
+    for root in ("a", "b"):
+        config.data.root = str(tmp_path / root)
+        sources.append(run.audio_source(config, tmp_path / "workdir"))
+    assert sources[0] != sources[1]
     config.data.dataset = "synthetic"
     for seed, folder in ((1, "one"), (2, "two")):
-        (tmp_path / folder).mkdir()
-        (tmp_path / folder / ".complete").write_text(f"seed={seed}")
+        (tmp_path / folder / "synthetic").mkdir(parents=True)
+        (tmp_path / folder / "synthetic" / ".complete").write_text(f"seed={seed}")
     one, two = (run.audio_source(config, tmp_path / f) for f in ("one", "two"))
     assert one != two

@@ -25,6 +25,8 @@ from typing import Any
 
 from absl import logging
 
+from sedjax.runtime import files
+
 # read only by post-processing choice and scoring
 SCORING_ONLY = ("postprocess.tune", "evaluation.psds")
 # change nothing a stage computes (speed, logging and pictures)
@@ -32,10 +34,10 @@ NO_EFFECT = ("runtime.piano_roll_clips", "runtime.log_every_epochs", "runtime.pr
              "runtime.features_on_device", "runtime.device_memory_fraction",
              "data.synthetic.num_workers", "features.num_workers", "features.batch_size")
 # workdir entries that are not training outputs: inputs, caches, this module's own
-KEPT = ("config.json", "synthetic", "features", "item_access_error.log.csv", ".sedjax.lock",
-        "replaced")
-SCORES = ("results.json", "results.txt")
 REPLACED = "replaced"
+KEPT = ("config.json", "synthetic", "features", "item_access_error.log.csv", ".sedjax.lock",
+        REPLACED)
+SCORES = ("results.json", "results.txt")
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -93,7 +95,6 @@ def reconcile(config, workdir: pathlib.Path, checkpoint_scores_events: bool) -> 
                        + (f"; the replaced outputs are in {moved}" if moved else ""))
             logging.warning(message)
             print(message, flush=True)
-    from sedjax.runtime import files  # pylint: disable=g-import-not-at-top
     files.write_text(path, config.to_json_best_effort(indent=2))
     return redone
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from sedjax.metrics.sed_scores_inputs import (_valid_frames, audio_durations, ground_truth,
-                                              score_dataframes)
+from sedjax.metrics.sed_scores_inputs import (_valid_frames, absent_classes, audio_durations,
+                                              ground_truth, score_dataframes)
 from sedjax.reporting.outputs import to_jsonable
 
 
@@ -190,10 +190,9 @@ def threshold_independent(
     # no true positive rate, and as "other class" a cross-trigger rate divided by zero time): a
     # small test set (or recordings of a few classes) is scored over the classes it has, the
     # others listed
-    labels = {str(e["event_label"]) for e in reference_events}
-    left_out = [c for c in classes if c not in labels]
+    left_out = absent_classes(classes, reference_events)
     figures: dict[str, Any] = {"classes_without_reference_events": left_out}
-    classes = [c for c in classes if c in labels]
+    classes = [c for c in classes if c not in left_out]
     if left_out:
         scores = {k: table.drop(columns=left_out) for k, table in scores.items()}
     gt = ground_truth(reference_events, filenames, classes)

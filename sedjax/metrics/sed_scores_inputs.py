@@ -154,3 +154,10 @@ def audio_durations(
     if frame_seconds is None or num_frames is None:
         raise ValueError("give durations or frame_seconds and num_frames")
     return {key: float(n) * float(frame_seconds) for key, n in zip(ids, num_frames)}
+
+
+def absent_classes(classes: Sequence[str], reference_events: Sequence[Mapping[str, Any]]
+                   ) -> list[str]:
+    """The classes (in classes' order) that no reference event is labelled with."""
+    labels = {str(e["event_label"]) for e in reference_events}
+    return [str(c) for c in classes if str(c) not in labels]

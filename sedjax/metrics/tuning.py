@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sedjax.metrics import postprocess, psds, sed_eval_scores
+from sedjax.metrics import postprocess, psds, sed_eval_scores, sed_scores_inputs
 
 METHODS = ("median_filter", "csebbs")
 METRICS = ("event_f1", "psds1", "collar_f1")
@@ -58,15 +58,9 @@ def tune(config, filenames: Sequence[str], reference_events: Sequence[dict], pro
         out = tune_median_filter(config, filenames, reference_events, probs, frame_seconds,
                                  num_valid_frames)
     return {"method": t.method, "metric": t.metric,
-            "classes_without_reference_events": absent_classes(config.data.classes,
-                                                               reference_events),
+            "classes_without_reference_events": sed_scores_inputs.absent_classes(
+                config.data.classes, reference_events),
             **out}
-
-
-def absent_classes(classes: Sequence[str], reference_events: Sequence[dict]) -> list[str]:
-    """The classes (in classes' order) that no reference event is labelled with."""
-    labels = {str(e["event_label"]) for e in reference_events}
-    return [str(c) for c in classes if str(c) not in labels]
 
 
 def _class_scores(config, filenames, reference_events, probs, frame_seconds, valid,
