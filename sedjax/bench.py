@@ -1,5 +1,12 @@
-"""Speed bench (python -m sedjax.bench): train step vs PyTorch, runs per program, log-mel vs
-librosa, stages."""
+"""Speed bench (python -m sedjax.bench): train step vs PyTorch, roofline, runs per program, log-mel
+vs librosa, stages.
+
+The default (no flags) is sized to finish in a few minutes on a 2-core CPU: one small batch
+size, the seed CRNN against PyTorch, the roofline line, log-mel on a few clips. `--full` gives
+the larger figures (batch sizes 32 and 128, more steps, runs per program 1/4/8, the DESED CRNN
+against PyTorch, the pipeline timing); any flag given explicitly wins over both. Every line is
+printed as soon as it is measured.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from typing import Callable, Sequence
 
 import flax
 import jax
+import jax.numpy as jnp
 import librosa
 import numpy as np
 from absl import flags
@@ -36,18 +44,50 @@ from sedjax.train import parallel, runs as runs_lib
 _DEFAULT_CONFIG = str(config_files.default_path("tiny"))
 
 
+# (default, --full) of the flags that --full changes; an explicitly given flag wins over both
+PROFILES = {
+    "batch_sizes": (["16"], ["32", "128"]),
+    "steps": (3, 10),
+    "warmup": (1, 2),
+    "repeats": (2, 3),
+    "runs": ([], ["1", "4", "8"]),
+    "runs_batch_size": (8, 16),
+    "logmel_clips": (16, 64),
+    "pipeline": (False, True),
+    "desed": (False, True),
+    "desed_batch_sizes": (["8"], ["8", "24"]),
+}
+
+
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """Registers the flags (called by __main__ only, so sedjax.main's --config never clashes)."""
-    flags.DEFINE_list("batch_sizes", ["32", "128"], "Global train batch sizes.", flag_values=fv)
-    flags.DEFINE_integer("steps", 10, "Timed train steps per repeat.", flag_values=fv)
-    flags.DEFINE_integer("warmup", 2, "Untimed steps first (at least 1: compiles).", flag_values=fv)
-    flags.DEFINE_integer("repeats", 3, "Timed repeats; the median is reported.", flag_values=fv)
-    flags.DEFINE_list("runs", ["1", "4", "8"], "Runs per program (config.num_runs) of the "
-                      "runs-per-program line; empty: skip it.", flag_values=fv)
-    flags.DEFINE_integer("runs_batch_size", 16, "Clips per run and step of that line.",
+    d = {k: v[0] for k, v in PROFILES.items()}
+    flags.DEFINE_bool("full", False, "The larger figures: " + ", ".join(
+        f"--{k}={','.join(v[1]) if isinstance(v[1], list) else v[1]}"
+        for k, v in PROFILES.items()) + " (flags given explicitly win).", flag_values=fv)
+    flags.DEFINE_list("batch_sizes", d["batch_sizes"], "Global train batch sizes.",
+                      flag_values=fv)
+    flags.DEFINE_integer("steps", d["steps"], "Timed train steps per repeat.", flag_values=fv)
+    flags.DEFINE_integer("warmup", d["warmup"], "Untimed steps first (at least 1: compiles).",
                          flag_values=fv)
-    flags.DEFINE_integer("logmel_clips", 64, "Synthetic 10 s clips of the log-mel bench.",
+    flags.DEFINE_integer("repeats", d["repeats"], "Timed repeats; the median is reported.",
                          flag_values=fv)
+    flags.DEFINE_list("runs", d["runs"], "Runs per program (config.num_runs) of the "
+                      "runs-per-program line, e.g. 1,4,8; empty: skip it.", flag_values=fv)
+    flags.DEFINE_integer("runs_batch_size", d["runs_batch_size"],
+                         "Clips per run and step of that line.", flag_values=fv)
+    flags.DEFINE_integer("logmel_clips", d["logmel_clips"],
+                         "Synthetic 10 s clips of the log-mel bench.", flag_values=fv)
+    flags.DEFINE_list("matmul_sizes", ["1024", "2048"], "n of the n x n matmuls whose best "
+                      "GFLOP/s is the roofline line's peak; empty: no roofline line.",
+                      flag_values=fv)
+    flags.DEFINE_bool("desed", d["desed"], "The DESED CRNN's train step (model.arch "
+                      "'desed_crnn', configs/desed_baseline.py) against the same CRNN in PyTorch.",
+                      flag_values=fv)
+    flags.DEFINE_list("desed_batch_sizes", d["desed_batch_sizes"],
+                      "Global batch sizes of the DESED line.", flag_values=fv)
+    flags.DEFINE_integer("desed_num_frames", 0, "Input frames of the DESED line (0: the "
+                         "config's 626, 10 s clips).", flag_values=fv)
     config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Config of the pipeline timing.",
                                     flag_values=fv, lock_config=True)
     flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
@@ -55,7 +95,10 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                       flag_values=fv)
     flags.DEFINE_string("json", None, "Writes all figures to this JSON file.", flag_values=fv)
     flags.DEFINE_bool("skip_torch", False, "No PyTorch reference.", flag_values=fv)
-    flags.DEFINE_bool("skip_pipeline", False, "No end-to-end pipeline timing.", flag_values=fv)
+    flags.DEFINE_bool("pipeline", d["pipeline"], "The end-to-end pipeline timing on --config.",
+                      flag_values=fv)
+    flags.DEFINE_bool("skip_pipeline", False, "No pipeline timing, even with --full.",
+                      flag_values=fv)
 
 
 def _torch_reference():
@@ -90,9 +133,19 @@ def _rate(run: Callable[[int], None], clips_per_call: int, calls: int, warmup: i
     return clips_per_call * calls / statistics.median(times)
 
 
-def sedjax_train_throughput(config, batch_size: int, steps: int, warmup: int, repeats: int
-                            ) -> tuple[float, int]:
-    """(clips/s, params) of the jitted data-parallel pass-2 step on a pre-sharded batch."""
+def compiled_flops(compiled) -> float | None:
+    """Floating-point operations of one call of a compiled XLA program, from XLA's cost analysis
+    (per device for a sharded program; a loop's body, e.g. a scan's, is counted once)."""
+    costs = compiled.cost_analysis()
+    if isinstance(costs, (list, tuple)):  # older jax: one dict per program
+        costs = costs[0] if costs else None
+    flops = (costs or {}).get("flops")
+    return None if flops is None or flops < 0 else float(flops)
+
+
+def sedjax_train_step(config, batch_size: int, steps: int, warmup: int, repeats: int) -> dict:
+    """The jitted data-parallel pass-2 step on a pre-sharded batch: clips/s, params, seconds per
+    step and XLA's flops of one step per device (compiled once, before timing)."""
     mesh = sharding.make_mesh()  # all devices (one host: all local ones)
     if batch_size % sharding.num_shards(mesh):
         raise cli.UserError(f"batch size {batch_size} is not divisible by "
@@ -108,6 +161,7 @@ def sedjax_train_throughput(config, batch_size: int, steps: int, warmup: int, re
     stats = sharding.replicate((np.zeros(f, np.float32), np.ones(f, np.float32)), mesh)
     step = parallel.train_step_fn(functools.partial(
         two_pass.train_step, bce_eps=config.pass2.bce_eps, output="frame"), mesh, resident=False)
+    step = step.lower(state, stats, batch).compile()  # the program timed below: no recompile
 
     def run(n):
         nonlocal state  # the state is donated: always carry the new one
@@ -115,7 +169,50 @@ def sedjax_train_throughput(config, batch_size: int, steps: int, warmup: int, re
             state, _ = step(state, stats, batch)
         jax.block_until_ready(state)
 
-    return _rate(run, batch_size, steps, warmup, repeats), num_params
+    rate = _rate(run, batch_size, steps, warmup, repeats)
+    return {"clips_per_s": rate, "params": num_params, "seconds_per_step": batch_size / rate,
+            "flops_per_step_per_device": compiled_flops(step),
+            "devices": sharding.num_shards(mesh)}
+
+
+def sedjax_train_throughput(config, batch_size: int, steps: int, warmup: int, repeats: int
+                            ) -> tuple[float, int]:
+    """(clips/s, params) of sedjax_train_step."""
+    r = sedjax_train_step(config, batch_size, steps, warmup, repeats)
+    return r["clips_per_s"], r["params"]
+
+
+def matmul_gflops(n: int, dtype: str = "float32", min_seconds: float = 0.2,
+                  repeats: int = 3) -> float:
+    """Best GFLOP/s of a jitted n x n x n matmul on the default device (2 n^3 flops a call),
+    over `repeats` timings of as many calls as take about min_seconds."""
+    keys = jax.random.split(jax.random.PRNGKey(0))
+    a, b = (jax.random.normal(k, (n, n), jnp.dtype(dtype)) for k in keys)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, b).block_until_ready()
+    start = time.perf_counter()
+    f(a, b).block_until_ready()
+    calls = max(1, int(min_seconds / max(time.perf_counter() - start, 1e-6)))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = [f(a, b) for _ in range(calls)]
+        jax.block_until_ready(out)
+        best = min(best, (time.perf_counter() - start) / calls)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+def roofline(train: dict, matmul: dict) -> dict:
+    """The train step's achieved GFLOP/s per device (XLA's flops / measured step time) beside
+    the best matmul GFLOP/s ({n: GFLOP/s}) and their ratio."""
+    flops = train["flops_per_step_per_device"]
+    achieved = None if flops is None else flops / train["seconds_per_step"] / 1e9
+    peak = max(matmul.values()) if matmul else None
+    return {"train_step_flops_per_device": flops, "seconds_per_step": train["seconds_per_step"],
+            "train_step_gflops_per_device": achieved, "matmul_gflops": matmul,
+            "peak_matmul_gflops": peak,
+            "ratio": None if achieved is None or not peak else achieved / peak,
+            "flops_source": "XLA cost_analysis of the compiled step (scan bodies counted once)"}
 
 
 def runs_train_throughput(config, batch_size: int, num_runs: int, steps: int, warmup: int,
@@ -154,35 +251,72 @@ def runs_train_throughput(config, batch_size: int, num_runs: int, steps: int, wa
 
 
 def runs_bench(config, batch_size: int, run_counts: Sequence[int], steps: int, warmup: int,
-               repeats: int) -> dict:
+               repeats: int, on_row: Callable | None = None, deadline: float | None = None
+               ) -> dict:
     """Train clips/s of K runs per program against K separate one-run programs (which, run one
-    after another, train at the one-run program's clips/s), and their ratio, per K."""
+    after another, train at the one-run program's clips/s), and their ratio, per K.
+
+    on_row(k, clips/s, ratio) is called as each K is measured (on_row(None, separate, None)
+    first); K values not started by `deadline` (time.monotonic()) are listed in 'skipped'."""
     separate = sedjax_train_throughput(config, batch_size, steps, warmup, repeats)[0]
     out = {"batch_size_per_run": batch_size, "separate_clips_per_s": separate,
-           "clips_per_s": {}, "speedup_vs_separate": {}}
+           "clips_per_s": {}, "speedup_vs_separate": {}, "skipped": []}
+    if on_row:
+        on_row(None, separate, None)
     for k in run_counts:
+        if deadline is not None and time.monotonic() > deadline:
+            out["skipped"].append(str(k))
+            continue
         rate = runs_train_throughput(config, batch_size, k, steps, warmup, repeats)
         out["clips_per_s"][str(k)] = rate
         out["speedup_vs_separate"][str(k)] = rate / separate
+        if on_row:
+            on_row(k, rate, rate / separate)
     return out
 
 
 def train_bench(config, batch_sizes: Sequence[int], steps: int, warmup: int, repeats: int,
-                skip_torch: bool) -> dict:
-    """Train clips/s of sedjax and PyTorch per batch size, their ratio and param counts."""
-    ref = None if skip_torch else _torch_reference()
-    out = {"clips_per_s": {}, "speedup": {}, "params": {"sedjax": None, "torch": None}}
+                skip_torch: bool, reference=None, on_row: Callable | None = None) -> dict:
+    """Train clips/s of sedjax and PyTorch per batch size, their ratio and param counts.
+
+    reference: the PyTorch module (build_model, count_params, measure_train_throughput;
+    sedjax.models.torch_reference when None); on_row(batch size, row) as each is measured.
+    Each row also has 'steps' (sedjax_train_step's figures: flops, seconds per step)."""
+    ref = None if skip_torch else (reference or _torch_reference())
+    t, f, c = config.features.num_frames, config.features.n_mels, len(config.data.classes)
+    out = {"clips_per_s": {}, "speedup": {}, "params": {"sedjax": None, "torch": None},
+           "steps": {}}
     if ref is not None:
-        out["params"]["torch"] = ref.count_params(ref.build_model(
-            n_mels=config.features.n_mels, num_classes=len(config.data.classes)))
+        out["params"]["torch"] = ref.count_params(ref.build_model(n_mels=f, num_classes=c))
     for b in batch_sizes:
-        ours, out["params"]["sedjax"] = sedjax_train_throughput(config, b, steps, warmup, repeats)
+        ours = sedjax_train_step(config, b, steps, warmup, repeats)
+        out["params"]["sedjax"], out["steps"][str(b)] = ours["params"], ours
         theirs = None if ref is None else ref.measure_train_throughput(
-            b, steps, warmup, repeats, config.features.num_frames, config.features.n_mels,
-            len(config.data.classes))
-        out["clips_per_s"][str(b)] = {"sedjax": ours, "torch": theirs}
-        out["speedup"][str(b)] = None if theirs is None else ours / theirs
+            b, steps, warmup, repeats, t, f, c)
+        out["clips_per_s"][str(b)] = {"sedjax": ours["clips_per_s"], "torch": theirs}
+        out["speedup"][str(b)] = None if theirs is None else ours["clips_per_s"] / theirs
+        if on_row:
+            on_row(b, out)
     return out
+
+
+def desed_config(dtype: str = "float32", num_frames: int = 0):
+    """configs/desed_baseline.py (the DESED CRNN, 128 mel bands) with `dtype`; num_frames > 0
+    replaces its 626 input frames."""
+    c = config_files.load(config_files.default_path("desed_baseline"))
+    with c.unlocked():
+        c.model.dtype = dtype
+        if num_frames:
+            c.features.num_frames = num_frames
+    return c
+
+
+def _torch_desed_reference():
+    """sedjax.models.torch_desed_reference, or None when torch cannot be imported."""
+    if _torch_reference() is None:
+        return None
+    from sedjax.models import torch_desed_reference
+    return torch_desed_reference
 
 
 def synthetic_clips(n: int, sample_rate: int, seconds: float = 10.0, seed: int = 0
@@ -199,8 +333,11 @@ def synthetic_clips(n: int, sample_rate: int, seconds: float = 10.0, seed: int =
     return clips
 
 
-def logmel_bench(n: int, config, repeats: int) -> dict:
-    """Log-mel clips/s: jitted jnp frontend vs librosa serially and over all cores."""
+def logmel_bench(n: int, config, repeats: int, on_rate: Callable | None = None,
+                 workers: int | None = None) -> dict:
+    """Log-mel clips/s: jitted jnp frontend vs librosa serially and over all cores (or
+    `workers` processes); on_rate(key, clips/s) as each is measured."""
+    on_rate = on_rate or (lambda key, rate: None)
     sr, size = config.sample_rate, features.buffer_samples(config)
     clips = synthetic_clips(n, sr)
     bs = min(n, config.batch_size)
@@ -218,11 +355,13 @@ def logmel_bench(n: int, config, repeats: int) -> dict:
         outputs[:] = [np.concatenate([np.asarray(p) for p in pending])[:n]]
 
     jax_rate = _rate(run_jax, n, 1, 1, repeats)
+    on_rate("jax", jax_rate)
     features.log_mel(clips[0], sr, config)  # warm-up: librosa's first call is slow
     start = time.perf_counter()
     reference = np.stack([features.log_mel(y, sr, config) for y in clips])
     serial_rate = n / (time.perf_counter() - start)
-    workers = os.cpu_count() or 1
+    on_rate("librosa_serial", serial_rate)
+    workers = workers or os.cpu_count() or 1
     # spawn, not fork: this process runs JAX's threads
     with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")
                                      ) as pool:
@@ -231,6 +370,7 @@ def logmel_bench(n: int, config, repeats: int) -> dict:
         start = time.perf_counter()
         list(pool.map(features.log_mel, clips, [sr] * n, [config] * n))
         pool_rate = n / (time.perf_counter() - start)
+    on_rate("librosa_all_cores", pool_rate)
     return {"clips": n, "batch_size": bs, "workers": workers,
             "clips_per_s": {"jax": jax_rate, "librosa_serial": serial_rate,
                             "librosa_all_cores": pool_rate},
@@ -249,90 +389,181 @@ def _fmt(x, spec: str = ".1f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def run(batch_sizes: Sequence[int] = (32, 128), steps: int = 10, warmup: int = 2,
-        repeats: int = 3, logmel_clips: int = 64, config=None, dtype: str = "float32",
-        json_path: str | None = None, skip_torch: bool = False, skip_pipeline: bool = False,
-        run_counts: Sequence[int] = (1, 4, 8), runs_batch_size: int = 16) -> dict:
-    """Runs every section, prints tables, returns (and optionally writes) all figures.
+say = functools.partial(print, flush=True)  # every line out as soon as it is measured
+
+
+def _print_train_row(b, train):
+    r = train["clips_per_s"][str(b)]
+    say(f" {b:>6} {r['sedjax']:>10.1f} {_fmt(r['torch']):>10} "
+        f"{_fmt(train['speedup'][str(b)], '.2f') + 'x':>13}")
+
+
+def _params_line(p, note: str) -> str:
+    return (f" params: sedjax {p['sedjax']:,} | torch "
+            + (note if p["torch"] is None else
+               f"{p['torch']:,} ({100 * (p['torch'] / p['sedjax'] - 1):+.2f} %)"))
+
+
+def _train_header() -> str:
+    return f" {'batch':>6} {'sedjax':>10} {'torch cpu':>10} {'sedjax/torch':>13}"
+
+
+def run(batch_sizes: Sequence[int] = (16,), steps: int = 3, warmup: int = 1,
+        repeats: int = 2, logmel_clips: int = 16, config=None, dtype: str = "float32",
+        json_path: str | None = None, skip_torch: bool = False, pipeline: bool = False,
+        run_counts: Sequence[int] = (), runs_batch_size: int = 8,
+        matmul_sizes: Sequence[int] = (1024, 2048), desed: bool = False,
+        desed_batch_sizes: Sequence[int] = (8,), desed_num_frames: int = 0) -> dict:
+    """Runs the chosen sections, printing each line as it is measured; returns (and optionally
+    writes) all figures.
 
     config: the pipeline section's config (configs/tiny.py when None); the train-step section
-    always uses configs/baseline.py's model, with `dtype` as its compute dtype, as does the
-    runs-per-program section (run_counts; empty: skipped).
+    always uses configs/baseline.py's model, with `dtype` as its compute dtype, as do the
+    roofline line (the first batch size's step against n x n matmuls of matmul_sizes; empty:
+    skipped) and the runs-per-program section (run_counts; empty: skipped). desed: the DESED
+    CRNN (configs/desed_baseline.py, desed_num_frames input frames when > 0) against PyTorch.
     """
+    started = time.monotonic()
     env = environment()
     v = env["versions"]
-    print(f"== environment\n backend {env['backend']}: {env['device_count']} x "
-          f"{env['device_kind']} | jax {v['jax']}  flax {v['flax']}  "
-          f"torch {v['torch'] or 'not installed'}  librosa {v['librosa']} | "
-          f"{env['cpu_count']} CPUs")
+    say(f"== environment\n backend {env['backend']}: {env['device_count']} x "
+        f"{env['device_kind']} | jax {v['jax']}  flax {v['flax']}  "
+        f"torch {v['torch'] or 'not installed'}  librosa {v['librosa']} | "
+        f"{env['cpu_count']} CPUs")
+    note = "skipped" if skip_torch else "torch not installed"
     model_config = config_files.load(config_files.default_path("baseline"))
     model_config.model.dtype = dtype
-    train = train_bench(model_config, batch_sizes, steps, warmup, repeats, skip_torch)
-    p = train["params"]
-    note = "skipped" if skip_torch else "torch not installed"
-    print(f"== train step, pass 2: (B, 500, 64) -> (B, 500, 10), sedjax {dtype}, clips/s "
-          f"(median of {repeats} x {steps} steps)\n params: sedjax {p['sedjax']:,} | torch "
-          + (note if p["torch"] is None else
-             f"{p['torch']:,} ({100 * (p['torch'] / p['sedjax'] - 1):+.2f} %)"))
-    print(f" {'batch':>6} {'sedjax':>10} {'torch cpu':>10} {'sedjax/torch':>13}")
-    for b, r in train["clips_per_s"].items():
-        print(f" {b:>6} {r['sedjax']:>10.1f} {_fmt(r['torch']):>10} "
-              f"{_fmt(train['speedup'][b], '.2f') + 'x':>13}")
+    say(f"== train step, pass 2: (B, 500, 64) -> (B, 500, 10), sedjax {dtype}, clips/s "
+        f"(median of {repeats} x {steps} steps)")
+    header = []
+
+    def train_row(b, train):
+        if not header:  # the params are known once the first model is built
+            say(_params_line(train["params"], note) + "\n" + _train_header())
+            header.append(True)
+        _print_train_row(b, train)
+
+    train = train_bench(model_config, batch_sizes, steps, warmup, repeats, skip_torch,
+                        on_row=train_row)
+    roof = None
+    if matmul_sizes:
+        first = train["steps"][str(batch_sizes[0])]
+        say(f"== roofline, {dtype}: train step (batch {batch_sizes[0]}) against the best "
+            f"n x n matmul, GFLOP/s per device")
+        matmul = {}
+        for n in matmul_sizes:
+            matmul[str(n)] = matmul_gflops(n, dtype)
+            say(f" matmul n={n:<5} {matmul[str(n)]:>9.1f}")
+        roof = roofline(first, matmul)
+        flops = roof["train_step_flops_per_device"]
+        say(f" train step  {_fmt(roof['train_step_gflops_per_device']):>9} "
+            f"({_fmt(flops and flops / 1e9, '.2f')} GFLOP per step and device, XLA cost "
+            f"analysis; {1e3 * roof['seconds_per_step']:.1f} ms per step)\n"
+            f" roofline: train step {_fmt(roof['train_step_gflops_per_device'])} GFLOP/s = "
+            f"{_fmt(roof['ratio'] and 100 * roof['ratio'], '.1f')} % of the best matmul "
+            f"{_fmt(roof['peak_matmul_gflops'])} GFLOP/s")
+    desed_out = None
+    if desed:
+        dc = desed_config(dtype, desed_num_frames)
+        t, f = dc.features.num_frames, dc.features.n_mels
+        say(f"== DESED CRNN train step (model.arch desed_crnn): (B, {t}, {f}) -> frames, "
+            f"sedjax {dtype}, clips/s (median of {repeats} x {steps} steps)")
+        ref = None if skip_torch else _torch_desed_reference()
+        desed_header = []
+
+        def desed_row(b, out):
+            if not desed_header:
+                say(_params_line(out["params"], note) + "\n" + _train_header())
+                desed_header.append(True)
+            _print_train_row(b, out)
+
+        desed_out = train_bench(dc, desed_batch_sizes, steps, warmup, repeats,
+                                ref is None, reference=ref, on_row=desed_row)
+        desed_out["num_frames"], desed_out["n_mels"] = t, f
     runs = None
     if run_counts:
-        runs = runs_bench(model_config, runs_batch_size, run_counts, steps, warmup, repeats)
-        print(f"== runs per program (config.num_runs), pass-2 step, {runs_batch_size} clips per "
-              f"run and step, clips/s (median of {repeats} x {steps} steps)\n"
-              f" {'runs K':>6} {'one program':>12} {'K programs':>11} {'ratio':>7}")
-        for k, rate in runs["clips_per_s"].items():
-            print(f" {k:>6} {rate:>12.1f} {runs['separate_clips_per_s']:>11.1f} "
-                  f"{runs['speedup_vs_separate'][k]:>6.2f}x")
-    mel = logmel_bench(logmel_clips, model_config.features, repeats)
+        say(f"== runs per program (config.num_runs), pass-2 step, {runs_batch_size} clips per "
+            f"run and step, clips/s (median of {repeats} x {steps} steps)")
+
+        def runs_row(k, rate, ratio):
+            if k is None:
+                say(f" one-run program: {rate:.1f}\n"
+                    f" {'runs K':>6} {'one program':>12} {'K programs':>11} {'ratio':>7}")
+                runs_row.separate = rate
+            else:
+                say(f" {k:>6} {rate:>12.1f} {runs_row.separate:>11.1f} {ratio:>6.2f}x")
+
+        runs = runs_bench(model_config, runs_batch_size, run_counts, steps, warmup, repeats,
+                          on_row=runs_row)
+    say(f"== log-mel, {logmel_clips} synthetic 10 s clips at 44.1 kHz, clips/s")
+    labels = {"jax": None, "librosa_serial": "librosa, 1 process",
+              "librosa_all_cores": f"librosa, {os.cpu_count() or 1} processes"}
+    seen = {}
+
+    def mel_row(key, rate):
+        seen[key] = rate
+        if key == "jax":
+            b = min(logmel_clips, model_config.features.batch_size)
+            say(f" {'jnp frontend (jit, batch ' + str(b) + ')':<34} {rate:>9.1f}")
+        else:
+            say(f" {labels[key]:<34} {rate:>9.1f}   jnp/librosa {seen['jax'] / rate:.2f}x")
+
+    mel = logmel_bench(logmel_clips, model_config.features, repeats, on_rate=mel_row)
     rates = mel["clips_per_s"]
-    print(f"== log-mel, {mel['clips']} synthetic 10 s clips at 44.1 kHz, clips/s\n"
-          f" {'jnp frontend (jit, batch ' + str(mel['batch_size']) + ')':<34} "
-          f"{rates['jax']:>9.1f}")
-    for key, label in (("librosa_serial", "librosa, 1 process"),
-                       ("librosa_all_cores", f"librosa, {mel['workers']} processes")):
-        print(f" {label:<34} {rates[key]:>9.1f}   jnp/librosa "
-              f"{rates['jax'] / rates[key]:.2f}x")
-    print(f" max |jnp - librosa| = {mel['max_abs_diff']:.2e} "
-          f"({'ok' if mel['max_abs_diff'] < 1e-4 else 'ABOVE 1e-4'})")
+    say(f" max |jnp - librosa| = {mel['max_abs_diff']:.2e} "
+        f"({'ok' if mel['max_abs_diff'] < 1e-4 else 'ABOVE 1e-4'})")
     pipe = None
-    if not skip_pipeline:
+    if pipeline:
         if config is None:
             config = config_files.load(_DEFAULT_CONFIG)
+        say("== pipeline stages, wall s")
         pipe = pipeline_bench(config)
-        print(f"== pipeline stages, wall s ({pipe['devices']} devices)")
+        say(f" ({pipe['devices']} devices)")
         for stage, seconds in pipe["timings_s"].items():
-            print(f" {stage:<20} {seconds:>9.2f}")
-        print(f" {'total':<20} {sum(pipe['timings_s'].values()):>9.2f}\n"
-              f" test event-based macro F1 {100 * pipe['test_event_f1_macro']:.2f} %")
+            say(f" {stage:<20} {seconds:>9.2f}")
+        say(f" {'total':<20} {sum(pipe['timings_s'].values()):>9.2f}\n"
+            f" test event-based macro F1 {100 * pipe['test_event_f1_macro']:.2f} %")
     first = str(batch_sizes[0])
     result = {**env, "dtype": dtype, "train_step_speedup_vs_torch": train["speedup"][first],
               "train_step_speedup_vs_torch_by_batch_size": train["speedup"],
               "train_step_clips_per_s": train["clips_per_s"], "params": train["params"],
               "train_steps": steps, "train_warmup": warmup, "repeats": repeats,
+              "roofline": roof, "desed": desed_out,
+              "desed_train_step_speedup_vs_torch":
+                  desed_out and desed_out["speedup"][str(desed_batch_sizes[0])],
               "runs_per_program": runs,
               "logmel_speedup_vs_librosa": rates["jax"] / rates["librosa_serial"],
               "logmel_speedup_vs_librosa_all_cores": rates["jax"] / rates["librosa_all_cores"],
               "logmel": mel, "pipeline": pipe}
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    say(f"== {result['wall_s']:.0f} s in all")
     if json_path:
         with open(json_path, "w") as f:
             json.dump(result, f, indent=2)
-        print(f"-> {json_path}")
+        say(f"-> {json_path}")
     return result
 
 
+def resolved(fv: flags.FlagValues, name: str):
+    """A flag's value: as given, else --full's value under --full, else its default."""
+    if fv.full and name in PROFILES and not fv[name].present:
+        return PROFILES[name][1]
+    return fv[name].value
+
+
 def run_with_flags(fv: flags.FlagValues = flags.FLAGS) -> dict:
-    """`run` with the parsed values of define_flags' flags."""
-    return run([int(b) for b in fv.batch_sizes], fv.steps, fv.warmup, fv.repeats,
-               fv.logmel_clips, None if fv.skip_pipeline else fv.config, fv.dtype, fv.json,
-               fv.skip_torch, fv.skip_pipeline, [int(k) for k in fv.runs], fv.runs_batch_size)
+    """`run` with the parsed values of define_flags' flags (and --full's)."""
+    g = functools.partial(resolved, fv)
+    pipeline = g("pipeline") and not fv.skip_pipeline
+    return run([int(b) for b in g("batch_sizes")], g("steps"), g("warmup"), g("repeats"),
+               g("logmel_clips"), fv.config if pipeline else None, fv.dtype, fv.json,
+               fv.skip_torch, pipeline, [int(k) for k in g("runs")], g("runs_batch_size"),
+               [int(n) for n in fv.matmul_sizes], g("desed"),
+               [int(b) for b in g("desed_batch_sizes")], fv.desed_num_frames)
 
 
 def main(argv: Sequence[str]) -> None:
-    """The command: every section with the flags' values."""
+    """The command: the chosen sections with the flags' values."""
     cli.expect_no_arguments(argv)
     run_with_flags(flags.FLAGS)
 

@@ -1,5 +1,6 @@
-"""The speed bench: PyTorch reference size, and a tiny end-to-end run with and without torch
-(and its runs-per-program line)."""
+"""The speed bench: PyTorch reference sizes (seed CRNN, DESED CRNN), XLA's flops against a hand
+count, the roofline arithmetic, --full's values, and a tiny end-to-end run with and without
+torch (every section, printed in order and row by row)."""
 
 import json
 import sys
@@ -9,12 +10,15 @@ import numpy as np
 import pytest
 from absl import flags
 
-from configs import baseline
+from configs import baseline, desed_baseline
 from sedjax import bench
 from sedjax.models import crnn
 
 TINY = ["bench", "--batch_sizes=4", "--steps=1", "--warmup=1", "--repeats=1",
-        "--logmel_clips=2", "--skip_pipeline", "--runs=1,2", "--runs_batch_size=4"]
+        "--logmel_clips=2", "--skip_pipeline", "--runs=1,2", "--runs_batch_size=4",
+        "--matmul_sizes=32,64", "--desed", "--desed_batch_sizes=4", "--desed_num_frames=32"]
+SECTIONS = ["== environment", "== train step", "== roofline", "== DESED CRNN",
+            "== runs per program", "== log-mel"]
 
 
 def flax_param_count() -> int:
@@ -34,6 +38,61 @@ def test_torch_model_matches_flax_size():
     assert model(torch.zeros(2, 50, 64)).shape == (2, 50, 10)  # frame outputs
     step = torch_reference.train_step_fn(model, torch_reference.make_optimizer(model))
     assert np.isfinite(float(step(torch.randn(2, 50, 64), torch.ones(2, 10))))
+
+
+def test_torch_desed_model_matches_flax_size():
+    pytest.importorskip("torch")
+    import torch
+    from sedjax.models import torch_desed_reference as ref
+    model = ref.build_model()
+    flax_model = crnn.from_config(desed_baseline.get_config().model, 10)
+    shapes = jax.eval_shape(lambda: flax_model.init(jax.random.PRNGKey(0),
+                                                    np.zeros((1, 626, 128), np.float32)))
+    ours = crnn.count_params(shapes["params"])
+    assert ref.count_params(model) == ours == 1_112_420
+    strong, weak = model(torch.zeros(2, 626, 128))
+    assert strong.shape == (2, 156, 10) and weak.shape == (2, 10)  # as the flax model's
+    step = ref.train_step_fn(model, ref.make_optimizer(model))
+    assert np.isfinite(float(step(torch.randn(2, 64, 128), torch.ones(2, 10))))
+
+
+def test_compiled_flops_equal_hand_count():
+    """A dense (8, 16) x (16, 4) matmul is 2 * 8 * 16 * 4 flops; sharded over the 4 devices,
+    each device's program does a quarter of them."""
+    a, b = np.ones((8, 16), np.float32), np.ones((16, 4), np.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    assert bench.compiled_flops(f.lower(a, b).compile()) == 2 * 8 * 16 * 4
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    mesh = jax.make_mesh((4,), ("batch",))
+    g = jax.jit(jax.shard_map(lambda x, y: x @ y, mesh=mesh, in_specs=(P("batch"), P()),
+                              out_specs=P("batch")))
+    sharded = (jax.device_put(a, NamedSharding(mesh, P("batch"))),
+               jax.device_put(b, NamedSharding(mesh, P())))
+    assert bench.compiled_flops(g.lower(*sharded).compile()) == 2 * 8 * 16 * 4 / 4
+
+
+def test_matmul_gflops_and_roofline_arithmetic():
+    assert bench.matmul_gflops(64, min_seconds=0.01, repeats=1) > 0
+    r = bench.roofline({"flops_per_step_per_device": 2e9, "seconds_per_step": 0.5},
+                       {"1024": 8.0, "2048": 10.0})
+    assert r["train_step_gflops_per_device"] == 4.0 and r["peak_matmul_gflops"] == 10.0
+    assert r["ratio"] == pytest.approx(0.4)
+    assert bench.roofline({"flops_per_step_per_device": None, "seconds_per_step": 1.0},
+                          {"64": 1.0})["ratio"] is None
+
+
+def test_full_profile_and_explicit_flags():
+    fv = flags.FlagValues()
+    bench.define_flags(fv)
+    fv(["bench"])
+    assert bench.resolved(fv, "batch_sizes") == ["16"] and not bench.resolved(fv, "pipeline")
+    fv = flags.FlagValues()
+    bench.define_flags(fv)
+    fv(["bench", "--full", "--steps=5"])
+    assert bench.resolved(fv, "batch_sizes") == ["32", "128"]
+    assert bench.resolved(fv, "runs") == ["1", "4", "8"]
+    assert bench.resolved(fv, "pipeline") and bench.resolved(fv, "desed")
+    assert bench.resolved(fv, "steps") == 5  # given explicitly: wins over --full
 
 
 def run_tiny(tmp_path, *extra):
@@ -56,12 +115,31 @@ def check_common(result):
     assert result["pipeline"] is None
 
 
+def check_order(out: str):
+    at = [out.index(s) for s in SECTIONS]
+    assert at == sorted(at), out
+
+
 def test_bench_tiny_end_to_end(tmp_path, capsys):
     result = run_tiny(tmp_path)
     check_common(result)
     assert result["train_step_clips_per_s"]["4"]["sedjax"] > 0
     assert result["params"]["sedjax"] == flax_param_count()
+    roof = result["roofline"]
+    assert set(roof["matmul_gflops"]) == {"32", "64"}
+    assert roof["peak_matmul_gflops"] == max(roof["matmul_gflops"].values()) > 0
+    # XLA's flops of the step: more than the forward convolutions alone (2 x 9 x T x F_in x
+    # C_in x C_out per clip and block), the batch split over 4 devices
+    forward_conv = 2 * 9 * 500 * (64 * 1 * 64 + 16 * 64 * 64 + 4 * 64 * 64) * 4 / 4
+    assert roof["train_step_flops_per_device"] > forward_conv
+    assert roof["train_step_gflops_per_device"] > 0 and roof["ratio"] > 0
+    desed = result["desed"]
+    assert desed["num_frames"] == 32 and desed["n_mels"] == 128
+    assert desed["params"]["sedjax"] == 1_112_420
+    assert desed["clips_per_s"]["4"]["sedjax"] > 0
     out = capsys.readouterr().out
+    check_order(out)
+    assert "roofline: train step" in out and "% of the best matmul" in out
     assert "sedjax/torch" in out and "max |jnp - librosa|" in out
     runs = result["runs_per_program"]
     assert runs["batch_size_per_run"] == 4 and list(runs["clips_per_s"]) == ["1", "2"]
@@ -74,25 +152,52 @@ def test_bench_tiny_end_to_end(tmp_path, capsys):
         assert result["train_step_speedup_vs_torch"] > 0
         assert result["train_step_speedup_vs_torch_by_batch_size"]["4"] > 0
         assert result["train_step_clips_per_s"]["4"]["torch"] > 0
+        assert desed["params"]["torch"] == 1_112_420
+        assert result["desed_train_step_speedup_vs_torch"] > 0
 
 
 def test_bench_without_torch(tmp_path, monkeypatch, capsys):
     """Torch made unimportable; the slow measurements stubbed (the run above does them)."""
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
-    monkeypatch.setattr(bench, "sedjax_train_throughput", lambda *args: (10.0, 125834))
+    printed, chunks = {}, []  # what was printed when each train step was first measured
+
+    def train_step(config, b, *args):
+        chunks.append(capsys.readouterr().out)
+        printed.setdefault((config.model.arch, b), "".join(chunks))
+        return {"clips_per_s": 10.0, "params": 125834, "seconds_per_step": b / 10.0,
+                "flops_per_step_per_device": 1e9, "devices": 4}
+    monkeypatch.setattr(bench, "sedjax_train_step", train_step)
+    monkeypatch.setattr(bench, "matmul_gflops", lambda n, dtype: n / 8.0)
     monkeypatch.setattr(bench, "runs_train_throughput",
                         lambda config, b, k, *args: 10.0 * (1.0 if k == 1 else 1.5 * k))
     rates = {"jax": 4.0, "librosa_serial": 2.0, "librosa_all_cores": 4.0}
-    monkeypatch.setattr(bench, "logmel_bench", lambda *args: {
-        "clips": 2, "batch_size": 2, "workers": 2, "clips_per_s": rates, "max_abs_diff": 0.0})
-    result = run_tiny(tmp_path)
+    def logmel_bench(*args, on_rate):
+        for key, rate in rates.items():
+            on_rate(key, rate)
+        return {"clips": 2, "batch_size": 2, "workers": 2, "clips_per_s": rates,
+                "max_abs_diff": 0.0}
+    monkeypatch.setattr(bench, "logmel_bench", logmel_bench)
+    result = run_tiny(tmp_path, "--batch_sizes=4,8")
     check_common(result)
     assert result["train_step_speedup_vs_torch"] is None
-    assert result["train_step_speedup_vs_torch_by_batch_size"] == {"4": None}
+    assert result["train_step_speedup_vs_torch_by_batch_size"] == {"4": None, "8": None}
+    # rows printed as measured: batch 4's row is out before batch 8 is measured
+    assert "== train step" in printed[("crnn", 4)] and "      4" not in printed[("crnn", 4)]
+    assert "\n      4       10.0" in printed[("crnn", 8)]
+    # the roofline: 1 GFLOP per step at 0.4 s per step (batch 4 at 10 clips/s), best matmul 8
+    assert result["roofline"]["train_step_gflops_per_device"] == pytest.approx(2.5)
+    assert result["roofline"]["peak_matmul_gflops"] == 8.0
+    assert result["roofline"]["ratio"] == pytest.approx(2.5 / 8.0)
+    assert result["desed"]["speedup"] == {"4": None}
+    assert result["desed_train_step_speedup_vs_torch"] is None
     assert result["versions"]["torch"] is None and result["params"]["torch"] is None
     assert result["logmel_speedup_vs_librosa"] == 2.0
     assert result["logmel_speedup_vs_librosa_all_cores"] == 1.0
-    assert "torch not installed" in capsys.readouterr().out
+    out = "".join(chunks) + capsys.readouterr().out
+    check_order(out)
+    assert "torch not installed" in out
+    assert "librosa, 1 process                       2.0   jnp/librosa 2.00x" in out
+    assert "roofline: train step 2.5 GFLOP/s = 31.2 % of the best matmul 8.0 GFLOP/s" in out
     # K runs in one program against K one-run programs: the ratio of their clips/s
     assert result["runs_per_program"]["separate_clips_per_s"] == 10.0
     assert result["runs_per_program"]["speedup_vs_separate"] == {"1": 1.0, "2": 3.0}
