@@ -251,14 +251,16 @@ def runs_train_throughput(config, batch_size: int, num_runs: int, steps: int, wa
 
 
 def runs_bench(config, batch_size: int, run_counts: Sequence[int], steps: int, warmup: int,
-               repeats: int, on_row: Callable | None = None, deadline: float | None = None
-               ) -> dict:
+               repeats: int, on_row: Callable | None = None, deadline: float | None = None,
+               separate: float | None = None) -> dict:
     """Train clips/s of K runs per program against K separate one-run programs (which, run one
     after another, train at the one-run program's clips/s), and their ratio, per K.
 
     on_row(k, clips/s, ratio) is called as each K is measured (on_row(None, separate, None)
-    first); K values not started by `deadline` (time.monotonic()) are listed in 'skipped'."""
-    separate = sedjax_train_throughput(config, batch_size, steps, warmup, repeats)[0]
+    first); K values not started by `deadline` (time.monotonic()) are listed in 'skipped'.
+    separate: the one-run program's clips/s when already measured (same config and batch)."""
+    if separate is None:
+        separate = sedjax_train_throughput(config, batch_size, steps, warmup, repeats)[0]
     out = {"batch_size_per_run": batch_size, "separate_clips_per_s": separate,
            "clips_per_s": {}, "speedup_vs_separate": {}, "skipped": []}
     if on_row:
