@@ -81,7 +81,7 @@ TINY = Sizes(batch_sizes=(4,), dtypes=("float32", "bfloat16"), steps=1, warmup=1
              num_frames={"crnn": 64, "desed_crnn": 32},
              pipeline_configs={"two_pass": "tiny", "mean_teacher": "tiny_mean_teacher"},
              budgets_s={"train_step": 60, "runs_per_program": 30, "logmel": 30, "pipeline": 120})
-# --tiny's XLA flags (before the backend starts; inherited by the pipeline's child processes):
+# --tiny's XLA flags (the command's before its backend starts; the pipeline's child processes'):
 # about half the compile time of a train step on a CPU, at a slower step
 FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
 SECTIONS = ("environment", "train_step", "runs_per_program", "logmel", "pipeline", "memory")
@@ -100,6 +100,9 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                       "512; tiny: 4).", flag_values=fv)
     flags.DEFINE_list("sections", list(SECTIONS[1:-1]), "Sections to run (environment and "
                       "memory always).", flag_values=fv)
+    flags.DEFINE_list("section_budgets", [], "Seconds of single sections, e.g. pipeline=1800 "
+                      "(defaults: train_step 130, runs_per_program 60, logmel 40, pipeline 200; "
+                      "tiny: 60, 30, 30, 120).", flag_values=fv)
     flags.DEFINE_string("workdir", None, "Folder of the pipeline runs (default: a temporary "
                         "one, removed after).", flag_values=fv)
     flags.DEFINE_string("pipeline_child", None, "(internal) run one pipeline recipe: JSON "
@@ -280,12 +283,21 @@ def pipeline_child(spec: dict) -> None:
         json.dump(out, f, indent=2)
 
 
+def child_xla_flags(tiny: bool) -> str:
+    """XLA_FLAGS of the pipeline children. Tiny: compile-time over run-time optimisation (the
+    tiny check is compiles, mostly). Set in the child's environment only: os.environ changed
+    here would reach every later subprocess of the caller (a test session's included) and
+    change their numbers."""
+    return " ".join([os.environ.get("XLA_FLAGS", ""), *(FAST_COMPILE if tiny else ())]).strip()
+
+
 def _run_child(spec: dict, timeout: float) -> dict:
     """pipeline_child in a new process group, killed (with its workers) at `timeout`."""
+    env = {**os.environ, "XLA_FLAGS": child_xla_flags(spec["tiny"])}
     cmd = [sys.executable, "-m", "sedjax.device_check", f"--pipeline_child={json.dumps(spec)}"]
     log = pathlib.Path(spec["workdir"]).with_suffix(".log")
     with open(log, "w") as f:
-        child = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT,
+        child = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
                                  start_new_session=True)
         try:
             rc = child.wait(timeout=max(timeout, 1.0))
@@ -325,7 +337,7 @@ def pipeline_section(sizes: Sizes, workdir: str, deadline: float) -> dict:
                 if (first / shared).exists() and not (wd / shared).exists():
                     (wd / shared).symlink_to((first / shared).resolve())
         spec = {"recipe": recipe, "config": name, "epochs": sizes.epochs, "workdir": str(wd),
-                "out": str(wd) + ".json", "synthetic": synthetic}
+                "out": str(wd) + ".json", "synthetic": synthetic, "tiny": sizes is TINY}
         # the first run also generates the data: it may take what the others leave
         share = left if i == len(recipes) - 1 else left * (0.6 if first is None else 0.5)
         start = time.monotonic()
@@ -405,23 +417,23 @@ def table(data: dict) -> str:
 
 def run(json_path: str = "device_check.json", tiny: bool = False,
         budget_s: float | None = None, batch_sizes: Sequence[int] | None = None,
-        sections: Sequence[str] = SECTIONS[1:-1], workdir: str | None = None) -> dict:
-    """Runs the check; returns the JSON's content (written after every section)."""
+        sections: Sequence[str] = SECTIONS[1:-1], workdir: str | None = None,
+        section_budgets: dict | None = None) -> dict:
+    """Runs the check; returns the JSON's content (written after every section).
+
+    section_budgets: seconds per section name, replacing the defaults (Sizes.budgets_s)."""
     sizes = TINY if tiny else FULL
-    if tiny:  # compile-time over run-time optimisation: the tiny check is compiles, mostly
-        os.environ["XLA_FLAGS"] = " ".join(
-            [os.environ.get("XLA_FLAGS", ""), *FAST_COMPILE]).strip()
     budget_s = budget_s or (240.0 if tiny else 450.0)
     batch_sizes = list(batch_sizes or sizes.batch_sizes)
     report = Report(json_path, tiny, budget_s)
     env = bench.environment()
     report.data["environment"] = env
-    report.data["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    report.data["xla_flags"] = child_xla_flags(tiny)
     report.data["sections"]["environment"] = {"status": "ok", "results": env, "wall_s": 0.0}
     say(f"== environment: {env['device_count']} x {env['device_kind']} ({env['backend']}), "
         f"jax {env['versions']['jax']}, {env['cpu_count']} CPUs")
     report.write()
-    b = sizes.budgets_s
+    b = {**sizes.budgets_s, **(section_budgets or {})}
     chosen = {
         "train_step": lambda d: train_section(sizes, batch_sizes, d),
         "runs_per_program": lambda d: runs_section(
@@ -449,11 +461,16 @@ def main(argv: Sequence[str]) -> None:
     if fv.pipeline_child:
         pipeline_child(json.loads(fv.pipeline_child))
         return
-    unknown = set(fv.sections) - set(SECTIONS)
+    if any("=" not in item for item in fv.section_budgets):
+        raise cli.UserError(f"--section_budgets wants name=seconds, got {fv.section_budgets}")
+    budgets = dict(item.split("=", 1) for item in fv.section_budgets)
+    unknown = (set(fv.sections) | set(budgets)) - set(SECTIONS[1:-1])
     if unknown:
-        raise cli.UserError(f"unknown --sections {sorted(unknown)}: use {SECTIONS[1:-1]}")
+        raise cli.UserError(f"unknown section(s) {sorted(unknown)}: use {SECTIONS[1:-1]}")
+    if fv.tiny:  # this process's own steps too: the backend has not started yet
+        os.environ["XLA_FLAGS"] = child_xla_flags(True)
     run(fv.json, fv.tiny, fv.budget_s, [int(x) for x in fv.batch_sizes or []] or None,
-        fv.sections, fv.workdir)
+        fv.sections, fv.workdir, {k: float(v) for k, v in budgets.items()})
 
 
 if __name__ == "__main__":
