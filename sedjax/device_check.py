@@ -288,7 +288,9 @@ def child_xla_flags(tiny: bool) -> str:
     tiny check is compiles, mostly). Set in the child's environment only: os.environ changed
     here would reach every later subprocess of the caller (a test session's included) and
     change their numbers."""
-    return " ".join([os.environ.get("XLA_FLAGS", ""), *(FAST_COMPILE if tiny else ())]).strip()
+    flags_now = os.environ.get("XLA_FLAGS", "")
+    added = [f for f in (FAST_COMPILE if tiny else ()) if f not in flags_now.split()]
+    return " ".join([flags_now, *added]).strip()  # once, though the command set them already
 
 
 def _run_child(spec: dict, timeout: float) -> dict:
