@@ -112,9 +112,13 @@ def get_config() -> ml_collections.ConfigDict:
     # frames -> clip output: 'mean' (the seed), 'max', 'linear_softmax' or 'attention'
     m.pooling = "mean"
     m.dtype = "float32"  # compute dtype of matmuls/convs ('bfloat16' keeps float32 params)
-    # 'xla' (lax.conv), 'im2col' (one matmul over 9 shifted inputs: the same numbers, faster on
-    # CPU) or 'auto' (im2col on CPU, xla on GPU/TPU)
+    # 'xla' (lax.conv), 'im2col' (one matmul over 9 shifted inputs: the same numbers; faster on
+    # CPU with jax < 0.10) or 'auto' (xla)
     m.conv_impl = "auto"
+    # training computes the first block's conv + BatchNorm as one conv whose kernel and bias
+    # fold in the batch's statistics, found from its input patches' moments (the same function
+    # to float rounding; sedjax.models.crnn.folded_conv_and_norm): a speed knob
+    m.fold_batch_norm = True
 
     # ---- training, shared by both passes ----------------------------------------------------
     def pass_config(batch_size: int) -> ml_collections.ConfigDict:
@@ -200,4 +204,8 @@ def get_config() -> ml_collections.ConfigDict:
     r.ordered_reductions = True
     r.predict_batch_size = 128  # clips per prediction step on the test/eval splits
     r.piano_roll_clips = 4  # test clips drawn in piano_roll.png
+    # JAX's persistent compilation cache: 'default' (~/.cache/sedjax/jax_compilation, or under
+    # $SEDJAX_CACHE_DIR / $XDG_CACHE_HOME), a folder, or '' (off); a second run of a config
+    # loads its compiled programs (sedjax/runtime/compilation_cache.py)
+    r.compilation_cache = "default"
     return c

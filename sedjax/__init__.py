@@ -1,3 +1,8 @@
 """sedjax: sound event detection in JAX/Flax."""
 
+from sedjax.runtime import xla_flags as _xla_flags
+
+# before jax starts a backend (importing sedjax imports no jax): see the module's docstring
+_xla_flags.apply()
+
 __version__ = "0.1.0"

@@ -259,7 +259,8 @@ def pipeline_child(spec: dict) -> None:
     config = pipeline_config(spec["config"], spec["recipe"], spec["epochs"], spec["synthetic"])
     full = pipeline_config(spec["config"], spec["recipe"], None, spec["synthetic"])
     summary = run_lib.train_and_evaluate(config, spec["workdir"])
-    out = {"timings_s": summary["timings_s"], "devices": summary["devices"],
+    out = {"timings_s": summary["timings"]["stages_s"],
+           "compile_s": summary["timings"]["compile_s"], "devices": summary["devices"],
            "synthetic_sizes": {k: int(v) for k, v in config.data.synthetic.items()
                                if k.startswith("num_") and k != "num_workers"},
            "test_event_f1_macro": summary["test"]["event_based"]["f_measure_macro"],
@@ -276,7 +277,7 @@ def pipeline_child(spec: dict) -> None:
                                 "seconds_per_epoch": per_epoch, "configured_epochs": configured,
                                 "extrapolated_s": per_epoch and per_epoch * configured}
         extrapolated += (per_epoch or 0.0) * configured
-    fixed = sum(v for k, v in summary["timings_s"].items() if k != "training")
+    fixed = sum(v for k, v in summary["timings"]["stages_s"].items() if k != "training")
     out["extrapolated_training_s"] = extrapolated
     out["extrapolated_total_s"] = extrapolated + fixed
     with open(spec["out"], "w") as f:

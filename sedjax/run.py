@@ -34,10 +34,8 @@ the test split's labels are read only by the scoring stage, once, at the end.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pathlib
-import time
 
 import jax
 import numpy as np
@@ -50,18 +48,10 @@ from sedjax.metrics import csebbs, postprocess, psds, tuning
 from sedjax.models import crnn
 from sedjax.recipes import common
 from sedjax.reporting import outputs, plots, run_report, summary, tensorboard
-from sedjax.runtime import files, sharding, workdir_lock
+from sedjax.runtime import compilation_cache, files, sharding, timings, workdir_lock
 from sedjax.train import checkpoint
 
 SCORED_SPLITS = ("validation", "test", "eval")  # predicted and scored, in this order
-
-
-@contextlib.contextmanager
-def _timed(timings: dict, name: str):
-    """Records the wall time of the block into timings[name] (seconds)."""
-    start = time.time()
-    yield
-    timings[name] = round(time.time() - start, 2)
 
 
 def data_layout(config) -> str:
@@ -73,6 +63,15 @@ def data_layout(config) -> str:
 
 def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
     """Dataset splits (real or synthetic) and their features: ({split: Split}, {split: arrays})."""
+    with timings.stage("data"):
+        splits = list_data(config, workdir)
+    with timings.stage("features"):
+        return load_features(config, workdir, splits)
+
+
+def list_data(config, workdir: pathlib.Path) -> dict:
+    """The dataset's splits ({name: Split}): generated first for a synthetic dataset, other
+    sample rates converted once when data.resample_cache."""
     root = data_root(config, workdir)
     if config.data.dataset == "synthetic":
         if sharding.is_primary():  # one writer; the others read it once it is complete
@@ -98,6 +97,13 @@ def load_data(config, workdir: pathlib.Path) -> tuple[dict, dict]:
         if not primary:  # every copy exists now: the same paths, nothing written
             splits = {n: resample.cached_split(s, config.features, where)
                       for n, s in splits.items()}
+    return splits
+
+
+def load_features(config, workdir: pathlib.Path, splits: dict) -> tuple[dict, dict]:
+    """The splits' log-mel features (computed once into workdir/features), clips whose audio
+    cannot be read dropped from both: ({split: Split}, {split: SplitArrays})."""
+    primary = sharding.is_primary()
     arrays = {}
     source = audio_source(config, workdir)
     for name, split in list(splits.items()):
@@ -221,42 +227,46 @@ def train_and_evaluate(config, workdir) -> dict:
     recipe = recipes.get(config.recipe)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    with workdir_lock.hold(workdir, primary=sharding.is_primary()):
-        return _train_and_evaluate(config, workdir, recipe, mesh)
+    # before the run's first compilation (JAX looks for a cache once per process)
+    compilation_cache.enable(config.runtime.get("compilation_cache", ""))
+    with workdir_lock.hold(workdir, primary=sharding.is_primary()), timings.recording() as rec:
+        summary = _train_and_evaluate(config, workdir, recipe, mesh)
+        if summary:  # process 0: the finished timings, also into results.json
+            summary = run_report.final_timings(workdir, summary, rec.to_json())
+            print(timings.line(summary["timings"]))
+        return summary
 
 
 def _train_and_evaluate(config, workdir: pathlib.Path, recipe, mesh) -> dict:
-    timings: dict = {}
-    with _timed(timings, "data"):
-        splits, arrays = load_data(config, workdir)
+    splits, arrays = load_data(config, workdir)
     if sharding.is_primary():  # outputs of other values moved aside; config.json written
         stages.reconcile(config, workdir, recipe.picks_on_events(
             config, common.VALIDATION in splits))
     sharding.sync("config")
-    stats = normalization_stats(config, splits, arrays, workdir)
+    with timings.stage("statistics"):
+        stats = normalization_stats(config, splits, arrays, workdir)
     logging.info("devices: %d x %s", sharding.num_shards(mesh), jax.devices()[0].device_kind)
     batches = {name: pipeline.Batches(a, mesh, stats, config.runtime)
                for name, a in arrays.items()}
     inputs = common.Inputs(config, splits, arrays, batches, mesh, stats, workdir)
     scored = [n for n in SCORED_SPLITS if n in splits]
-    training = train_and_predict(recipe, inputs, scored, timings)
+    training = train_and_predict(recipe, inputs, scored)
     sharding.sync("predictions")
     if not sharding.is_primary():  # scoring and reports read the predictions process 0 wrote
         logging.info("process %d: done; process 0 scores and reports", jax.process_index())
         return {}
     dirs, results, curves = inputs.run_dirs, [], []
-    with _timed(timings, "evaluation"):
-        for d, t in zip(dirs, training):
-            splits_results, split_curves, used = score_run(config, d, recipe, splits, arrays,
-                                                           scored)
-            results.append(summary.RunResults(splits_results, used, t, timings,
-                                              sharding.num_shards(mesh)))
-            curves.append(split_curves)
-    return run_report.report(workdir, dirs, results, curves,
-                             {n: len(s) for n, s in splits.items()})
+    for d, t in zip(dirs, training):
+        splits_results, split_curves, used = score_run(config, d, recipe, splits, arrays, scored)
+        results.append(summary.RunResults(splits_results, used, t, timings.current().to_json(),
+                                          sharding.num_shards(mesh)))
+        curves.append(split_curves)
+    with timings.stage("reporting"):
+        return run_report.report(workdir, dirs, results, curves,
+                                 {n: len(s) for n, s in splits.items()})
 
 
-def train_and_predict(recipe, inputs: common.Inputs, scored: list, timings: dict
+def train_and_predict(recipe, inputs: common.Inputs, scored: list
                       ) -> list[summary.TrainingSummary]:
     """Trains the recipe and writes each run's frame probabilities of the scored splits and its
     model; skipped when an earlier program did both. Returns the runs' training summaries."""
@@ -272,13 +282,13 @@ def train_and_predict(recipe, inputs: common.Inputs, scored: list, timings: dict
     primary = sharding.is_primary()
     if primary:  # scalars per epoch for `tensorboard --logdir WORKDIR`, from process 0 only
         inputs.writer = tensorboard.SummaryWriter(workdir / "tensorboard")
-    with _timed(timings, "training"):
+    with timings.stage("training"):
         try:
             trained = recipe.train(inputs)
         finally:
             if inputs.writer is not None:
                 inputs.writer.close()
-    with _timed(timings, "predict"):
+    with timings.stage("predict"):
         for name in scored:  # every process predicts (a collective); one writes
             for d, probs in zip(dirs, predict_frames(inputs, trained.state, name)):
                 if primary:
@@ -317,17 +327,20 @@ def score_run(config, run_dir: pathlib.Path, recipe, splits: dict, arrays: dict,
     the test split into run_dir) after the post-processing is chosen on validation; returns
     ({split: results}, {split: curves}, the post-processing used)."""
     pred_dir = run_dir / "predictions"
-    config, tuned = choose_postprocess(config, run_dir, splits, arrays)
+    with timings.stage("postprocess"):
+        config, tuned = choose_postprocess(config, run_dir, splits, arrays)
     results, curves = {}, {}
     for name in scored:
-        probs = np.load(pred_dir / f"{name}_probs.npy")
-        results[name], curves[name], events = score_split(
-            config, splits[name], arrays[name], probs, pred_dir / f"{name}_events.csv")
-        if curves[name]:
-            psds.save_curves(pred_dir / f"{name}_psd_roc.npz", curves[name])
+        with timings.stage("scoring"):
+            probs = np.load(pred_dir / f"{name}_probs.npy")
+            results[name], curves[name], events = score_split(
+                config, splits[name], arrays[name], probs, pred_dir / f"{name}_events.csv")
+            if curves[name]:
+                psds.save_curves(pred_dir / f"{name}_psd_roc.npz", curves[name])
         if name == "test":
-            outputs.optional("the training curves and piano rolls", lambda: plot_run(
-                config, run_dir, recipe.stages, splits[name], arrays[name], probs, events))
+            with timings.stage("reporting"):
+                outputs.optional("the training curves and piano rolls", lambda: plot_run(
+                    config, run_dir, recipe.stages, splits[name], arrays[name], probs, events))
     used = {"threshold": config.postprocess.threshold,
             "median_filter": tuning.configured_lengths(config),
             "tuned_on": None if tuned is None else tuned["tuned_on"]}

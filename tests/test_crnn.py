@@ -1,5 +1,7 @@
 """The CRNN: the Keras baseline's size, output shapes, and equal numbers across conv paths."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -133,3 +135,73 @@ def test_the_gru_reads_the_whole_sequence_in_both_directions():
     assert float(jnp.abs(y_last[0, 0, 8:] - y[0, 0, 8:]).max()) > 1e-4  # backward half
     np.testing.assert_allclose(y_first[0, 1:, 8:], y[0, 1:, 8:], atol=1e-6)  # causal halves
     np.testing.assert_allclose(y_last[0, :-1, :8], y[0, :-1, :8], atol=1e-6)
+
+
+def _block(fold: bool, ordered: bool = False, features: int = 8):
+    return crnn.ConvBlock(features, (3, 3), (2, 4), 0.0, 0.9, 1e-3, "xla",
+                          ordered_reductions=ordered, fold_batch_norm=fold)
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_the_folded_first_block_trains_as_conv_then_batch_norm(ordered):
+    # inputs far from mean 0 / std 1 and edges whose zero padding counts in the moments
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 40, 16, 1)) * 3 + 1.5,
+                    jnp.float32)
+    variables = _block(False).init(jax.random.PRNGKey(0), x, False)
+    folded_vars = _block(True).init(jax.random.PRNGKey(0), x, False)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(
+        lambda a, b: a.shape == b.shape and bool((a == b).all()), variables, folded_vars))
+    # a trained-looking kernel and BatchNorm scale, not the init's
+    params = jax.tree_util.tree_map(lambda p: p + 0.3 * jnp.cos(jnp.arange(p.size).reshape(
+        p.shape)), variables["params"])
+
+    def loss(fold, p):
+        y, updated = _block(fold, ordered).apply({**variables, "params": p}, x, True,
+                                                 mutable=["batch_stats"])
+        return (y * jnp.sin(jnp.arange(y.size).reshape(y.shape))).sum(), (y, updated)
+    (_, (y, stats)), grads = jax.value_and_grad(functools.partial(loss, False),
+                                                has_aux=True)(params)
+    (_, (yf, statsf)), gradsf = jax.value_and_grad(functools.partial(loss, True),
+                                                   has_aux=True)(params)
+    np.testing.assert_allclose(yf, y, atol=2e-5)
+    for name in ("mean", "var"):
+        np.testing.assert_allclose(statsf["batch_stats"]["BatchNorm_0"][name],
+                                   stats["batch_stats"]["BatchNorm_0"][name], rtol=1e-5,
+                                   atol=1e-6)
+    for path, g in (("Conv_0", "kernel"), ("BatchNorm_0", "scale"), ("BatchNorm_0", "bias")):
+        want, got = grads[path][g], gradsf[path][g]
+        np.testing.assert_allclose(got, want, atol=1e-4 * float(jnp.abs(want).max()))
+    # a conv bias is undone by BatchNorm: no gradient reaches it either way
+    assert float(jnp.abs(gradsf["Conv_0"]["bias"]).max()) < 1e-3 * float(
+        jnp.abs(grads["Conv_0"]["kernel"]).max())
+    # evaluation uses the running statistics, folded or not: the same program
+    ev = [_block(f).apply(variables, x, False) for f in (False, True)]
+    np.testing.assert_array_equal(ev[0], ev[1])
+
+
+def test_only_the_one_channel_block_in_training_folds():
+    x1, x8 = jnp.zeros((1, 4, 4, 1)), jnp.zeros((1, 4, 4, 8))
+    assert crnn.folds_batch_norm(_block(True), x1, train=True)
+    assert not crnn.folds_batch_norm(_block(True), x1, train=False)
+    assert not crnn.folds_batch_norm(_block(True), x8, train=True)
+    assert not crnn.folds_batch_norm(_block(False), x1, train=True)
+    im2col = crnn.ConvBlock(8, (3, 3), (2, 4), 0.0, 0.9, 1e-3, "im2col", fold_batch_norm=True)
+    assert not crnn.folds_batch_norm(im2col, x1, train=True)
+
+
+def test_max_pool_gradient_goes_to_each_window_maximum():
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 6, 8, 3)), jnp.float32)
+    g = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 2, 3)), jnp.float32)
+    pooled, vjp = jax.vjp(lambda v: crnn.max_pool(v, (2, 4)), x)
+    want_pooled, want_vjp = jax.vjp(
+        lambda v: nn.max_pool(v, (2, 4), strides=(2, 4)), x)
+    np.testing.assert_array_equal(pooled, want_pooled)
+    np.testing.assert_allclose(vjp(g)[0], want_vjp(g)[0], atol=1e-6)
+    assert int((vjp(g)[0] != 0).sum()) == g.size  # one element per window, no ties here
+
+
+def test_relu_after_the_pool_is_the_block_of_relu_before_it():
+    # ConvBlock pools before its ReLU: a monotonic function commutes with the max
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 8, 8, 4)), jnp.float32)
+    np.testing.assert_array_equal(nn.relu(crnn.max_pool(x, (2, 4))),
+                                  crnn.max_pool(nn.relu(x), (2, 4)))

@@ -48,6 +48,17 @@ def test_a_tiny_run_trains_both_models_and_scores(finished):
     assert probs.shape == (8, 125, 10)  # x4 time pooling
     results = json.loads((path / "results.json").read_text())
     assert 0.0 <= results["test"]["segment_based"]["f_measure_macro"] <= 1.0
+    # where the time went: every stage, compilation apart, both epochs
+    t = results["timings"]
+    assert list(t["stages_s"]) == ["data", "features", "statistics", "training", "predict",
+                                   "postprocess", "scoring", "reporting"]
+    assert sum(t["stages_s"].values()) <= t["total_s"] + 0.1
+    assert 0 < t["compile_by_stage_s"]["training"] <= t["stages_s"]["training"]
+    epochs = t["epochs"]["mean_teacher"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert epochs[0]["compile_s"] > epochs[1]["compile_s"]  # the step compiles in epoch 1
+    assert t["cache_hits"] + t["cache_misses"] > 0  # the session's cache (conftest) is on
+    assert f"total {t['total_s']:.1f}, of which compiling {t['compile_s']:.1f}" in proc.stdout
 
 
 def test_killed_and_resumed_run_gives_the_same_scores(finished, tmp_path):
@@ -70,6 +81,8 @@ def test_killed_and_resumed_run_gives_the_same_scores(finished, tmp_path):
     before = json.loads((path / "results.json").read_text())
     after = json.loads((workdir / "results.json").read_text())
     assert after["test"] == before["test"]
+    # the same programs as the first run's: loaded from the session's cache, not compiled
+    assert after["timings"]["cache_hits"] > 0
     np.testing.assert_array_equal(np.load(path / "predictions" / "test_probs.npy"),
                                   np.load(workdir / "predictions" / "test_probs.npy"))
 

@@ -23,7 +23,7 @@ ROOT = pathlib.Path(__file__).parents[1]
 def _strip(d):
     """A results/training JSON without wall times (the one thing a resumed run may change)."""
     if isinstance(d, dict):
-        return {k: _strip(v) for k, v in d.items() if k not in ("seconds", "timings_s")}
+        return {k: _strip(v) for k, v in d.items() if k not in ("seconds", "timings", "timings_s")}
     if isinstance(d, list):
         return [_strip(v) for v in d]
     return d

@@ -32,6 +32,7 @@ SCORING_ONLY = ("postprocess.tune", "evaluation.psds")
 # change nothing a stage computes (speed, logging and pictures)
 NO_EFFECT = ("runtime.piano_roll_clips", "runtime.log_every_epochs", "runtime.prefetch",
              "runtime.features_on_device", "runtime.device_memory_fraction",
+             "runtime.compilation_cache",
              "data.synthetic.num_workers", "features.num_workers", "features.batch_size")
 # workdir entries that are not training outputs: inputs, caches, this module's own
 REPLACED = "replaced"

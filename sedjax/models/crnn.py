@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sedjax.models.batch_norm import BatchNorm
+from sedjax.models.dropout import Dropout
+from sedjax.runtime import sharding
 
 glorot = nn.initializers.glorot_uniform()  # Keras' default for conv, dense and GRU kernels
 
@@ -54,14 +56,38 @@ class Im2ColConv(nn.Module):
 def max_pool(x, pool):
     """Non-overlapping max-pool (window = stride) as reshape + max.
 
-    The same numbers as nn.max_pool; its gradient is a cheap mask instead of XLA's
-    select-and-scatter, which is several times slower on CPU.
+    The same numbers as nn.max_pool; its gradient (_window_max) is one compare-and-select
+    instead of XLA's select-and-scatter or the reduce-max gradient's tie counting, each
+    several times slower on CPU.
     """
     b, t, f, c = x.shape
     pt, pf = pool
     if t % pt or f % pf:
         return nn.max_pool(x, pool, strides=pool)
-    return x.reshape(b, t // pt, pt, f // pf, pf, c).max(axis=(2, 4))
+    return _window_max(x.reshape(b, t // pt, pt, f // pf, pf, c))
+
+
+@jax.custom_vjp
+def _window_max(windows):
+    """(B, T', pt, F', pf, C) -> (B, T', F', C): the max of each window."""
+    return windows.max(axis=(2, 4))
+
+
+def _window_max_fwd(windows):
+    out = _window_max(windows)
+    return out, (windows, out)
+
+
+def _window_max_bwd(saved, g):
+    # the gradient goes to every element equal to its window's max; a tie (two equal floats
+    # in one window) gets it twice where jax's max would split it, which is why max_pool
+    # comes before the ReLU in ConvBlock: ties at the ReLU's 0 would otherwise be common
+    windows, out = saved
+    hit = windows == out[:, :, None, :, None, :]
+    return (jnp.where(hit, g[:, :, None, :, None, :], jnp.zeros((), g.dtype)),)
+
+
+_window_max.defvjp(_window_max_fwd, _window_max_bwd)
 
 
 def conv_and_norm(block: "ConvBlock", x, train: bool, kernel_init=glorot,
@@ -84,8 +110,98 @@ def conv_and_norm(block: "ConvBlock", x, train: bool, kernel_init=glorot,
                 axis_name=block.axis_name if train else None)(x)
 
 
+class _ConvParams(nn.Module):
+    """nn.Conv's parameters (kernel (kh, kw, cin, cout), bias) without its convolution: named
+    Conv_0 in a block, the folded block has the parameters of the unfolded one."""
+
+    features: int
+    kernel_size: Sequence[int]
+    kernel_init: Any = glorot
+    bias_init: Any = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, cin: int):
+        kernel = self.param("kernel", self.kernel_init,
+                            (*self.kernel_size, cin, self.features), jnp.float32)
+        return kernel, self.param("bias", self.bias_init, (self.features,), jnp.float32)
+
+
+class _NormVariables(nn.Module):
+    """BatchNorm's variables (scale, bias; running mean and var) without its normalization."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self):
+        shape = (self.features,)
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(shape, jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(shape, jnp.float32))
+        scale = self.param("scale", nn.initializers.ones, shape, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, shape, jnp.float32)
+        return scale, bias, ra_mean, ra_var
+
+
+def same_patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
+    """(B, T, F) -> (B, T, F, kh * kw): each position's 'same'-padded kh x kw neighbourhood,
+    in the order of a (kh, kw, 1, C) kernel's rows."""
+    ph, pw = (kh - 1) // 2, (kw - 1) // 2
+    xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw)))
+    t, f = x.shape[1], x.shape[2]
+    return jnp.stack([xp[:, i:i + t, j:j + f] for i in range(kh) for j in range(kw)], axis=-1)
+
+
+def folded_conv_and_norm(block: "ConvBlock", x):
+    """conv_and_norm in training for a one-channel input, BatchNorm folded into the conv.
+
+    Why: the first block's output (B, T, F, 64) is the model's largest tensor; conv then
+    BatchNorm passes over it ~10 times (conv, moments, normalization and their gradients)
+    and took most of the demo's CPU step. The conv output z = P w + b is linear in the 9
+    values of each input patch P, so its batch mean and variance follow from the patches'
+    first two moments (9 and 9 x 9 numbers): mean = E[P] w + b, var = w' Cov(P) w. The
+    normalized output is then one convolution with the kernel scaled by s = scale /
+    sqrt(var + eps) and the bias (b - mean) s + beta. The same function, parameters and
+    running statistics as conv_and_norm (to float rounding); the gradient reaches the kernel
+    through the scaled conv and the analytic moments, as it does through BatchNorm's.
+    """
+    kh, kw = tuple(block.kernel_size)
+    kernel, conv_bias = _ConvParams(block.features, (kh, kw), name="Conv_0")(x.shape[-1])
+    scale, beta, ra_mean, ra_var = _NormVariables(block.features, name="BatchNorm_0")()
+    patches = same_patches(x[..., 0].astype(jnp.float32), kh, kw).reshape(-1, kh * kw)
+    count = patches.shape[0]
+    moments = jnp.concatenate([patches.mean(0), (patches.T @ patches / count).reshape(-1)])
+    # the patches are data: no gradient flows into their moments
+    moments = jax.lax.stop_gradient(moments)
+    if block.axis_name is not None and not block.is_initializing():  # the global batch's
+        moments = (sharding.ordered_mean(moments, block.axis_name) if block.ordered_reductions
+                   else jax.lax.pmean(moments, block.axis_name))
+    m1 = moments[:kh * kw]
+    cov = moments[kh * kw:].reshape(kh * kw, kh * kw) - jnp.outer(m1, m1)
+    w = kernel.reshape(kh * kw, block.features)
+    mean = m1 @ w + conv_bias
+    var = jnp.maximum(0.0, jnp.einsum("ic,ij,jc->c", w, cov, w))
+    if not block.is_initializing():
+        ra_mean.value = block.bn_momentum * ra_mean.value + (1 - block.bn_momentum) * mean
+        ra_var.value = block.bn_momentum * ra_var.value + (1 - block.bn_momentum) * var
+    s = scale * jax.lax.rsqrt(var + block.bn_epsilon)
+    y = jax.lax.conv_general_dilated(x.astype(block.dtype), (kernel * s).astype(block.dtype),
+                                     (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + ((conv_bias - mean) * s + beta).astype(block.dtype)
+
+
+def folds_batch_norm(block: "ConvBlock", x, train: bool) -> bool:
+    """Whether the block computes conv + BatchNorm as folded_conv_and_norm: in training,
+    with model.fold_batch_norm, XLA's conv and a one-channel input (the first block)."""
+    return (train and block.fold_batch_norm and x.shape[-1] == 1
+            and resolve_conv_impl(block.conv_impl) == "xla")
+
+
 class ConvBlock(nn.Module):
-    """Conv 3x3 same -> BatchNorm -> ReLU -> max-pool over frequency -> Dropout."""
+    """Conv 3x3 same -> BatchNorm -> ReLU -> max-pool over frequency -> Dropout.
+
+    Computed as max-pool then ReLU: the same numbers (ReLU is monotonic, so it commutes with
+    the max), with the ReLU and its gradient on a tensor pool-size times smaller.
+    """
 
     features: int
     kernel_size: Sequence[int]
@@ -97,13 +213,16 @@ class ConvBlock(nn.Module):
     dtype: Any = jnp.float32
     axis_name: str | None = None
     ordered_reductions: bool = False
+    fold_batch_norm: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = conv_and_norm(self, x, train)
-        x = nn.relu(x)
-        x = max_pool(x, tuple(self.pool))
-        return nn.Dropout(self.dropout, deterministic=not train)(x)
+        if folds_batch_norm(self, x, train):
+            x = folded_conv_and_norm(self, x)
+        else:
+            x = conv_and_norm(self, x, train)
+        x = nn.relu(max_pool(x, tuple(self.pool)))
+        return Dropout(self.dropout, deterministic=not train)(x)
 
 
 class BiGRU(nn.Module):
@@ -168,6 +287,7 @@ class CRNN(nn.Module):
     dtype: Any = jnp.float32
     axis_name: str | None = None
     ordered_reductions: bool = False  # see sedjax.runtime.sharding.device_mean
+    fold_batch_norm: bool = True  # the first block's BatchNorm folded into its conv (training)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -175,11 +295,11 @@ class CRNN(nn.Module):
         for features, pool in zip(self.conv_features, self.pool_sizes):
             x = ConvBlock(features, self.conv_kernel, pool, self.conv_dropout, self.bn_momentum,
                           self.bn_epsilon, self.conv_impl, self.dtype, self.axis_name,
-                          self.ordered_reductions)(x, train)
+                          self.ordered_reductions, self.fold_batch_norm)(x, train)
         b, t, f, c = x.shape
         x = x.reshape(b, t, f * c)  # frequency pooled to 1: (B, T', 64)
         # Keras' GRU input dropout: one mask per sequence, shared by all time steps
-        x = nn.Dropout(self.gru_input_dropout, broadcast_dims=(1,), deterministic=not train)(x)
+        x = Dropout(self.gru_input_dropout, broadcast_dims=(1,), deterministic=not train)(x)
         x = BiGRU(self.gru_units, self.gru_unroll, self.dtype)(x)
         logits = nn.Dense(self.num_classes, kernel_init=glorot, dtype=self.dtype)(x)
         frames = nn.sigmoid(logits.astype(jnp.float32))
@@ -211,7 +331,8 @@ def from_config(model_config, num_classes: int, axis_name: str | None = None,
                 gru_units=m.gru_units, gru_input_dropout=m.gru_input_dropout,
                 gru_unroll=m.gru_unroll, pooling=m.pooling, conv_impl=m.conv_impl,
                 dtype=jnp.dtype(m.dtype), axis_name=axis_name,
-                ordered_reductions=ordered_reductions)
+                ordered_reductions=ordered_reductions,
+                fold_batch_norm=m.get("fold_batch_norm", True))
 
 
 def time_pooling(model_config) -> int:
@@ -233,10 +354,9 @@ def frame_seconds(config) -> float:
 
 
 def resolve_conv_impl(conv_impl: str) -> str:
-    """'auto' -> 'im2col' on CPU (XLA's CPU conv backward is slow), 'xla' elsewhere (cuDNN)."""
-    if conv_impl != "auto":
-        return conv_impl
-    return "im2col" if jax.default_backend() == "cpu" else "xla"
+    """'auto' -> 'xla' (lax.conv) everywhere: with jax >= 0.10 XLA's CPU convolutions (and
+    their gradients) beat im2col's matmul, 1.4x on the demo's step (README, "Speed")."""
+    return "xla" if conv_impl == "auto" else conv_impl
 
 
 def count_params(params) -> int:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sedjax.models import crnn
+from sedjax.models.dropout import Dropout
 
 
 def torch_uniform(fan_in: int):
@@ -68,7 +69,7 @@ class GatedConvBlock(crnn.ConvBlock):
         gate = torch_uniform(self.features)
         x = nn.Dense(self.features, kernel_init=gate, bias_init=gate, dtype=self.dtype,
                      name="glu")(x) * nn.sigmoid(x)
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = Dropout(self.dropout, deterministic=not train)(x)
         return avg_pool(x, tuple(self.pool))
 
 
@@ -161,7 +162,7 @@ class DesedCRNN(nn.Module):
                 [TorchGRU(self.gru_units, reverse, self.gru_unroll, self.dtype,
                           name=f"gru{layer}_{'backward' if reverse else 'forward'}")(x)
                  for reverse in (False, True)], axis=-1)
-        x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
+        x = Dropout(self.head_dropout, deterministic=not train)(x)
         init = torch_uniform(x.shape[-1])
         logits = nn.Dense(self.num_classes, kernel_init=init, bias_init=init, dtype=self.dtype,
                           name="dense")(x)

@@ -56,7 +56,7 @@ def report(workdir: pathlib.Path, dirs: list, results: list[RunResults], curves:
         return r.to_json()
     scored = list(results[0].splits)
     summary = run_tables.summary(results[0].training.recipe, dirs, results, scored,
-                                 results[0].timings_s, results[0].devices)
+                                 results[0].timings, results[0].devices)
     outputs.write_results(workdir, summary)
     text = run_tables.format_table(summary, scored)
     files.write_text(workdir / "results.txt", text + "\n")
@@ -64,6 +64,19 @@ def report(workdir: pathlib.Path, dirs: list, results: list[RunResults], curves:
     if "validation" in scored:
         print(run_tables.validation_line(summary, clips["validation"]))
     print(run_tables.f1_line(summary, clips["test"], workdir))
+    return summary
+
+
+def final_timings(workdir: pathlib.Path, summary: dict, timings: dict) -> dict:
+    """`summary` (what workdir/results.json holds) with the run's finished timings, which
+    replace those in workdir/results.json and, for K runs, in each run folder's."""
+    summary = {**summary, "timings": timings}
+    outputs.write_results(workdir, summary)
+    for run in summary.get("runs", []) if "num_runs" in summary else []:
+        path = workdir / run["dir"] / outputs.RESULTS_FILENAME
+        data = outputs.read_json(path)
+        if data is not None:
+            outputs.write_results(path.parent, {**data, "timings": timings})
     return summary
 
 

@@ -35,7 +35,7 @@ def summary(recipe: str, dirs: list, results: list[RunResults], scored: list, ti
         for metric in HEADLINE:
             for key, value in spread([r[name][metric] for r in runs]).items():
                 out[key][name][metric] = value
-    return {**out, "timings_s": timings, "devices": devices}
+    return {**out, "timings": timings, "devices": devices}
 
 
 def format_table(summary: dict, scored: list) -> str:

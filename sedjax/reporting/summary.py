@@ -86,12 +86,13 @@ class TrainingSummary:
 @dataclasses.dataclass
 class RunResults:
     """One run's results.json: per scored split the sed_eval and threshold-independent scores,
-    the post-processing used, the training summary, stage timings and the device count."""
+    the post-processing used, the training summary, timings (sedjax.runtime.timings; the
+    finished ones replace these once the run reported) and the device count."""
 
     splits: dict[str, dict]
     postprocess: dict
     training: TrainingSummary
-    timings_s: dict
+    timings: dict
     devices: int
 
     def headline(self, split: str) -> dict:
@@ -99,4 +100,4 @@ class RunResults:
 
     def to_json(self) -> dict:
         return {**self.splits, "postprocess": self.postprocess, **self.training.to_json(),
-                "timings_s": self.timings_s, "devices": self.devices}
+                "timings": self.timings, "devices": self.devices}

@@ -35,7 +35,7 @@ from absl import logging
 from tqdm import tqdm
 
 from sedjax.data import pipeline
-from sedjax.runtime import cli, preemption, sharding
+from sedjax.runtime import cli, preemption, sharding, timings
 from sedjax.train import checkpoint
 
 # orbax step of a `latest` checkpoint: STEPS_PER_EPOCH * (epoch + 1) after a finished epoch,
@@ -219,13 +219,16 @@ def fit(name: str, state, num_epochs: int, stopping: EarlyStopping, train_epoch:
                    disable=None, initial=last + 1, total=num_epochs)
         with preemption.deferred_signals():
             for epoch in bar:
-                start = time.time()
+                start, compiled = time.time(), timings.compile_seconds()
                 state, sums = _epoch(name, train_epoch, state, epoch, position, save_partial,
                                      directory)
                 position = None
                 _check_finite(name, epoch, sums.pop("first_nonfinite_step", None), last,
                               directory)
+                trained = time.time()
                 scores = [float(s) for s in validate(state)]
+                timings.epoch(name, epoch + 1, trained - start, time.time() - trained,
+                              timings.compile_seconds() - compiled)
                 improved = _record_epoch(name, loops, stopping, epoch, sums, scores,
                                          round(time.time() - start, 2), writer, constants)
                 last = epoch
