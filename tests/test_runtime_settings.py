@@ -85,5 +85,9 @@ def test_a_second_process_loads_the_compiled_programs_from_the_cache(tmp_path):
             "print(rec.cache['cache_hits'], rec.cache['cache_misses'])\n")
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout.split() for _ in range(2)]
-    assert runs[0] == ["0", "1"] and runs[1] == ["1", "0"]
+    # the first compiles every program (the jitted function and jnp.ones' own) and writes
+    # it; the second loads each one
+    hits, misses = int(runs[0][0]), int(runs[0][1])
+    assert hits == 0 and misses >= 1
+    assert runs[1] == [str(misses), "0"]
     assert any((tmp_path / "cache").iterdir())
