@@ -95,7 +95,9 @@ def test_one_and_four_devices_give_the_same_student_and_teacher():
                             jax.tree_util.tree_leaves(getattr(b, tree))):
                 np.testing.assert_allclose(x, y, atol=2e-5, err_msg=tree)
         for key in ("loss_sum", "weak_sum", "strong_sum", "consistency_sum"):
-            np.testing.assert_allclose(sa[key] / sa["count"], sb[key] / sb["count"], rtol=1e-4)
+            # atol: the first step's consistency is float32 noise (~1e-14): student == teacher
+            np.testing.assert_allclose(sa[key] / sa["count"], sb[key] / sb["count"], rtol=1e-4,
+                                       atol=1e-9)
 
 
 def test_the_teacher_follows_the_student_by_ema_and_the_losses_are_reported():

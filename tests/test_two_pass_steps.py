@@ -71,9 +71,13 @@ def test_one_and_four_devices_give_the_same_params(clip_level, resident):
             np.testing.assert_allclose(x, y, atol=1e-5, err_msg=jax.tree_util.keystr(path))
     # the steps did move the weights and the running statistics
     _, init, _ = _setup(jax.devices()[:1], clip_level)
-    moved = [np.abs(np.asarray(x) - np.asarray(y)).max() for x, y in
-             zip(jax.tree_util.tree_leaves(init.params), jax.tree_util.tree_leaves(one.params))]
-    assert min(moved) > 0
+    moved = {jax.tree_util.keystr(path): np.abs(np.asarray(x) - np.asarray(y)).max()
+             for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(init.params),
+                                     jax.tree_util.tree_leaves(one.params))}
+    # The first block's BatchNorm is folded into its conv in training (model.fold_batch_norm):
+    # the conv's bias cancels in the batch mean, so its gradient is exactly 0 and it stays put.
+    assert moved.pop("['ConvBlock_0']['Conv_0']['bias']") == 0
+    assert min(moved.values()) > 0, moved
     assert int(one.step) == 3
 
 
