@@ -119,6 +119,10 @@ def get_config() -> ml_collections.ConfigDict:
     # fold in the batch's statistics, found from its input patches' moments (the same function
     # to float rounding; sedjax.models.crnn.folded_conv_and_norm): a speed knob
     m.fold_batch_norm = True
+    # the first block's conv -> BatchNorm -> pool -> ReLU computed 100 frames of one clip at
+    # a time, BatchNorm folded into the conv, so its full-resolution output stays in cache
+    # (sedjax.models.conv_pool; the same function to float rounding): a speed knob, 0 = whole
+    m.first_block_chunk_frames = 100
 
     # ---- training, shared by both passes ----------------------------------------------------
     def pass_config(batch_size: int) -> ml_collections.ConfigDict:

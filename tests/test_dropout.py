@@ -1,4 +1,4 @@
-"""sedjax's Dropout: flax's rate, scaling and broadcasting from half the random bits."""
+"""sedjax's Dropout: flax's rate, scaling and broadcasting from a counter hash's bits."""
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,19 @@ def test_masks_differ_by_key_and_repeat_for_the_same_key():
     a, b = (keep_mask(jax.random.PRNGKey(k), 0.7, (1000,)) for k in (0, 1))
     assert bool((a != b).any())
     np.testing.assert_array_equal(a, keep_mask(jax.random.PRNGKey(0), 0.7, (1000,)))
+
+
+@pytest.mark.parametrize("lag", [1, 2, 3, 64, 4096])
+def test_mask_elements_are_independent_of_their_neighbours_and_of_other_keys(lag):
+    # a counter hash with weak mixing would correlate nearby counters (lags 1-3: the same
+    # and the next word) or repeat along the channels (64) or between keys
+    keep, n = 0.7, 400_000
+    m = np.asarray(keep_mask(jax.random.PRNGKey(5), keep, (n,)))
+    other = np.asarray(keep_mask(jax.random.fold_in(jax.random.PRNGKey(5), 1), keep, (n,)))
+    sd = np.sqrt(keep**2 * (1 - keep**2) / n)
+    assert abs((m[lag:] & m[:-lag]).mean() - keep**2) < 5 * sd
+    assert abs((m & other).mean() - keep**2) < 5 * sd
+    assert abs((m[lag:] & other[:-lag]).mean() - keep**2) < 5 * sd
 
 
 def test_vmapped_masks_are_the_masks_of_each_key():

@@ -117,6 +117,10 @@ def _check_model(config) -> None:
     if crnn.output_frames(config.features.num_frames, model) < 1:
         raise ConfigError(f"model.pool_sizes: time pooling x{crnn.time_pooling(model)} leaves "
                           f"no output frame of {config.features.num_frames} input frames")
+    chunk = model.get("first_block_chunk_frames", 0)
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0:
+        raise ConfigError(f"model.first_block_chunk_frames: expected a number of frames >= 0 "
+                          f"(0: the first block whole), got {chunk!r}")
     if model.embeddings.dir and model.arch != "desed_crnn":
         raise ConfigError(f"model.embeddings.dir: pre-extracted embeddings need model.arch "
                           f"'desed_crnn', not {model.arch!r}")

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sedjax.models import conv_pool
 from sedjax.models.batch_norm import BatchNorm
 from sedjax.models.dropout import Dropout
 from sedjax.runtime import sharding
@@ -150,18 +151,19 @@ def same_patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
     return jnp.stack([xp[:, i:i + t, j:j + f] for i in range(kh) for j in range(kw)], axis=-1)
 
 
-def folded_conv_and_norm(block: "ConvBlock", x):
-    """conv_and_norm in training for a one-channel input, BatchNorm folded into the conv.
+def folded_kernel_and_bias(block: "ConvBlock", x):
+    """conv_and_norm in training for a one-channel input, BatchNorm folded into the conv:
+    the (kernel, bias) of the one convolution that computes both.
 
-    Why: the first block's output (B, T, F, 64) is the model's largest tensor; conv then
-    BatchNorm passes over it ~10 times (conv, moments, normalization and their gradients)
-    and took most of the demo's CPU step. The conv output z = P w + b is linear in the 9
-    values of each input patch P, so its batch mean and variance follow from the patches'
-    first two moments (9 and 9 x 9 numbers): mean = E[P] w + b, var = w' Cov(P) w. The
-    normalized output is then one convolution with the kernel scaled by s = scale /
-    sqrt(var + eps) and the bias (b - mean) s + beta. The same function, parameters and
-    running statistics as conv_and_norm (to float rounding); the gradient reaches the kernel
-    through the scaled conv and the analytic moments, as it does through BatchNorm's.
+    Why: the first block's output (B, T, F, 64) is the model's largest tensor, and conv then
+    BatchNorm passes over it ~10 times (conv, moments, normalization and their gradients).
+    The conv output z = P w + b is linear in the 9 values of each input patch P, so its batch
+    mean and variance follow from the patches' first two moments (9 and 9 x 9 numbers): mean
+    = E[P] w + b, var = w' Cov(P) w. The normalized output is then one convolution with the
+    kernel scaled by s = scale / sqrt(var + eps) and the bias (b - mean) s + beta. The same
+    function, parameters and running statistics as conv_and_norm (to float rounding); the
+    gradient reaches the kernel through the scaled conv and the analytic moments, as it does
+    through BatchNorm's.
     """
     kh, kw = tuple(block.kernel_size)
     kernel, conv_bias = _ConvParams(block.features, (kh, kw), name="Conv_0")(x.shape[-1])
@@ -183,10 +185,26 @@ def folded_conv_and_norm(block: "ConvBlock", x):
         ra_mean.value = block.bn_momentum * ra_mean.value + (1 - block.bn_momentum) * mean
         ra_var.value = block.bn_momentum * ra_var.value + (1 - block.bn_momentum) * var
     s = scale * jax.lax.rsqrt(var + block.bn_epsilon)
-    y = jax.lax.conv_general_dilated(x.astype(block.dtype), (kernel * s).astype(block.dtype),
+    return kernel * s, (conv_bias - mean) * s + beta
+
+
+def running_folded_kernel_and_bias(block: "ConvBlock", cin: int):
+    """conv_and_norm in evaluation (BatchNorm with its running statistics, an affine map per
+    channel) as the (kernel, bias) of one convolution: the same function to float rounding."""
+    kernel, conv_bias = _ConvParams(block.features, tuple(block.kernel_size),
+                                    name="Conv_0")(cin)
+    scale, beta, ra_mean, ra_var = _NormVariables(block.features, name="BatchNorm_0")()
+    s = scale * jax.lax.rsqrt(ra_var.value + block.bn_epsilon)
+    return kernel * s, (conv_bias - ra_mean.value) * s + beta
+
+
+def folded_conv_and_norm(block: "ConvBlock", x):
+    """folded_kernel_and_bias's convolution: conv + BatchNorm in training, (B, T, F, C)."""
+    kernel, bias = folded_kernel_and_bias(block, x)
+    y = jax.lax.conv_general_dilated(x.astype(block.dtype), kernel.astype(block.dtype),
                                      (1, 1), "SAME",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + ((conv_bias - mean) * s + beta).astype(block.dtype)
+    return y + bias.astype(block.dtype)
 
 
 def folds_batch_norm(block: "ConvBlock", x, train: bool) -> bool:
@@ -196,11 +214,26 @@ def folds_batch_norm(block: "ConvBlock", x, train: bool) -> bool:
             and resolve_conv_impl(block.conv_impl) == "xla")
 
 
+def chunk_length(block: "ConvBlock", x, train: bool) -> int:
+    """Frames per chunk of the block's conv -> pool -> ReLU (sedjax.models.conv_pool), 0 when
+    it is computed whole: chunked with model.first_block_chunk_frames > 0, a one-channel
+    input, XLA's conv, a pool that tiles the input and, in training, BatchNorm folded (its
+    batch statistics need the whole conv output otherwise)."""
+    if (block.chunk_frames <= 0 or resolve_conv_impl(block.conv_impl) != "xla"
+            or not conv_pool.applies(x.shape, tuple(block.pool))
+            or (train and not folds_batch_norm(block, x, train))):
+        return 0
+    n = conv_pool.chunk_frames_for(x.shape[1], int(block.pool[0]), block.chunk_frames)
+    return n if n >= block.kernel_size[0] - 1 else 0
+
+
 class ConvBlock(nn.Module):
     """Conv 3x3 same -> BatchNorm -> ReLU -> max-pool over frequency -> Dropout.
 
     Computed as max-pool then ReLU: the same numbers (ReLU is monotonic, so it commutes with
-    the max), with the ReLU and its gradient on a tensor pool-size times smaller.
+    the max), with the ReLU and its gradient on a tensor pool-size times smaller. The first
+    block (one input channel) computes conv, BatchNorm, pool and ReLU chunk by chunk
+    (chunk_frames; sedjax.models.conv_pool), BatchNorm folded into the conv.
     """
 
     features: int
@@ -214,14 +247,22 @@ class ConvBlock(nn.Module):
     axis_name: str | None = None
     ordered_reductions: bool = False
     fold_batch_norm: bool = False
+    chunk_frames: int = 0
 
     @nn.compact
     def __call__(self, x, train: bool):
-        if folds_batch_norm(self, x, train):
-            x = folded_conv_and_norm(self, x)
+        chunk = chunk_length(self, x, train)
+        if chunk:
+            kernel, bias = (folded_kernel_and_bias(self, x) if train
+                            else running_folded_kernel_and_bias(self, x.shape[-1]))
+            x = conv_pool.conv_pool_relu(x.astype(self.dtype), kernel.astype(self.dtype),
+                                         bias.astype(self.dtype), tuple(self.pool), chunk)
         else:
-            x = conv_and_norm(self, x, train)
-        x = nn.relu(max_pool(x, tuple(self.pool)))
+            if folds_batch_norm(self, x, train):
+                x = folded_conv_and_norm(self, x)
+            else:
+                x = conv_and_norm(self, x, train)
+            x = nn.relu(max_pool(x, tuple(self.pool)))
         return Dropout(self.dropout, deterministic=not train)(x)
 
 
@@ -288,6 +329,8 @@ class CRNN(nn.Module):
     axis_name: str | None = None
     ordered_reductions: bool = False  # see sedjax.runtime.sharding.device_mean
     fold_batch_norm: bool = True  # the first block's BatchNorm folded into its conv (training)
+    # the first block's conv -> pool -> ReLU computed this many frames at a time (0: whole)
+    first_block_chunk_frames: int = conv_pool.DEFAULT_CHUNK_FRAMES
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -295,7 +338,8 @@ class CRNN(nn.Module):
         for features, pool in zip(self.conv_features, self.pool_sizes):
             x = ConvBlock(features, self.conv_kernel, pool, self.conv_dropout, self.bn_momentum,
                           self.bn_epsilon, self.conv_impl, self.dtype, self.axis_name,
-                          self.ordered_reductions, self.fold_batch_norm)(x, train)
+                          self.ordered_reductions, self.fold_batch_norm,
+                          self.first_block_chunk_frames)(x, train)
         b, t, f, c = x.shape
         x = x.reshape(b, t, f * c)  # frequency pooled to 1: (B, T', 64)
         # Keras' GRU input dropout: one mask per sequence, shared by all time steps
@@ -332,7 +376,9 @@ def from_config(model_config, num_classes: int, axis_name: str | None = None,
                 gru_unroll=m.gru_unroll, pooling=m.pooling, conv_impl=m.conv_impl,
                 dtype=jnp.dtype(m.dtype), axis_name=axis_name,
                 ordered_reductions=ordered_reductions,
-                fold_batch_norm=m.get("fold_batch_norm", True))
+                fold_batch_norm=m.get("fold_batch_norm", True),
+                first_block_chunk_frames=m.get("first_block_chunk_frames",
+                                               conv_pool.DEFAULT_CHUNK_FRAMES))
 
 
 def time_pooling(model_config) -> int:

@@ -1,0 +1,161 @@
+"""The first conv block's conv -> max-pool -> ReLU, computed a few frames at a time.
+
+Why: the first block's conv output (B, T, F, 64 channels: 196 MB for the demo's 24 clips) is
+the model's largest tensor, and on a CPU each pass over it goes to main memory: conv, pool and
+their gradients took most of the demo's step. Its input has one channel (the log-mel), so a
+chunk of `chunk_frames` frames of one clip needs only its own frames plus a (kernel - 1) halo;
+computing conv, pool and ReLU chunk by chunk keeps the full-resolution output in cache and
+only the pooled output (pool-size times smaller) is written. The gradient recomputes each
+chunk's conv instead of storing it (it costs ~1 % of the step's FLOPs) and reduces the kernel
+gradient chunk by chunk, so the 196 MB tensor never exists in training either.
+
+The same numbers as `relu(max_pool(conv_same(x, kernel) + bias))` (to float rounding), with
+max_pool's gradient of sedjax.models.crnn (ties each get the gradient) and ReLU's (0 at 0).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+# frames per chunk: ~1.6 MB of conv output per clip and chunk at 64 bands x 64 channels,
+# within a core's L2; measured on a 2-core Xeon, 100 frames beat 20, 50, 250 and 500
+DEFAULT_CHUNK_FRAMES = 100
+
+
+def chunk_frames_for(num_frames: int, time_pool: int, target: int = DEFAULT_CHUNK_FRAMES) -> int:
+    """The largest chunk length <= target (or num_frames) that divides num_frames and is a
+    multiple of the time pool; num_frames itself when there is none."""
+    for n in range(min(target, num_frames), 0, -1):
+        if num_frames % n == 0 and n % time_pool == 0:
+            return n
+    return num_frames
+
+
+def applies(x_shape: Sequence[int], pool: Sequence[int]) -> bool:
+    """Whether conv_pool_relu computes this block: one input channel and a pool that tiles the
+    (time, frequency) plane (otherwise max_pool drops edges: the unchunked path does that)."""
+    _, t, f, cin = x_shape
+    return cin == 1 and t % pool[0] == 0 and f % pool[1] == 0
+
+
+def _windows(x: jax.Array, kh: int, kw: int, tc: int) -> jax.Array:
+    """(B, T, F, 1) -> (B * T/tc, tc + kh - 1, F + kw - 1, 1): each chunk of tc frames with
+    its 'same'-padding halo, clip by clip then chunk by chunk."""
+    b, t, f, _ = x.shape
+    ph, pw = (kh - 1) // 2, (kw - 1) // 2
+    xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
+    chunks = [xp[:, i * tc:i * tc + tc + kh - 1] for i in range(t // tc)]
+    return jnp.stack(chunks, axis=1).reshape(b * (t // tc), tc + kh - 1, f + kw - 1, 1)
+
+
+def _conv_windows(w: jax.Array, kernel: jax.Array, bias: jax.Array, pool) -> jax.Array:
+    """Windows (n, tc + kh - 1, F + kw - 1, 1) -> conv + bias as pool windows
+    (n, tc/pt, pt, F/pf, pf, C)."""
+    y = jax.lax.conv_general_dilated(w, kernel, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+    n, tc, f, c = y.shape
+    pt, pf = pool
+    return y.reshape(n, tc // pt, pt, f // pf, pf, c)
+
+
+def _patches(w: jax.Array, kh: int, kw: int) -> jax.Array:
+    """Windows (n, tc + kh - 1, F + kw - 1, 1) -> (n * tc * F, kh * kw): each output position's
+    inputs in the order of a (kh, kw, 1, C) kernel's rows."""
+    n, th, fw, _ = w.shape
+    tc, f = th - kh + 1, fw - kw + 1
+    cols = [w[:, i:i + tc, j:j + f, 0] for i in range(kh) for j in range(kw)]
+    return jnp.stack(cols, axis=-1).reshape(n * tc * f, kh * kw)
+
+
+def conv_pool_relu(x: jax.Array, kernel: jax.Array, bias: jax.Array, pool: Sequence[int],
+                   chunk_frames: int | None = None) -> jax.Array:
+    """relu(max_pool(conv(x, kernel, 'SAME') + bias, pool)) for x (B, T, F, 1), kernel
+    (kh, kw, 1, C), bias (C,); (B, T/pt, F/pf, C). chunk_frames: frames per chunk (None: the
+    default for T); it must divide T and be a multiple of the time pool."""
+    pool = (int(pool[0]), int(pool[1]))
+    if not applies(x.shape, pool):
+        raise ValueError(f"conv_pool_relu: input {x.shape} with pool {pool}: needs one "
+                         "channel and a pool dividing (frames, bands)")
+    tc = chunk_frames or chunk_frames_for(x.shape[1], pool[0])
+    if x.shape[1] % tc or tc % pool[0] or tc < kernel.shape[0] - 1:
+        raise ValueError(f"conv_pool_relu: chunk_frames {tc} must divide {x.shape[1]} frames, "
+                         f"be a multiple of the time pool {pool[0]} and cover the kernel's "
+                         f"halo ({kernel.shape[0] - 1} frames)")
+    return _conv_pool_relu(pool, tc, x, kernel, bias)
+
+
+def _forward(pool, tc, x, kernel, bias):
+    b, t, f, _ = x.shape
+    kh, kw = kernel.shape[:2]
+    windows = _windows(x.astype(kernel.dtype), kh, kw, tc)
+
+    def chunk(w):
+        return jax.nn.relu(_conv_windows(w[None], kernel, bias, pool).max(axis=(2, 4)))[0]
+
+    out = jax.lax.map(chunk, windows)  # (B * T/tc, tc/pt, F/pf, C)
+    return out.reshape(b, t // pool[0], f // pool[1], kernel.shape[-1])
+
+
+_conv_pool_relu = jax.custom_vjp(_forward, nondiff_argnums=(0, 1))
+
+
+def _fwd(pool, tc, x, kernel, bias):
+    out = _forward(pool, tc, x.value, kernel.value, bias.value)
+    return out, (x.value, kernel.value, bias.value, out, x.perturbed)
+
+
+def _bwd(pool, tc, res, g):
+    x, kernel, bias, out, x_perturbed = res
+    b, t, f, _ = x.shape
+    kh, kw, _, c = kernel.shape
+    pt, pf = pool
+    n = b * (t // tc)
+    windows = _windows(x.astype(kernel.dtype), kh, kw, tc)
+    outs = out.reshape(n, tc // pt, f // pf, c)
+    if isinstance(g, jax.custom_derivatives.SymbolicZero):
+        g = jnp.zeros(out.shape, out.dtype)
+    gs = g.reshape(n, tc // pt, f // pf, c)
+    w_flat = kernel.reshape(kh * kw, c)
+
+    def chunk(inputs):
+        w, o, go = inputs
+        z = _conv_windows(w[None], kernel, bias, pool)  # recomputed: (1, tc/pt, pt, F/pf, pf, C)
+        g_pos = jnp.where(o > 0, go, jnp.zeros((), go.dtype))[None, :, None, :, None, :]
+        dz = jnp.where(z == o[None, :, None, :, None, :], g_pos, jnp.zeros((), go.dtype))
+        dz = dz.reshape(tc * f, c)
+        dx = None
+        if x_perturbed:  # the input's gradient: each patch row gets its kernel row's share
+            dp = (dz @ w_flat.T).reshape(tc, f, kh * kw)
+            dx = sum(jnp.pad(dp[..., i * kw + j], ((i, kh - 1 - i), (j, kw - 1 - j)))
+                     for i in range(kh) for j in range(kw))
+        # per-chunk sums (summed below) rather than a scan carry: under shard_map a carry
+        # would have to be cast to the device-varying type of the gradient
+        return _patches(w[None], kh, kw).T @ dz, dz.sum(0), dx
+
+    d_kernels, d_biases, d_windows = jax.lax.map(chunk, (windows, outs, gs))
+    d_kernel, d_bias = d_kernels.sum(0), d_biases.sum(0)
+    d_x = jnp.zeros_like(x)
+    if x_perturbed:
+        d_x = _overlap_add(d_windows.reshape(b, t // tc, tc + kh - 1, f + kw - 1), kh, kw, tc)
+        d_x = d_x[..., None].astype(x.dtype)
+    return d_x, d_kernel.reshape(kernel.shape).astype(kernel.dtype), d_bias.astype(bias.dtype)
+
+
+def _overlap_add(d_windows: jax.Array, kh: int, kw: int, tc: int) -> jax.Array:
+    """(B, T/tc, tc + kh - 1, F + kw - 1) window gradients -> (B, T, F): window i starts at
+    row i * tc of the padded input, so its first tc rows tile the padded input and its last
+    kh - 1 rows (the halo, at most tc) add onto the next window's first ones."""
+    b, nt, _, fw = d_windows.shape
+    halo = kh - 1
+    heads = d_windows[:, :, :tc].reshape(b, nt * tc, fw)
+    tails = jnp.pad(d_windows[:, :, tc:], ((0, 0), (0, 0), (0, tc - halo), (0, 0)))
+    total = (jnp.pad(heads, ((0, 0), (0, tc), (0, 0)))
+             + jnp.pad(tails.reshape(b, nt * tc, fw), ((0, 0), (tc, 0), (0, 0))))
+    ph, pw = (kh - 1) // 2, (kw - 1) // 2
+    return total[:, ph:ph + nt * tc, pw:pw + fw - kw + 1]
+
+
+_conv_pool_relu.defvjp(_fwd, _bwd, symbolic_zeros=True)
