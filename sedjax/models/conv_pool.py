@@ -120,12 +120,19 @@ def _bwd(pool, tc, res, g):
     gs = g.reshape(n, tc // pt, f // pf, c)
     w_flat = kernel.reshape(kh * kw, c)
 
+    # each chunk's input patches with a column of ones: one matmul gives the kernel's and
+    # the bias's gradient; built for all chunks at once (one pass, not one small op each)
+    patches = jnp.concatenate([_patches(windows, kh, kw),
+                               jnp.ones((n * tc * f, 1), windows.dtype)], axis=1)
+    patches = patches.reshape(n, tc * f, kh * kw + 1)
+
     def chunk(inputs):
-        w, o, go = inputs
+        w, p, o, go = inputs
         z = _conv_windows(w[None], kernel, bias, pool)  # recomputed: (1, tc/pt, pt, F/pf, pf, C)
-        g_pos = jnp.where(o > 0, go, jnp.zeros((), go.dtype))[None, :, None, :, None, :]
-        dz = jnp.where(z == o[None, :, None, :, None, :], g_pos, jnp.zeros((), go.dtype))
-        dz = dz.reshape(tc * f, c)
+        o = o[None, :, None, :, None, :]
+        # the window's max gets the gradient where the ReLU passed it (o > 0)
+        dz = jnp.where((z == o) & (o > 0), go[None, :, None, :, None, :],
+                       jnp.zeros((), go.dtype)).reshape(tc * f, c)
         dx = None
         if x_perturbed:  # the input's gradient: each patch row gets its kernel row's share
             dp = (dz @ w_flat.T).reshape(tc, f, kh * kw)
@@ -133,10 +140,11 @@ def _bwd(pool, tc, res, g):
                      for i in range(kh) for j in range(kw))
         # per-chunk sums (summed below) rather than a scan carry: under shard_map a carry
         # would have to be cast to the device-varying type of the gradient
-        return _patches(w[None], kh, kw).T @ dz, dz.sum(0), dx
+        return p.T @ dz, dx
 
-    d_kernels, d_biases, d_windows = jax.lax.map(chunk, (windows, outs, gs))
-    d_kernel, d_bias = d_kernels.sum(0), d_biases.sum(0)
+    d_params, d_windows = jax.lax.map(chunk, (windows, patches, outs, gs))
+    d_params = d_params.sum(0)
+    d_kernel, d_bias = d_params[:kh * kw], d_params[kh * kw]
     d_x = jnp.zeros_like(x)
     if x_perturbed:
         d_x = _overlap_add(d_windows.reshape(b, t // tc, tc + kh - 1, f + kw - 1), kh, kw, tc)
