@@ -71,8 +71,11 @@ def test_the_gradient_goes_to_each_window_maximum_and_not_below_zero():
 def test_chunk_lengths_divide_the_clip_in_time_pool_multiples():
     assert conv_pool.chunk_frames_for(500, 2) == 100
     assert conv_pool.chunk_frames_for(200, 1) == 100
-    assert conv_pool.chunk_frames_for(626, 2) == 2  # 626 = 2 x 313: only 2 divides under 100
-    assert conv_pool.chunk_frames_for(313, 1) == 1
+    assert conv_pool.chunk_frames_for(40, 2, 10) == 10
+    # 626 = 2 x 313: only 2 divides under 100, too small a chunk: a clip per chunk instead
+    assert conv_pool.chunk_frames_for(626, 2) == 626
+    assert conv_pool.chunk_frames_for(313, 1) == 313
+    assert conv_pool.chunk_frames_for(520, 2) == 52
     assert conv_pool.chunk_frames_for(30, 4) == 30  # no multiple of 4 divides 30: whole
     with pytest.raises(ValueError, match="chunk_frames 3"):
         conv_pool.conv_pool_relu(jnp.zeros((1, 12, 8, 1)), jnp.zeros((3, 3, 1, 2)),
