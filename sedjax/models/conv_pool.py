@@ -65,13 +65,11 @@ def _conv_windows(w: jax.Array, kernel: jax.Array, bias: jax.Array, pool) -> jax
     return y.reshape(n, tc // pt, pt, f // pf, pf, c)
 
 
-def _patches(w: jax.Array, kh: int, kw: int) -> jax.Array:
-    """Windows (n, tc + kh - 1, F + kw - 1, 1) -> (n * tc * F, kh * kw): each output position's
-    inputs in the order of a (kh, kw, 1, C) kernel's rows."""
-    n, th, fw, _ = w.shape
-    tc, f = th - kh + 1, fw - kw + 1
-    cols = [w[:, i:i + tc, j:j + f, 0] for i in range(kh) for j in range(kw)]
-    return jnp.stack(cols, axis=-1).reshape(n * tc * f, kh * kw)
+def valid_patches(xp: jax.Array, kh: int, kw: int) -> jax.Array:
+    """(n, H, W) -> (n, H - kh + 1, W - kw + 1, kh * kw): each 'valid' position's kh x kw
+    neighbourhood, in the order of a (kh, kw, 1, C) kernel's rows (xp padded by the caller)."""
+    h, w = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    return jnp.stack([xp[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], axis=-1)
 
 
 def conv_pool_relu(x: jax.Array, kernel: jax.Array, bias: jax.Array, pool: Sequence[int],
@@ -126,7 +124,7 @@ def _bwd(pool, tc, res, g):
 
     # each chunk's input patches with a column of ones: one matmul gives the kernel's and
     # the bias's gradient; built for all chunks at once (one pass, not one small op each)
-    patches = jnp.concatenate([_patches(windows, kh, kw),
+    patches = jnp.concatenate([valid_patches(windows[..., 0], kh, kw).reshape(-1, kh * kw),
                                jnp.ones((n * tc * f, 1), windows.dtype)], axis=1)
     patches = patches.reshape(n, tc * f, kh * kw + 1)
 

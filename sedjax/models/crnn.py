@@ -146,9 +146,8 @@ def same_patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
     """(B, T, F) -> (B, T, F, kh * kw): each position's 'same'-padded kh x kw neighbourhood,
     in the order of a (kh, kw, 1, C) kernel's rows."""
     ph, pw = (kh - 1) // 2, (kw - 1) // 2
-    xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw)))
-    t, f = x.shape[1], x.shape[2]
-    return jnp.stack([xp[:, i:i + t, j:j + f] for i in range(kh) for j in range(kw)], axis=-1)
+    return conv_pool.valid_patches(jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw))),
+                                   kh, kw)
 
 
 def folded_kernel_and_bias(block: "ConvBlock", x):
