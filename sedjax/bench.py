@@ -77,7 +77,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("runs_batch_size", d["runs_batch_size"],
                          "Clips per run and step of that line.", flag_values=fv)
     flags.DEFINE_integer("logmel_clips", d["logmel_clips"],
-                         "Synthetic 10 s clips of the log-mel bench.", flag_values=fv)
+                         "Synthetic 10 s clips of the log-mel bench.", lower_bound=1,
+                         flag_values=fv)
     flags.DEFINE_list("matmul_sizes", ["1024", "2048"], "n of the n x n matmuls whose best "
                       "GFLOP/s is the roofline line's peak; empty: no roofline line.",
                       flag_values=fv)

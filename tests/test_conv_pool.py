@@ -132,18 +132,3 @@ def test_only_a_one_channel_xla_block_chunks_and_in_training_only_folded():
     assert crnn.chunk_length(make(fold=False), x1, train=False) == 10
     assert crnn.chunk_length(make(chunk=0), x1, train=True) == 0
     assert crnn.chunk_length(make("im2col"), x1, train=True) == 0
-
-
-@pytest.mark.parametrize("kh,kw", [(3, 3), (2, 3), (5, 1)])
-def test_patch_moments_are_the_mean_and_mean_outer_product_of_the_padded_patches(kh, kw):
-    x = jax.random.normal(jax.random.PRNGKey(3), (2, 7, 5)) + 0.5
-    ph, pw = (kh - 1) // 2, (kw - 1) // 2
-    xp = np.pad(np.asarray(x), ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw)))
-    # each position's neighbourhood, row-major in the kernel's (i, j) order, edges zero-padded
-    patches = np.stack([xp[:, i:i + 7, j:j + 5] for i in range(kh) for j in range(kw)],
-                       axis=-1).reshape(-1, kh * kw)
-    got = np.asarray(conv_pool.same_patch_moments(x, kh, kw))
-    k = kh * kw
-    np.testing.assert_allclose(got[:k], patches.mean(0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(got[k:].reshape(k, k), patches.T @ patches / len(patches),
-                               rtol=1e-5, atol=1e-6)

@@ -120,6 +120,12 @@ def _saved(stage: pathlib.Path) -> bool:
     return latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())
 
 
+# pass 1 of configs/tiny.py with 2 more epochs: the signal, sent once the first epoch is saved,
+# must land inside pass 1 (with a warm compilation cache its 2 epochs take ~1.5 s, and JAX's
+# preemption service, which agrees on the step to stop at, can take longer than that)
+LONGER = ["--config.pass1.num_epochs=4"]
+
+
 def _start_job(launch: list, env: dict, workdir: pathlib.Path) -> tuple:
     """(the launcher, process 1's pid) once pass 1 saved its first epoch."""
     job = subprocess.Popen(launch, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -139,9 +145,9 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("multiprocess")
     single, multi, writes = base / "single", base / "multi", base / "writes.tsv"
     subprocess.run([sys.executable, "-m", "sedjax.main", "--config=configs/tiny.py",
-                    f"--workdir={single}"], cwd=ROOT, env=_env(4), check=True,
+                    f"--workdir={single}", *LONGER], cwd=ROOT, env=_env(4), check=True,
                    capture_output=True, timeout=900)
-    launch = ["bash", "launch/multiprocess_cpu.sh", "2", "configs/tiny.py", str(multi)]
+    launch = ["bash", "launch/multiprocess_cpu.sh", "2", "configs/tiny.py", str(multi)] + LONGER
     env = _env(2, SEDJAX_WRITE_LOG=str(writes), SEDJAX_DEVICES_PER_PROCESS="2")
     job, pid = _start_job(launch, env, multi)
     os.kill(pid, signal.SIGKILL)  # one worker lost mid-run, as a preempted node
@@ -196,7 +202,7 @@ def stopped(tmp_path_factory):
     """configs/tiny.py as 2 processes x 2 devices: process 1 gets SIGTERM (as a spot VM's
     notice) after pass 1's first epoch; the job started again resumes."""
     multi = tmp_path_factory.mktemp("sigterm") / "multi"
-    launch = ["bash", "launch/multiprocess_cpu.sh", "2", "configs/tiny.py", str(multi)]
+    launch = ["bash", "launch/multiprocess_cpu.sh", "2", "configs/tiny.py", str(multi)] + LONGER
     env = _env(2, SEDJAX_DEVICES_PER_PROCESS="2")
     job, pid = _start_job(launch, env, multi)
     os.kill(pid, signal.SIGTERM)

@@ -20,7 +20,6 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 # frames per chunk: ~1.6 MB of conv output per clip and chunk at 64 bands x 64 channels,
 # within a core's L2. Measured on a 2-core Xeon, the block alone (24 clips of 500 frames,
@@ -71,28 +70,6 @@ def valid_patches(xp: jax.Array, kh: int, kw: int) -> jax.Array:
     neighbourhood, in the order of a (kh, kw, 1, C) kernel's rows (xp padded by the caller)."""
     h, w = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
     return jnp.stack([xp[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], axis=-1)
-
-
-def same_patch_moments(x: jax.Array, kh: int, kw: int) -> jax.Array:
-    """x (B, T, F) -> (kh*kw + (kh*kw)^2,): the mean of each 'same'-padded position's kh x kw
-    patch and the patches' mean outer product (row-major), over every position of every clip.
-
-    Why: as sums of products of shifted views of x, fused by XLA into passes over the input
-    (3 MB for the demo's batch) instead of a (B*T*F, 9) patch matrix (27 MB) written to
-    memory and read back by a matmul (demo batch: ~6.5 against ~14-19 ms on a 2-core CPU)."""
-    b, t, f = x.shape
-    ph, pw = (kh - 1) // 2, (kw - 1) // 2
-    xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw)))
-    views = [xp[:, i:i + t, j:j + f] for i in range(kh) for j in range(kw)]
-    k = len(views)
-    upper = [(i, j) for i in range(k) for j in range(i, k)]
-    sums = jnp.stack([v.sum() for v in views] + [(views[i] * views[j]).sum() for i, j in upper])
-    sums = sums / (b * t * f)
-    # the symmetric second moments from their upper triangle
-    index = np.zeros((k, k), np.int32)
-    for n, (i, j) in enumerate(upper):
-        index[i, j] = index[j, i] = k + n
-    return jnp.concatenate([sums[:k], sums[index.reshape(-1)]])
 
 
 def conv_pool_relu(x: jax.Array, kernel: jax.Array, bias: jax.Array, pool: Sequence[int],

@@ -142,6 +142,14 @@ class _NormVariables(nn.Module):
         return scale, bias, ra_mean, ra_var
 
 
+def same_patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
+    """(B, T, F) -> (B, T, F, kh * kw): each position's 'same'-padded kh x kw neighbourhood,
+    in the order of a (kh, kw, 1, C) kernel's rows."""
+    ph, pw = (kh - 1) // 2, (kw - 1) // 2
+    return conv_pool.valid_patches(jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw))),
+                                   kh, kw)
+
+
 def folded_kernel_and_bias(block: "ConvBlock", x):
     """conv_and_norm in training for a one-channel input, BatchNorm folded into the conv:
     the (kernel, bias) of the one convolution that computes both.
@@ -159,7 +167,9 @@ def folded_kernel_and_bias(block: "ConvBlock", x):
     kh, kw = tuple(block.kernel_size)
     kernel, conv_bias = _ConvParams(block.features, (kh, kw), name="Conv_0")(x.shape[-1])
     scale, beta, ra_mean, ra_var = _NormVariables(block.features, name="BatchNorm_0")()
-    moments = conv_pool.same_patch_moments(x[..., 0].astype(jnp.float32), kh, kw)
+    patches = same_patches(x[..., 0].astype(jnp.float32), kh, kw).reshape(-1, kh * kw)
+    count = patches.shape[0]
+    moments = jnp.concatenate([patches.mean(0), (patches.T @ patches / count).reshape(-1)])
     # the patches are data: no gradient flows into their moments
     moments = jax.lax.stop_gradient(moments)
     if block.axis_name is not None and not block.is_initializing():  # the global batch's
