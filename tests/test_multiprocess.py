@@ -123,7 +123,13 @@ def _saved(stage: pathlib.Path) -> bool:
 # pass 1 of configs/tiny.py with 2 more epochs: the signal, sent once the first epoch is saved,
 # must land inside pass 1 (with a warm compilation cache its 2 epochs take ~1.5 s, and JAX's
 # preemption service, which agrees on the step to stop at, can take longer than that)
-LONGER = ["--config.pass1.num_epochs=4"]
+PASS1_EPOCHS = ["--config.pass1.num_epochs=4"]
+
+
+def _launch(workdir: pathlib.Path) -> list:
+    """configs/tiny.py (PASS1_EPOCHS) as 2 processes on launch/multiprocess_cpu.sh."""
+    return ["bash", "launch/multiprocess_cpu.sh", "2", "configs/tiny.py", str(workdir),
+            *PASS1_EPOCHS]
 
 
 def _start_job(launch: list, env: dict, workdir: pathlib.Path) -> tuple:
@@ -145,9 +151,9 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("multiprocess")
     single, multi, writes = base / "single", base / "multi", base / "writes.tsv"
     subprocess.run([sys.executable, "-m", "sedjax.main", "--config=configs/tiny.py",
-                    f"--workdir={single}", *LONGER], cwd=ROOT, env=_env(4), check=True,
+                    f"--workdir={single}", *PASS1_EPOCHS], cwd=ROOT, env=_env(4), check=True,
                    capture_output=True, timeout=900)
-    launch = ["bash", "launch/multiprocess_cpu.sh", "2", "configs/tiny.py", str(multi)] + LONGER
+    launch = _launch(multi)
     env = _env(2, SEDJAX_WRITE_LOG=str(writes), SEDJAX_DEVICES_PER_PROCESS="2")
     job, pid = _start_job(launch, env, multi)
     os.kill(pid, signal.SIGKILL)  # one worker lost mid-run, as a preempted node
@@ -202,7 +208,7 @@ def stopped(tmp_path_factory):
     """configs/tiny.py as 2 processes x 2 devices: process 1 gets SIGTERM (as a spot VM's
     notice) after pass 1's first epoch; the job started again resumes."""
     multi = tmp_path_factory.mktemp("sigterm") / "multi"
-    launch = ["bash", "launch/multiprocess_cpu.sh", "2", "configs/tiny.py", str(multi)] + LONGER
+    launch = _launch(multi)
     env = _env(2, SEDJAX_DEVICES_PER_PROCESS="2")
     job, pid = _start_job(launch, env, multi)
     os.kill(pid, signal.SIGTERM)
