@@ -38,6 +38,15 @@ def get_config() -> ml_collections.ConfigDict:
     # present: every choice of a run (early stopping, kept checkpoint, tuned post-processing)
     # is then made on it; the DCASE2018 layout has none (the seed holds out 20 % of weak clips)
     d.use_validation = True
+    # DESED layout: which split makes the choices and which is the test (sedjax/data/
+    # split_roles.py). 'sedjax': choices on validation, test = the public evaluation set
+    # (metadata/eval/public.tsv); 'desed_task' (DESED_task's recipe): choices on
+    # synthetic21_validation with weak_held_out of the weak clips kept out of training, test =
+    # validation; 'auto': 'desed_task' when the folder has no public evaluation set
+    d.split_roles = "auto"
+    # under DESED_task's roles: the share of weak clips held out of training (DESED_task's
+    # weak_split = 0.9 trains on the other 90 %, drawn as its weak_df.sample(frac, seed))
+    d.weak_held_out = 0.1
     # read metadata/train/synthetic.csv (strongly labelled clips, DCASE2019 layout) when present;
     # the 2018 task had none
     d.use_strong = False
@@ -52,6 +61,9 @@ def get_config() -> ml_collections.ConfigDict:
     s.num_test = 288
     s.num_strong = 0  # strongly labelled clips (metadata/train/synthetic.csv)
     s.num_validation = 0  # strongly labelled validation clips (metadata/validation/, DESED)
+    # DESED's synthetic validation set (metadata/validation/synthetic21_validation/; layout
+    # 'desed' only), which DESED_task's roles make their choices on
+    s.num_synth_validation = 0
     s.seed = 1234
     s.sample_rate = 44100
     s.layout = "dcase2018"  # or 'desed' (DESED's folders and tsv files)

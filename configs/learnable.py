@@ -4,7 +4,7 @@
 well above a constant predictor; tests/test_quality_floors.py holds the floors measured on it.
 """
 
-from configs import demo, demo_mean_teacher_strong
+from configs import demo, demo_desed, demo_mean_teacher_strong
 
 
 # two short and two long sounds
@@ -22,8 +22,8 @@ def _shrink(c):
 
 
 def get_config(recipe: str = "two_pass"):
-    """`configs/learnable.py:two_pass` (the seed's recipe) or `:mean_teacher` (with strong
-    clips, the 2019 setting)."""
+    """`configs/learnable.py:two_pass` (the seed's recipe), `:mean_teacher` (with strong
+    clips, the 2019 setting) or `:desed` (DESED_task's system on DESED-layout clips)."""
     if recipe == "two_pass":
         c = _shrink(demo.get_config())
         c.data.synthetic.num_weak = 400  # pass 1 learns from clip labels only: more of them
@@ -43,4 +43,20 @@ def get_config(recipe: str = "two_pass"):
         # epoch 1 (0.23 with issue 19's named random streams) stopped the run at epoch 11
         mt.early_stopping_patience = 20
         return c
-    raise ValueError(f"unknown variant {recipe!r}: use 'two_pass' or 'mean_teacher'")
+    if recipe == "desed":
+        return _desed()
+    raise ValueError(f"unknown variant {recipe!r}: use 'two_pass', 'mean_teacher' or 'desed'")
+
+
+def _desed():
+    """The DESED path (DESED features, DESED_task's CRNN, its mean teacher, checkpoints on
+    validation PSDS1) on a small generated DESED-layout set, three seeds in one program."""
+    c = _shrink(demo_desed.get_config())
+    c.features.num_frames = 251  # 1 + 4 s * 16000 / 256
+    s = c.data.synthetic
+    s.num_weak, s.num_unlabeled, s.num_strong = 160, 80, 160
+    c.num_runs = 3  # seeds 0, 1, 2 (config.seed + run), one program
+    mt = c.mean_teacher
+    mt.num_epochs, mt.steps_per_epoch, mt.eval_batch_size = 12, 20, 40
+    mt.early_stopping_patience = 12  # the best of all epochs
+    return c

@@ -38,11 +38,19 @@ def add_mean_teacher(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     mt.consistency_rampup = 0.5  # share of all steps over which the weight ramps up
     # share of all steps over which the learning rate ramps up the same way (DESED_task); 0: none
     mt.learning_rate_rampup = 0.0
+    # 'sedjax': update k (from 1) reads both ramps at k - 1 (the first at exp(-5)) and the
+    # teacher averages the weights update k made; 'desed_task': as SEDTask4 under Lightning
+    # 1.9: the ramps read k, the first update runs at the full learning rate (ExponentialWarmup
+    # sets the rate after it), the teacher averages the weights from before update k
+    mt.step_timing = "sedjax"
     # of the weak (and strong) clips, held out for validation when the dataset has no
     # validation split (DCASE2018 layout); with one (DESED's), nothing is held out and the
     # checkpoint is picked on its event-based F1
     mt.val_fraction = 0.2
     mt.val_threshold = 0.5
+    # what a validation split picks the checkpoint by: 'event_f1' (event-based macro F1 at
+    # postprocess.threshold, the seed's metric) or 'psds1' (threshold-independent, DESED's)
+    mt.checkpoint_metric = "event_f1"
     mt.early_stopping_patience = 15
     mt.early_stopping_min_delta = 0.01
     mt.early_stopping_start_epoch = 5
@@ -52,8 +60,9 @@ def add_mean_teacher(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     mt.augment = a = ml_collections.ConfigDict()  # on the device, inside the step
     a.mixup_share = 0.0  # share of steps whose clips are mixed with a same-kind partner
     a.mixup_alpha = 0.2  # lambda ~ Beta(alpha, alpha), max(lambda, 1 - lambda)
-    a.time_mask = 0  # widest time mask, input frames (student only)
-    a.freq_mask = 0  # widest frequency mask, mel bands (student only)
+    a.time_mask = 0  # widest time mask, input frames (student only, unless mask_teacher)
+    a.freq_mask = 0  # widest frequency mask, mel bands (student only, unless mask_teacher)
+    a.mask_teacher = False  # True: the teacher's input gets masks of its own (DESED_task)
     a.time_shift = 0  # largest roll either way, input frames (labels move with it)
     return c
 

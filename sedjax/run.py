@@ -29,7 +29,9 @@ Every stage is skipped when its output is already there, so a killed run resumes
 
 Protocol: every choice a run makes (early stopping, the kept checkpoint, thresholds, tuned
 post-processing) uses the validation split (or, without one, clips held out of training);
-the test split's labels are read only by the scoring stage, once, at the end.
+the test split's labels are read only by the scoring stage, once, at the end. Which DESED split
+plays which role is data.split_roles' (sedjax.data.split_roles: without a public evaluation set,
+DESED_task's: validation = its synthetic validation set, test = its validation split).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from absl import logging
 
 from sedjax import recipes
 from sedjax.config import stages, validate
-from sedjax.data import dataset, embeddings, event_files, features, pipeline, resample, synthetic
+from sedjax.data import (dataset, embeddings, event_files, features, pipeline, resample,
+                         split_roles, synthetic)
 from sedjax.metrics import csebbs, postprocess, psds, tuning
 from sedjax.models import crnn
 from sedjax.recipes import common
@@ -79,25 +82,47 @@ def list_data(config, workdir: pathlib.Path) -> dict:
         sharding.sync("synthetic dataset")
     primary = sharding.is_primary()  # the one writer of the error log
     layout = data_layout(config)
+    roles = announce_roles(config, root, layout)
     splits = dataset.load_dataset(root, config.data.classes, workdir, config.data.use_eval,
                                   config.data.use_strong, write_log=primary,
                                   use_validation=config.data.use_validation,
-                                  layout=layout, sample_rate=config.features.sample_rate)
+                                  layout=layout, sample_rate=config.features.sample_rate,
+                                  roles=roles)
     if tuning.enabled(config) and common.VALIDATION not in splits:
+        choices = (split_roles.SYNTH_VALIDATION if roles == split_roles.DESED_TASK
+                   else dataset.LAYOUTS[layout]["validation"])[0]
         raise dataset.DatasetError(
             f"postprocess.tune: tuned post-processing needs a validation split "
-            f"({dataset.LAYOUTS[layout]['validation'][0]} under {root}); there is none: set "
+            f"({choices} under {root}); there is none: set "
             f"--config.postprocess.tune.median_filters=() or add one")
     if config.data.resample_cache:  # other rates / stereo converted once (DESED's *_16k)
-        where = resample.cache_dir(workdir, config.features)
+        copy = config.data.get("resample_copy", resample.FLOAT)
+        where = resample.cache_dir(workdir, config.features, copy)
         if primary:
             for name in splits:
-                splits[name] = resample.cached_split(splits[name], config.features, where)
+                splits[name] = resample.cached_split(splits[name], config.features, where, copy)
         sharding.sync("resampled audio")
         if not primary:  # every copy exists now: the same paths, nothing written
-            splits = {n: resample.cached_split(s, config.features, where)
+            splits = {n: resample.cached_split(s, config.features, where, copy)
                       for n, s in splits.items()}
     return splits
+
+
+def announce_roles(config, root: pathlib.Path, layout: str) -> str:
+    """The split roles in use (sedjax.data.split_roles) on a DESED-layout folder, said in one
+    line (logged, and printed by process 0); 'sedjax' for the DCASE2018 layout."""
+    roles = split_roles.resolve(config.data.split_roles, dataset.dataset_root(root, layout),
+                                layout)
+    if layout == "desed":
+        # only the mean teacher holds weak clips out for its choices (two_pass's pass 1 holds
+        # out its own share for its thresholds)
+        held_out = config.data.weak_held_out if config.recipe == "mean_teacher" else 0.0
+        line = split_roles.describe(config.data.split_roles, roles, held_out,
+                                    config.data.use_validation)
+        logging.info("%s", line)
+        if sharding.is_primary():
+            print(line, flush=True)
+    return roles
 
 
 def load_features(config, workdir: pathlib.Path, splits: dict) -> tuple[dict, dict]:
@@ -262,8 +287,10 @@ def _train_and_evaluate(config, workdir: pathlib.Path, recipe, mesh) -> dict:
                                           sharding.num_shards(mesh)))
         curves.append(split_curves)
     with timings.stage("reporting"):
-        return run_report.report(workdir, dirs, results, curves,
-                                 {n: len(s) for n, s in splits.items()})
+        summary_json = run_report.report(workdir, dirs, results, curves,
+                                         {n: len(s) for n, s in splits.items()})
+    # what each scored split was read from (DESED_task's roles test on validation.tsv)
+    return {**summary_json, "split_sources": {n: splits[n].source for n in scored}}
 
 
 def train_and_predict(recipe, inputs: common.Inputs, scored: list

@@ -74,3 +74,40 @@ def test_moments_and_their_gradients_span_the_global_batch_on_four_devices(modul
     for m in np.asarray(means):  # every device keeps the global running mean
         np.testing.assert_allclose(m, mean_ref, rtol=1e-6)
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_unbiased_running_variance_is_pytorchs():
+    """unbiased_running_var (DESED_task's BatchNorm2d): the running variance averages the
+    batch variance times n / (n - 1); the output still uses the biased one."""
+    x = _inputs()
+    ours = BatchNorm(use_running_average=False, momentum=0.01, epsilon=1e-3,
+                     unbiased_running_var=True)
+    variables = ours.init(jax.random.PRNGKey(0), x)
+    y, stats = ours.apply(variables, x, mutable=["batch_stats"])
+    flat = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
+    np.testing.assert_allclose(stats["batch_stats"]["var"],
+                               0.01 + 0.99 * flat.var(0, ddof=1), rtol=1e-5)
+    np.testing.assert_allclose(stats["batch_stats"]["mean"], 0.99 * flat.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(y, (flat - flat.mean(0)).reshape(x.shape)
+                               / np.sqrt(flat.var(0) + 1e-3), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_unbiased_running_variance_counts_the_global_batch(ordered):
+    """Over 4 devices, n is the global batch's count: the running variance of one device."""
+    mesh = sharding.make_mesh()
+    x = _inputs()
+    sharded = BatchNorm(use_running_average=False, axis_name=sharding.AXIS,
+                        unbiased_running_var=True, ordered=ordered)
+    alone = BatchNorm(use_running_average=False, unbiased_running_var=True)
+    variables = alone.init(jax.random.PRNGKey(0), x)
+
+    def per_device(v, x):
+        _, stats = sharded.apply(v, x, mutable=["batch_stats"])
+        return stats["batch_stats"]["var"][None]
+
+    got = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(sharding.AXIS)),
+                                out_specs=P(sharding.AXIS)))(variables, x)
+    _, want = alone.apply(variables, x, mutable=["batch_stats"])
+    for v in np.asarray(got):
+        np.testing.assert_allclose(v, want["batch_stats"]["var"], rtol=1e-5)

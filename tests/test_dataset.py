@@ -201,6 +201,16 @@ def test_all_audio_missing_is_an_error(tmp_path):
         dataset.load_dataset(root, CLASSES, tmp_path / "w")
 
 
+def test_missing_metadata_file_of_a_needed_split_is_one_error_naming_it(tmp_path):
+    for split in ("weak", "test"):
+        root = make_root(tmp_path / split)
+        (root / dataset.SPLITS[split][0]).unlink()  # was: a traceback joining no part
+        with pytest.raises(dataset.DatasetError,
+                           match=f"{root / dataset.SPLITS[split][0]}: metadata file of split "
+                                 f"'{split}' not found"):
+            dataset.load_dataset(root, CLASSES, tmp_path / "w")
+
+
 def test_missing_root_says_how_to_get_data(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         dataset.load_dataset(tmp_path / "nowhere", CLASSES, tmp_path / "w")

@@ -30,6 +30,7 @@ DESED_TASK = [
     ("features.db_range", (-50.0, 80.0), "sed_trainer.py take_log: .clamp(min=-50, max=80)"),
     ("features.scaler", "instance_minmax", "scaler.statistic instance, scaler.normtype minmax"),
     ("features.num_frames", 626, "data.audio_max_len 10 s * fs 16000 / hop 256 + 1"),
+    ("features.pad_to_num_frames", True, "datasets.py pad_audio: zeros to audio_max_len * fs"),
     ("model.arch", "desed_crnn", "desed_task/nnet/CRNN.py"),
     ("model.conv_features", (16, 32, 64, 128, 128, 128, 128), "net.nb_filters"),
     ("model.conv_kernel", (3, 3), "net.kernel_size [3]*7, padding 1, stride 1"),
@@ -57,9 +58,18 @@ DESED_TASK = [
     ("mean_teacher.consistency_weight", 2.0, "training.const_max"),
     ("mean_teacher.consistency_rampup", 50 / 200, "training.n_epochs_warmup / n_epochs"),
     ("mean_teacher.learning_rate_rampup", 50 / 200, "ExponentialWarmup on the optimizer"),
+    ("mean_teacher.step_timing", "desed_task",
+     "schedulers.py ExponentialWarmup step_num from 1, lr set after the first update; "
+     "sed_trainer.py on_before_zero_grad: EMA before optimizer.step (Lightning 1.9 closure)"),
+    ("mean_teacher.checkpoint_metric", "psds1", "DESED's reported metric (DESED_task: "
+     "ModelCheckpoint on val/obj_metric, synthetic intersection F1 + weak F1)"),
     ("mean_teacher.early_stopping_patience", 200, "training.early_stop_patience"),
     ("mean_teacher.augment.mixup_share", 0.5, "sed_trainer.py: mixup when 0.5 > random()"),
     ("mean_teacher.augment.mixup_alpha", 0.2, "data_augm.py mixup: Beta(0.2, 0.2), 'soft'"),
+    ("mean_teacher.augment.time_mask", 4, "CRNN.py specaugm_t_l 5: floor(U * 5) frames"),
+    ("mean_teacher.augment.freq_mask", 9, "CRNN.py specaugm_f_l 10: floor(U * 10) mel bands"),
+    ("mean_teacher.augment.mask_teacher", True, "CRNN.apply_specaugment in train mode: the "
+     "teacher runs in train mode too"),
     ("mean_teacher.predict_with", "student", "the 2023 README reports the student"),
     ("postprocess.median_filter", 7, "training.median_window"),
     ("postprocess.threshold", 0.5, "training.val_thresholds"),
@@ -67,6 +77,10 @@ DESED_TASK = [
     ("evaluation.percentage_of_length", 0.2, "sed_eval EventBasedMetrics, 20 % of length"),
     ("data.dataset", "desed", "the DESED layout"),
     ("data.use_strong", True, "synth_tsv (+ strong_tsv with --strong_real)"),
+    ("data.frame_labels", "desed_task",
+     "desed_task/utils/encoder.py encode_strong_df: onset floored, offset ceiled"),
+    ("data.resample_copy", "desed_task",
+     "local/resample_folder.py: librosa.resample per channel, torchaudio.save 16-bit"),
 ]
 
 

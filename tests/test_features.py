@@ -186,7 +186,7 @@ def desed_task_recipe(y: np.ndarray) -> np.ndarray:
     """DESED_task's features written out from torchaudio's definitions in numpy (float64):
     MelSpectrogram(16 kHz, n_fft = win = 2048, hop 256, symmetric Hamming, power 1, center,
     reflect, 128 HTK triangles 0-8 kHz without normalization), AmplitudeToDB(amin 1e-5)
-    clamped to [-50, 80], TorchScaler('instance', 'minmax')."""
+    clamped to [-50, 80], TorchScaler('instance', 'minmax'): to [-1, 1]."""
     n_fft, hop, sr, n_mels = 2048, 256, 16000, 128
     n = np.arange(n_fft)
     window = 0.54 - 0.46 * np.cos(2 * np.pi * n / (n_fft - 1))  # periodic=False
@@ -202,7 +202,7 @@ def desed_task_recipe(y: np.ndarray) -> np.ndarray:
     diff = np.diff(f_pts)
     fb = np.maximum(0, np.minimum(-slopes[:, :-2] / diff[:-1], slopes[:, 2:] / diff[1:]))
     db = np.clip(20 * np.log10(np.maximum(spec @ fb, 1e-5)), -50, 80)
-    return (db - db.min()) / (db.max() - db.min() + 1e-8)
+    return (db - db.min()) / (db.max() - db.min() + 1e-8) * 2 - 1
 
 
 @pytest.fixture(scope="module")
@@ -218,15 +218,25 @@ def test_desed_features_equal_desed_tasks_recipe(desed_cfg):
     assert want.shape == (626, 128)
     got = features.log_mel(y, 16000, desed_cfg)
     np.testing.assert_allclose(got, want, atol=2e-4)
-    assert got.min() == 0.0 and abs(got.max() - 1.0) < 1e-6
+    assert got.min() == -1.0 and abs(got.max() - 1.0) < 1e-6
 
 
-def test_desed_jax_frontend_equals_librosa_with_short_clip(desed_cfg):
-    waves = np.zeros((2, features.buffer_samples(desed_cfg)), np.float32)
-    long, short = signal(160000, seed=4, sr=16000), signal(100000, seed=5, sr=16000)
-    waves[0, :len(long)], waves[1, :len(short)] = long[:waves.shape[1]], short
-    got = np.asarray(features.make_jax_frontend(desed_cfg)(waves, np.array([160000, 100000])))
-    for row, y in zip(got, (long, short)):
-        np.testing.assert_allclose(row, features.log_mel(y, 16000, desed_cfg), atol=2e-4)
-    # the scaler reads the clip's own frames only: zeros after the short clip's 391 frames
-    assert (got[1, 391:] == 0).all() and got[1, :391].max() == pytest.approx(1.0, abs=1e-5)
+@pytest.mark.parametrize("pad", [True, False])
+def test_desed_jax_frontend_equals_librosa_with_short_clip(desed_cfg, pad):
+    cfg = desed_cfg.copy_and_resolve_references()
+    cfg.pad_to_num_frames = pad
+    waves = np.zeros((3, features.buffer_samples(cfg)), np.float32)
+    clips = [signal(n, seed=4 + i, sr=16000) for i, n in enumerate((160000, 100000, 170000))]
+    for i, y in enumerate(clips):
+        waves[i, :min(len(y), waves.shape[1])] = y[:waves.shape[1]]
+    got = np.asarray(features.make_jax_frontend(cfg)(waves, np.array([160000, 100000, 170000])))
+    for row, y in zip(got, clips):
+        np.testing.assert_allclose(row, features.log_mel(y, 16000, cfg), atol=2e-4)
+    if pad:  # DESED_task: the clip padded with zeros to 10 s; their frames are its minimum
+        assert (got[1, 395:] == -1.0).all() and got[1, :391].min() > -1.0
+        cut = features.log_mel(clips[2][:160000], 16000, cfg)  # a long clip: its first 10 s
+        np.testing.assert_allclose(got[2], cut, atol=2e-4)
+    else:  # the scaler reads the clip's own frames only: zeros after the short clip's 391
+        assert (got[1, 391:] == 0).all() and got[1, :391].max() == pytest.approx(1.0, abs=1e-5)
+        assert got[1, :391].min() == pytest.approx(-1.0, abs=1e-5)
+    assert features.num_valid_frames(100000, cfg) == 391  # the clip's own frames either way

@@ -159,3 +159,19 @@ def test_held_out_strong_clips_are_scored_on_events_after_post_processing():
                               ) == pytest.approx(0.5)  # Cat 0, Dog 1
     # below the post-processing threshold nothing is detected
     assert mt.strong_event_f1(config, split, rows, probs * 0.5, frames) == pytest.approx(0.0)
+
+
+def test_mask_teacher_masks_the_teachers_input_with_masks_of_its_own():
+    """mean_teacher.augment.mask_teacher (DESED_task's CRNN masks in train mode, teacher too)."""
+    x = np.ones((6, 40, 64), np.float32)
+    batch = {"features": x, "labels": np.zeros((6, 10), np.float32),
+             "kind": np.zeros(6, np.int32), "strong": np.zeros((6, 10, 10), np.uint8)}
+    s = mt.StepSettings(bce_eps=1e-7, ema_decay=0.9, consistency_weight=2.0, rampup_steps=4,
+                        mixup_share=0.0, mixup_alpha=0.2, time_mask=4, freq_mask=9,
+                        time_shift=0, time_pooling=4)
+    key = jax.random.PRNGKey(1)
+    student, teacher = mt.augment_batch(key, batch, s)[:2]
+    assert (np.asarray(student) == 0).any() and (np.asarray(teacher) == 1).all()
+    student2, teacher2 = mt.augment_batch(key, batch, dataclasses.replace(s, mask_teacher=True))[:2]
+    np.testing.assert_array_equal(student2, student)  # the student's masks do not change
+    assert (np.asarray(teacher2) == 0).any() and (np.asarray(teacher2) != np.asarray(student)).any()

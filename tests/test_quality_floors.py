@@ -76,3 +76,33 @@ def test_each_recipe_beats_constant_predictors(finished):
     assert segment >= best_constant + margin, (segment, constant)
     if event_floor is not None:  # localizes: event F1 well above the clip prior's
         assert event >= event_floor > constant["clip_prior"]["event_based"], (event, constant)
+
+
+# the DESED path (configs/learnable.py:desed, seeds 0-2 in one program): each run's test PSDS1
+# above the same runs untrained (one step at a learning rate of ~0) by this margin; measured
+# in README ("Quality floors")
+DESED_PSDS1_MARGIN = 0.10
+
+
+def _run_main(workdir: pathlib.Path, *overrides: str) -> dict:
+    cmd = [sys.executable, "-m", "sedjax.main", "--config=configs/learnable.py:desed",
+           f"--workdir={workdir}", *overrides]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads((workdir / f"run{k}" / "results.json").read_text()) for k in range(3)]
+
+
+def test_desed_path_beats_untrained_model_on_three_seeds(tmp_path):
+    trained = _run_main(tmp_path / "trained")
+    # the same seeds' models as initialized, on the same generated clips
+    untrained = _run_main(tmp_path / "untrained", "--config.data.dataset=desed",
+                          f"--config.data.root={tmp_path / 'trained' / 'synthetic'}",
+                          "--config.mean_teacher.num_epochs=1",
+                          "--config.mean_teacher.steps_per_epoch=1",
+                          "--config.mean_teacher.learning_rate=1e-12")
+    for k, (t, u) in enumerate(zip(trained, untrained)):
+        psds1 = t["test"]["threshold_independent"]["psds1"]
+        floor = (u["test"]["threshold_independent"]["psds1"] or 0.0) + DESED_PSDS1_MARGIN
+        print(f"desed run {k}: test PSDS1 {psds1:.3f}, untrained "
+              f"{floor - DESED_PSDS1_MARGIN:.3f} (+{DESED_PSDS1_MARGIN} needed)")
+        assert psds1 is not None and psds1 >= floor, (k, psds1, floor)

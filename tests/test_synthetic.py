@@ -463,3 +463,133 @@ def test_num_validation_on_the_command_line(tmp_path):
     assert len(list((out / "audio/validation").glob("*.wav"))) == 3
     assert len((out / "metadata/validation/validation_durations.tsv").read_text()
                .splitlines()) == 4
+
+
+# ---- the DESED layout: what DESED_task's readers expect ------------------------------------
+DESED_SMALL = dict(num_unlabeled=1, seed=4, sample_rate=8000, clip_seconds=2.0, layout="desed")
+
+
+def test_desed_weak_clips_all_carry_a_label_and_labelled_draws_are_kept(tmp_path):
+    root = synthetic.generate(tmp_path / "d", num_weak=30, num_test=0, num_workers=2,
+                              **DESED_SMALL)
+    first = [soundscapes.render_clip(4, synthetic.SPLITS["weak"], i, 8000, clip_seconds=2.0)
+             for i in range(30)]
+    quiet = [i for i, (_, ev) in enumerate(first) if not ev]
+    assert quiet  # this seed draws clips without any event: they are the ones redrawn
+    rows = _rows(root / "metadata/train/weak.tsv")
+    assert rows[0] == ["filename", "event_labels"] and len(rows) == 31
+    for i, (name, labels) in enumerate(rows[1:]):
+        assert labels and set(labels.split(",")) <= set(soundscapes.CLASSES)
+        assert name.startswith(f"Ysyn_w{i:05d}_")
+        if i not in quiet:  # the clip as drawn, its labels and its audio
+            x, events = first[i]
+            assert labels == ",".join(sorted({e[2] for e in events}))
+            pcm, _ = sf.read(str(root / "audio/train/weak" / name), dtype="int16")
+            np.testing.assert_array_equal(pcm, np.clip(np.round(x * 32767.0), -32768, 32767))
+    assert sorted(p.name for p in (root / "audio/train/weak").glob("*.wav")) == sorted(
+        r[0] for r in rows[1:])
+    # DESED_task's reader (WeakSet) splits every row's labels: an empty one would be NaN
+    pd = pytest.importorskip("pandas")
+    weak = pd.read_csv(root / "metadata/train/weak.tsv", sep="\t")
+    assert all(isinstance(v, str) and v.split(",") for v in weak["event_labels"])
+    # the DCASE2018 layout keeps its clips without any label (its demo figures rest on them)
+    plain = synthetic.generate(tmp_path / "plain", num_weak=30, num_test=1, num_workers=1,
+                               **{**DESED_SMALL, "layout": "dcase2018"})
+    labels = [r[1] for r in _rows(plain / "metadata/train/weak.csv")[1:]]
+    assert [i for i, v in enumerate(labels) if not v] == quiet
+
+
+def test_desed_marker_carries_its_layout_version_and_old_desed_datasets_are_regenerated(
+        tmp_path):
+    kw = dict(num_weak=2, num_unlabeled=1, num_test=1, seed=3, sample_rate=8000,
+              classes=soundscapes.CLASSES, clip_seconds=2.0)
+    marker = json.loads(synthetic._params(**kw, layout="desed"))
+    assert marker["layout_version"] == synthetic.LAYOUT_VERSIONS["desed"] >= 1
+    assert "layout_version" not in json.loads(synthetic._params(**kw))  # DCASE2018: as before
+    c = _config()
+    c.synthetic.update(layout="desed", sample_rate=8000)
+    c.clip_seconds = 2.0
+    root = synthetic.ensure_dataset(c, tmp_path / "syn")
+    old = {k: v for k, v in json.loads((root / synthetic.MARKER).read_text()).items()
+           if k != "layout_version"}  # what a DESED-layout dataset written before held
+    (root / synthetic.MARKER).write_text(json.dumps(old, indent=1))
+    stamp = _age(root)
+    synthetic.ensure_dataset(c, root)
+    assert json.loads((root / synthetic.MARKER).read_text())["layout_version"] >= 1
+    assert (root / synthetic.MARKER).stat().st_mtime > stamp  # regenerated
+
+
+# DESED_task's confs/default.yaml: synth_val_folder_44k, synth_val_tsv, synth_val_dur (relative
+# to its dcase/dataset/ or dcase_synth/ folder)
+DESED_TASK_SYNTH_VAL = ("audio/validation/synthetic21_validation/soundscapes",
+                        "metadata/validation/synthetic21_validation/soundscapes.tsv",
+                        "metadata/validation/synthetic21_validation/durations.tsv")
+
+
+@pytest.fixture(scope="module")
+def synth_val_pair(tmp_path_factory):
+    """A small DESED-layout dataset without and with the synthetic validation set."""
+    base = tmp_path_factory.mktemp("synth_val")
+    kw = dict(DESED_SMALL, num_weak=3, num_test=2, num_validation=2, num_workers=1)
+    return (synthetic.generate(base / "plain", **kw),
+            synthetic.generate(base / "with", **kw, num_synth_validation=6))
+
+
+def test_synth_validation_is_written_where_desed_task_reads_it(synth_val_pair):
+    plain, root = synth_val_pair
+    folder, tsv, durations = (root / rel for rel in DESED_TASK_SYNTH_VAL)
+    names = sorted(p.name for p in folder.glob("*.wav"))
+    assert len(names) == 6
+    clips, duration_rows = [], [["filename", "duration"]]
+    for i, name in enumerate(names):
+        x, events = soundscapes.render_clip(4, synthetic.SPLITS["synth_validation"], i, 8000,
+                                            clip_seconds=2.0)
+        assert name == f"Ysyn_sv{i:05d}_0.000_{x.size / 8000:.3f}.wav"
+        clips.append((name, events))
+        duration_rows.append([name, f"{x.size / 8000:.3f}"])
+    # DESED's strong tsv: events only (a quiet clip is in the durations file alone)
+    assert _rows(tsv) == [["filename", "onset", "offset", "event_label"]] + [
+        [n, f"{a:.3f}", f"{b:.3f}", c] for n, ev in clips for a, b, c in ev]
+    assert _rows(durations) == duration_rows
+    assert json.loads((root / synthetic.MARKER).read_text())["num_synth_validation"] == 6
+    # the other splits are those of the dataset without it
+    a, b = _tree_hashes(plain), _tree_hashes(root)
+    assert {k: v for k, v in b.items() if "synthetic21_validation" not in k
+            and k != synthetic.MARKER} == {k: v for k, v in a.items() if k != synthetic.MARKER}
+    assert not any("synthetic21_validation" in k for k in a)
+    assert "num_synth_validation" not in json.loads((plain / synthetic.MARKER).read_text())
+    pd = pytest.importorskip("pandas")  # as DESED_task's train_sed.py reads them
+    assert list(pd.read_csv(tsv, sep="\t").columns) == ["filename", "onset", "offset",
+                                                       "event_label"]
+    assert list(pd.read_csv(durations, sep="\t").columns) == ["filename", "duration"]
+
+
+def test_synth_validation_needs_the_desed_layout_and_regeneration_removes_it(tmp_path):
+    with pytest.raises(ValueError, match="num_synth_validation.*'desed'"):
+        synthetic.generate(tmp_path / "x", num_weak=1, num_unlabeled=1, num_test=1, seed=1,
+                           num_workers=1, num_synth_validation=2)
+    kw = dict(DESED_SMALL, num_weak=2, num_workers=1)
+    root = synthetic.generate(tmp_path / "d", num_test=2, num_synth_validation=2, **kw)
+    assert (root / "metadata/eval/public.tsv").is_file()
+    root = synthetic.generate(root, num_test=0, **kw)  # DESED_task's download: no public set
+    assert not (root / "metadata/eval/public.tsv").exists()
+    assert not (root / "metadata/eval/public_durations.tsv").exists()
+    assert not (root / "audio/eval").exists()
+    assert not (root / DESED_TASK_SYNTH_VAL[1]).exists()
+    assert not (root / "audio/validation/synthetic21_validation").exists()
+
+
+def test_num_synth_validation_on_the_command_line(tmp_path):
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "sedjax.data.synthetic", f"--out={out}", "--layout=desed",
+           "--num_weak=2", "--num_unlabeled=1", "--num_test=0", "--num_synth_validation=2",
+           "--sample_rate=8000", "--workers=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 synthetic21_validation" in proc.stdout
+    assert len(list((out / DESED_TASK_SYNTH_VAL[0]).glob("*.wav"))) == 2
+    assert not (out / "metadata/eval").exists()
+    bad = subprocess.run(cmd[:4] + ["--layout=dcase2018"] + cmd[5:], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: num_synth_validation")

@@ -71,3 +71,19 @@ def test_second_writer_makes_second_file_read_after_the_first(tmp_path):
         w.scalar("x/a", 3.0, 2)
     assert len(event_files(tmp_path)) == 2
     assert read_scalars(tmp_path) == {"x/a": [(1, 1.0), (2, 3.0)], "x/b": [(1, 2.0)]}
+
+
+def test_sedjax_run_does_not_import_torch():
+    """tensorboardX imports torch whenever it is installed (~1 GB, seconds); sedjax's run
+    imports it without (sedjax.reporting.tensorboard)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed: nothing could import it")
+    code = ("import sys, sedjax.run, sedjax.reporting.tensorboard as t; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]; "
+            "assert t.tensorboardX.SummaryWriter")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

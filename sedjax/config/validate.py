@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sedjax import recipes
+from sedjax.data import split_roles
 from sedjax.models import crnn
 
 CHOICES = {  # field -> allowed values (config.recipe: any registered recipe, checked below)
     "data.dataset": ("dcase2018", "desed", "synthetic"),
     "data.synthetic.layout": ("dcase2018", "desed"),
+    "data.split_roles": split_roles.CHOICES,
     "features.frontend": ("jax", "librosa"),
     "features.spectrogram": ("magnitude", "power"),
     "features.pad_mode": ("reflect", "constant"),
@@ -68,6 +70,7 @@ def validate(config, num_devices: int = 1) -> None:
             raise ConfigError(f"{field}: unknown value {value!r}; choose one of "
                               f"{', '.join(map(repr, allowed))}")
     _check_runs(config)
+    _check_data(config)
     classes = _check_classes(config)
     for name, value in _fields(config):
         if name.split(".")[-1].endswith("batch_size") and name not in _NOT_SHARDED:
@@ -75,6 +78,9 @@ def validate(config, num_devices: int = 1) -> None:
                 raise ConfigError(f"{name}: {value} is not divisible by the {num_devices} "
                                   f"devices the batch is split over")
     _check_model(config)
+    _check_features(config)
+    _check_resample_copy(config)
+    _check_frame_labels(config)
     recipes.get(config.recipe).check(config, num_devices)
     _check_postprocess(config, classes)
 
@@ -89,6 +95,29 @@ def _check_runs(config) -> None:
                         for r in rates)):
                 raise ConfigError(f"{name}: expected {num_runs} positive learning rates, one "
                                   f"per run (num_runs), got {rates!r}")
+
+
+def _check_data(config) -> None:
+    held_out = _get(config, "data.weak_held_out")
+    if (isinstance(held_out, bool) or not isinstance(held_out, (int, float))
+            or not 0.0 <= held_out < 1.0):
+        raise ConfigError(f"data.weak_held_out: expected a share in [0, 1), got {held_out!r}")
+    s = _get(config, "data.synthetic")
+    n = s.num_synth_validation
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"data.synthetic.num_synth_validation: expected an integer >= 0, "
+                          f"got {n!r}")
+    if config.data.dataset == "synthetic":
+        if n and s.layout != "desed":
+            raise ConfigError("data.synthetic.num_synth_validation: DESED's synthetic "
+                              "validation set needs data.synthetic.layout 'desed'")
+        layout = s.layout
+    else:
+        layout = config.data.dataset
+    if config.data.split_roles == split_roles.DESED_TASK and layout != "desed":
+        raise ConfigError(f"data.split_roles: 'desed_task' needs a DESED-layout dataset "
+                          f"(data.dataset 'desed', or 'synthetic' with layout 'desed'), not "
+                          f"{layout!r}")
 
 
 def _check_classes(config) -> Sequence[str]:
@@ -124,6 +153,34 @@ def _check_model(config) -> None:
     if model.embeddings.dir and model.arch != "desed_crnn":
         raise ConfigError(f"model.embeddings.dir: pre-extracted embeddings need model.arch "
                           f"'desed_crnn', not {model.arch!r}")
+
+
+def _check_resample_copy(config) -> None:
+    # optional (only the DESED configs set it): what the resample cache writes
+    from sedjax.data import resample
+    copy = config.data.get("resample_copy", resample.FLOAT)
+    if copy not in resample.COPIES:
+        raise ConfigError(f"data.resample_copy: unknown value {copy!r}; choose one of "
+                          f"{', '.join(map(repr, resample.COPIES))}")
+
+
+def _check_frame_labels(config) -> None:
+    # optional (only the DESED configs set it): the rule of sedjax.data.dataset.strong_labels
+    from sedjax.data import dataset
+    rule = config.data.get("frame_labels", "cover_half")
+    if rule not in dataset.FRAME_LABELS:
+        raise ConfigError(f"data.frame_labels: unknown value {rule!r}; choose one of "
+                          f"{', '.join(map(repr, dataset.FRAME_LABELS))}")
+
+
+def _check_features(config) -> None:
+    # optional (only the DESED configs set it): DESED_task's zero padding of every clip
+    pad = config.features.get("pad_to_num_frames", False)
+    if not isinstance(pad, bool):
+        raise ConfigError(f"features.pad_to_num_frames: expected True or False, got {pad!r}")
+    if pad and not config.features.center:
+        raise ConfigError("features.pad_to_num_frames: needs features.center (a clip padded to "
+                          "(num_frames - 1) * hop_length samples gives num_frames centred frames)")
 
 
 def _check_postprocess(config, classes: Sequence[str]) -> None:

@@ -11,6 +11,10 @@ Layouts (`LAYOUTS`, chosen by data.dataset; generated data by data.synthetic.lay
   metadata/validation/validation.tsv + validation_durations.tsv; the public evaluation set
   metadata/eval/public.tsv + public_durations.tsv is the test split. An audio folder X is read
   from X_16k (DESED_task's resampled copy) when that exists and the features run at 16 kHz.
+  Under DESED_task's roles (sedjax.data.split_roles; a folder without the public evaluation set)
+  the validation split is the synthetic validation set metadata/validation/
+  synthetic21_validation/soundscapes.tsv + durations.tsv and the test split is
+  metadata/validation/validation.tsv.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Sequence
 import numpy as np
 from absl import logging
 
-from sedjax.data import event_files
+from sedjax.data import event_files, split_roles
 from sedjax.data.audio import AUDIO_EXTENSIONS  # the files of an unlisted audio folder
 from sedjax.runtime import cli
 
@@ -86,6 +90,9 @@ class Split:
     paths: list[pathlib.Path]
     weak: np.ndarray | None = None  # (N, C) float32 multi-hot, for 'weak' and strong splits
     events: list[list[Event]] | None = None  # per clip, for strong splits
+    # what it was read from, relative to the root: its metadata file (or unlisted folder);
+    # under DESED_task's roles "validation" is read from synthetic21_validation's
+    source: str = ""
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -110,21 +117,37 @@ def multi_hot(labels: Sequence[Sequence[str]], classes: Sequence[str]) -> np.nda
     return out
 
 
+FRAME_LABELS = ("cover_half", "desed_task")  # data.frame_labels: strong_labels' rules
+
+
 def strong_labels(events: Sequence[Sequence[Event]], classes: Sequence[str], num_frames: int,
-                  frame_seconds: float) -> np.ndarray:
+                  frame_seconds: float, rule: str = "cover_half",
+                  rate: tuple[int, int, int] | None = None) -> np.ndarray:
     """Strong events -> (N, num_frames, C) float32 frame targets.
 
-    Frame i covers [i * frame_seconds, (i + 1) * frame_seconds); it is active for an event that
-    covers at least half of it: frames round(onset / frame_seconds) up to (not including)
-    round(offset / frame_seconds), at least one frame, clipped to the num_frames frames (an event
-    running past the last frame is cut). Python's round: an exact half rounds to even.
+    Frame i covers [i * frame_seconds, (i + 1) * frame_seconds). rule 'cover_half': it is active
+    for an event that covers at least half of it: frames round(onset / frame_seconds) up to (not
+    including) round(offset / frame_seconds), at least one frame, clipped to the num_frames
+    frames (an event running past the last frame is cut). Python's round: an exact half rounds
+    to even. rule 'desed_task' (DESED_task's ManyHotEncoder.encode_strong_df): every frame an
+    event touches: floor(onset) up to ceil(offset) of t * sample_rate / hop / time_pooling
+    (rate = (sample_rate, hop, time_pooling), DESED's arithmetic), clipped to [0, num_frames].
     """
+    if rule not in FRAME_LABELS:
+        raise ValueError(f"unknown frame label rule {rule!r}; choose one of {FRAME_LABELS}")
+    if rule == "desed_task" and rate is None:
+        raise ValueError("frame label rule 'desed_task' needs rate=(sample_rate, hop, pooling)")
     index = {c: i for i, c in enumerate(classes)}
     out = np.zeros((len(events), num_frames, len(classes)), np.float32)
     for n, clip in enumerate(events):
         for onset, offset, label in clip:
-            start = max(int(round(onset / frame_seconds)), 0)  # >= 0: a slice never wraps
-            stop = min(max(int(round(offset / frame_seconds)), start + 1), num_frames)
+            if rule == "desed_task":
+                fs, hop, pool = rate
+                start, stop = (np.clip(t * fs / hop / pool, 0, num_frames) for t in (onset, offset))
+                start, stop = int(start), int(np.ceil(stop))
+            else:
+                start = max(int(round(onset / frame_seconds)), 0)  # >= 0: a slice never wraps
+                stop = min(max(int(round(offset / frame_seconds)), start + 1), num_frames)
             out[n, start:stop, index[label]] = 1.0  # empty when start >= num_frames
     return out
 
@@ -173,9 +196,10 @@ def list_audio_folder(folder: pathlib.Path, split: str) -> list[str]:
     return names
 
 
-def _read_metadata(root: pathlib.Path, split: str, meta: pathlib.Path, kind: str,
-                   with_durations: bool, classes: Sequence[str]):
-    """(filenames, weak labels or None, per-clip events or None) of a split's metadata file."""
+def _read_metadata(root: pathlib.Path, meta: pathlib.Path, kind: str,
+                   durations_rel: str | None, classes: Sequence[str]):
+    """(filenames, weak labels or None, per-clip events or None) of a split's metadata file;
+    durations_rel: DESED's durations file beside a strong one (read when present)."""
     if kind == "weak":
         names, labels = event_files.read_weak(meta, classes)
         return names, labels, None
@@ -184,7 +208,7 @@ def _read_metadata(root: pathlib.Path, split: str, meta: pathlib.Path, kind: str
         by_name: dict[str, list[Event]] = {name: [] for name in names}
         for e in found:
             by_name[e["filename"]].append((e["onset"], e["offset"], e["event_label"]))
-        durations = root / DURATIONS[split] if split in DURATIONS and with_durations else None
+        durations = root / durations_rel if durations_rel else None
         if durations is not None and durations.is_file():
             # DESED lists only events in <split>.tsv: a clip without any is only in durations
             for name in event_files.read_durations(durations):
@@ -195,11 +219,15 @@ def _read_metadata(root: pathlib.Path, split: str, meta: pathlib.Path, kind: str
 
 def load_split(root: pathlib.Path, split: str, classes: Sequence[str],
                error_log: pathlib.Path | None = None, layout: str = "dcase2018",
-               sample_rate: int | None = None, spec: tuple | None = None) -> Split:
+               sample_rate: int | None = None, spec: tuple | None = None,
+               durations: str | None = None) -> Split:
     """Reads one split; clips whose audio is missing are logged to `error_log` and skipped.
 
-    spec: (metadata, audio folder, kind) in place of the layout's entry for `split`."""
+    spec: (metadata, audio folder, kind) in place of the layout's entry for `split`, with
+    `durations` its durations file (None: none); without spec the layout's (DURATIONS)."""
     meta_rel, audio_rel, kind = spec or LAYOUTS[layout][split]
+    if spec is None:
+        durations = DURATIONS.get(split)
     folder = audio_folder(root, audio_rel, sample_rate)
     meta = folder if meta_rel is None else root / meta_rel
     if meta_rel is not None and not meta.is_file():
@@ -208,8 +236,7 @@ def load_split(root: pathlib.Path, split: str, classes: Sequence[str],
         names, labels, events = list_audio_folder(folder, split), None, None
     else:
         try:
-            names, labels, events = _read_metadata(root, split, meta, kind, spec is None,
-                                                   classes)
+            names, labels, events = _read_metadata(root, meta, kind, durations, classes)
         except event_files.EventFileError as e:  # a user's data: the dataset's error type
             raise DatasetError(str(e)) from None
     if not names:
@@ -233,7 +260,8 @@ def load_split(root: pathlib.Path, split: str, classes: Sequence[str],
     if kind == "strong":
         events = [events[i] for i in keep]
         weak = multi_hot([[e[2] for e in clip] for clip in events], classes)
-    return Split(split, [names[i] for i in keep], [paths[i] for i in keep], weak, events)
+    return Split(split, [names[i] for i in keep], [paths[i] for i in keep], weak, events,
+                 meta_rel or audio_rel)
 
 
 def append_error_log(path: pathlib.Path, split: str,
@@ -265,9 +293,10 @@ def drop_unreadable(split: Split, reasons: dict[int, str], error_log: pathlib.Pa
         raise DatasetError(f"{split.paths[first].parent}: none of the {len(split)} audio files "
                            f"of split {split.name!r} can be read (e.g. "
                            f"{split.filenames[first]}: {reasons[first]}); see {error_log}")
-    return Split(split.name, [split.filenames[i] for i in keep], [split.paths[i] for i in keep],
-                 None if split.weak is None else split.weak[keep],
-                 None if split.events is None else [split.events[i] for i in keep])
+    return dataclasses.replace(
+        split, filenames=[split.filenames[i] for i in keep], paths=[split.paths[i] for i in keep],
+        weak=None if split.weak is None else split.weak[keep],
+        events=None if split.events is None else [split.events[i] for i in keep])
 
 
 def join_splits(name: str, parts: Sequence[Split]) -> Split:
@@ -275,13 +304,15 @@ def join_splits(name: str, parts: Sequence[Split]) -> Split:
     if len(parts) == 1:
         return parts[0]
     return Split(name, [f for p in parts for f in p.filenames], [f for p in parts for f in p.paths],
-                 np.concatenate([p.weak for p in parts]), [e for p in parts for e in p.events])
+                 np.concatenate([p.weak for p in parts]), [e for p in parts for e in p.events],
+                 " + ".join(p.source for p in parts))
 
 
 def load_dataset(root, classes: Sequence[str], workdir, use_eval: bool = True,
                  use_strong: bool = False, write_log: bool = True,
                  use_validation: bool = True, layout: str = "dcase2018",
-                 sample_rate: int | None = None) -> dict[str, Split]:
+                 sample_rate: int | None = None, roles: str = split_roles.SEDJAX
+                 ) -> dict[str, Split]:
     """Reads the splits of a root in `layout` (LAYOUTS): {name: Split}, in the order weak,
     unlabel_in_domain, synthetic, validation, test, eval.
 
@@ -289,12 +320,19 @@ def load_dataset(root, classes: Sequence[str], workdir, use_eval: bool = True,
     file is present; validation only with use_validation and when present; eval (DCASE2018
     layout) only with use_eval and when present. write_log: whether this process (re)writes
     workdir's error log (one process of a multi-process run does). sample_rate: the features'
-    rate (DESED's resampled *_16k folders are read at 16 kHz).
+    rate (DESED's resampled *_16k folders are read at 16 kHz). roles: data.split_roles
+    (sedjax.data.split_roles: which DESED split is validation and which is test).
     """
     if layout not in LAYOUTS:
         raise DatasetError(f"unknown dataset layout {layout!r}; known: {', '.join(LAYOUTS)}")
     splits_of = LAYOUTS[layout]
     root = dataset_root(root, layout)
+    # {split: (spec, durations file)} read in place of the layout's (DESED_task's roles)
+    replaced = {}
+    if split_roles.resolve(roles, root, layout) == split_roles.DESED_TASK:
+        replaced = {"validation": (split_roles.SYNTH_VALIDATION,
+                                   split_roles.SYNTH_VALIDATION_DURATIONS),
+                    "test": (DESED["validation"], DURATIONS["validation"])}
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     error_log = workdir / ERROR_LOG
@@ -305,7 +343,9 @@ def load_dataset(root, classes: Sequence[str], workdir, use_eval: bool = True,
     for name in ("weak", "unlabel_in_domain", "synthetic", "validation", "test", "eval"):
         if name not in splits_of:
             continue
-        meta = root / splits_of[name][0] if splits_of[name][0] else None
+        spec, durations = replaced.get(name, (None, None))
+        meta_rel = (spec or splits_of[name])[0]
+        meta = root / meta_rel if meta_rel else None
         if name == "eval" and not (use_eval and meta.is_file()):
             continue
         if name == "validation" and not (use_validation and meta.is_file()):
@@ -318,11 +358,13 @@ def load_dataset(root, classes: Sequence[str], workdir, use_eval: bool = True,
                          "layout has none): going on without it", meta)
             continue
         parts = []
-        if meta is None or meta.is_file():
-            parts.append(load_split(root, name, classes, log, layout, sample_rate))
+        if meta is None or meta.is_file() or name != "synthetic":  # missing: one error
+            parts.append(load_split(root, name, classes, log, layout, sample_rate, spec,
+                                    durations))
         if name == "synthetic" and real_strong:
             parts.append(load_split(root, name, classes, log, layout, sample_rate,
                                     spec=DESED_AUDIOSET_STRONG))
         splits[name] = join_splits(name, parts)
-        logging.info("split %-18s %6d clips", name, len(splits[name]))
+        logging.info("split %-18s %6d clips (%s)", name, len(splits[name]),
+                     splits[name].source)
     return splits

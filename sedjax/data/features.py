@@ -3,8 +3,12 @@
 Two recipes of features, chosen by the config's `features` section: the seed's (natural log of
 Slaney mel magnitudes, per-band mean/std over the training clips) and DESED_task's (HTK mel
 magnitudes of a symmetric Hamming window, 20 log10 clamped to [-50, 80] dB, then each clip
-min-max scaled over its own frames and bands: `scaler = 'instance_minmax'`, applied here, so
-the cache holds the final features).
+min-max scaled to [-1, 1] over its frames and bands: `scaler = 'instance_minmax'`, applied
+here, so the cache holds the final features). `pad_to_num_frames` (DESED_task's pad_audio):
+every clip zero-padded or cut to (num_frames - 1) * hop_length samples before its STFT, so
+that a short clip's last frames, the frames of the silence after it and the scaler's min/max
+over them are DESED_task's; off (the seed's), a clip ends where its audio ends (reflection at
+its own end) and the frames after it are zero.
 """
 
 from __future__ import annotations
@@ -47,6 +51,16 @@ def num_valid_frames(num_samples: int, config) -> int:
     return min(config.num_frames, 1 + num_samples // config.hop_length)
 
 
+def padded_samples(config) -> int | None:
+    """With features.pad_to_num_frames, the length every clip is zero-padded or cut to before
+    its STFT, (num_frames - 1) * hop_length samples (DESED_task: audio_max_len * fs, 10 s at
+    16 kHz for 626 frames); None when off. The clip's valid frames stay its own
+    (num_valid_frames): only the feature values change."""
+    if not config.get("pad_to_num_frames", False):
+        return None
+    return (config.num_frames - 1) * config.hop_length
+
+
 # ---------------------------------------------------------------------------- librosa reference
 @functools.lru_cache(maxsize=8)
 def _window(name: str, win_length: int, periodic: bool = True) -> np.ndarray:
@@ -71,7 +85,7 @@ def _log_and_scale(mel, valid, config, xp):
         big = xp.asarray(np.inf, out.dtype)
         low = xp.min(xp.where(valid, out, big))
         high = xp.max(xp.where(valid, out, -big))
-        out = (out - low) / (high - low + 1e-8)
+        out = (out - low) / (high - low + 1e-8) * 2.0 - 1.0  # TorchScaler: `out * 2 - 1`
     return out
 
 
@@ -94,6 +108,9 @@ def log_mel(waveform: np.ndarray, sample_rate: int, config) -> np.ndarray:
     `config`: the feature settings (a config's `features` section, e.g. configs/baseline.py's).
     """
     y = audio.to_mono_resampled(waveform, sample_rate, config.sample_rate)
+    fixed = padded_samples(config)
+    if fixed is not None:  # DESED_task's pad_audio: zeros after a short clip, a long one cut
+        y = np.pad(y[:fixed], (0, max(0, fixed - len(y))))
     stft = librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length,
                         win_length=config.win_length,
                         window=window(config),
@@ -130,8 +147,12 @@ def make_jax_frontend(config) -> Callable[[jax.Array, jax.Array], jax.Array]:
     padded_len = (frames - 1) * hop + n_fft
     win = jnp.asarray(win)
     reflect = config.pad_mode == "reflect"
+    fixed = padded_samples(config)
 
     def one_clip(wave, length):
+        if fixed is not None:  # the clip as DESED_task pads or cuts it: zeros after its end
+            wave = jnp.where(jnp.arange(wave.shape[0]) < jnp.minimum(length, fixed), wave, 0.0)
+            length = jnp.int32(fixed)
         p = jnp.arange(padded_len, dtype=jnp.int32) - half  # sample index of each padded slot
         if reflect:  # numpy 'reflect' (edge sample not repeated), as np.pad does it
             period = jnp.maximum(2 * (length - 1), 1)
@@ -170,6 +191,10 @@ def cache_key(config, filenames: Sequence[str], source: str = "") -> str:
     the same names can hold other audio: a generated dataset's settings): any change gives a
     new cache file."""
     fields = {k: config[k] for k in _KEY_FIELDS}
+    if config.scaler == "instance_minmax":  # scaled to [-1, 1]; caches of [0, 1] not reused
+        fields["scaler_range"] = [-1, 1]
+    if padded_samples(config) is not None:  # only when on: the seed's keys stay as they were
+        fields["pad_to_num_frames"] = True
     key = [fields, list(filenames)] + ([source] if source else [])
     blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]

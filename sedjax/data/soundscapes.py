@@ -273,15 +273,18 @@ def _annotate(raw: list) -> list[Event]:
 
 
 def render_clip(seed: int, split_id: int, index: int, sample_rate: int = 44100,
-                classes: Sequence[str] = CLASSES, clip_seconds: float = 10.0
-                ) -> tuple[np.ndarray, list[Event]]:
+                classes: Sequence[str] = CLASSES, clip_seconds: float = 10.0,
+                attempt: int = 0) -> tuple[np.ndarray, list[Event]]:
     """Renders one clip (float32 mono) and its annotated events from (seed, split_id, index).
 
     `classes`: the labels events are drawn from (default: every class the generator renders);
-    ValueError when one has no renderer.
+    ValueError when one has no renderer. attempt > 0: another clip drawn for the same
+    (seed, split_id, index), its own random stream (a redraw; attempt 0 is the clip).
     """
     check_classes(classes)
-    rng, sr = np.random.default_rng([seed, split_id, index]), sample_rate
+    # attempt 0 keeps the key it always had: the clips written before redraws existed
+    key = [seed, split_id, index] + ([attempt] if attempt else [])
+    rng, sr = np.random.default_rng(key), sample_rate
     dur = int(round(clip_seconds * 1000))  # all times are integer ms: exact 3-decimal labels
     if rng.random() < 0.05:  # some YouTube clips are shorter
         dur = int(rng.integers(int(0.6 * dur), int(0.99 * dur)))

@@ -147,6 +147,7 @@ def threshold_independent(
     settings: Settings | Mapping[str, Any] | None = None,
     median_filter: int | Sequence[int] | None = None,
     tables: Mapping[str, Any] | None = None,
+    collar: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """PSDS1, PSDS2 and the best collar-based F1 of frame probabilities; (figures, curves).
 
@@ -160,6 +161,8 @@ def threshold_independent(
     probabilities first (e.g. config.postprocess.median_filter); None: the raw probabilities.
     tables: score tables {audio id: DataFrame} to score instead of the probabilities' (e.g.
     the boxes of sedjax.metrics.csebbs.score_tables); probs then only give the clips' valid frames.
+    collar: whether to compute the best collar-based F1 too (False: PSDS only, e.g. to pick
+    checkpoints; its keys are then absent).
 
     figures (JSON-ready, NaN/inf as None):
       psds1, psds2 (one key per settings.psds name), collar_f1_best_macro: the headline numbers;
@@ -204,9 +207,12 @@ def threshold_independent(
 
     detail, curves = _psds(scores, gt, durs, settings, classes)
     figures.update({name: d["psds"] for name, d in detail.items()})
-    collar = _collar_best(scores, gt, settings, classes)
-    figures.update(collar_f1_best_macro=collar["f_measure_macro"], psds_detail=detail,
-                   collar_best=collar)
+    if collar:
+        best = _collar_best(scores, gt, settings, classes)
+        figures.update(collar_f1_best_macro=best["f_measure_macro"], psds_detail=detail,
+                       collar_best=best)
+    else:
+        figures["psds_detail"] = detail
     figures["num_files"] = len(scores)
     figures["num_reference_events"] = sum(len(v) for v in gt.values())
     figures["dataset_seconds"] = float(sum(durs.values()))

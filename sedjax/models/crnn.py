@@ -92,9 +92,10 @@ _window_max.defvjp(_window_max_fwd, _window_max_bwd)
 
 
 def conv_and_norm(block: "ConvBlock", x, train: bool, kernel_init=glorot,
-                  bias_init=nn.initializers.zeros):
+                  bias_init=nn.initializers.zeros, unbiased_running_var: bool = False):
     """A block's 'same' convolution (block.conv_impl) then BatchNorm; called inside the block's
-    compact __call__, so the layers are the block's own (Conv_0 / Im2ColConv_0, BatchNorm_0)."""
+    compact __call__, so the layers are the block's own (Conv_0 / Im2ColConv_0, BatchNorm_0).
+    unbiased_running_var: PyTorch's running-variance update (sedjax's BatchNorm)."""
     kernel = tuple(block.kernel_size)
     if resolve_conv_impl(block.conv_impl) == "im2col":
         x = Im2ColConv(block.features, kernel, dtype=block.dtype, kernel_init=kernel_init,
@@ -105,10 +106,14 @@ def conv_and_norm(block: "ConvBlock", x, train: bool, kernel_init=glorot,
     # axis_name: batch statistics are averaged over all devices, so the model sees the global
     # batch whatever the device count; in a fixed order (sedjax's BatchNorm) or by flax's
     # all-reduce (the same numbers on one device)
+    settings = dict(use_running_average=not train, momentum=block.bn_momentum,
+                    epsilon=block.bn_epsilon, dtype=block.dtype,
+                    axis_name=block.axis_name if train else None)
+    if unbiased_running_var:
+        return BatchNorm(**settings, unbiased_running_var=True,
+                         ordered=block.ordered_reductions)(x)
     norm = BatchNorm if block.ordered_reductions else nn.BatchNorm
-    return norm(use_running_average=not train, momentum=block.bn_momentum,
-                epsilon=block.bn_epsilon, dtype=block.dtype,
-                axis_name=block.axis_name if train else None)(x)
+    return norm(**settings)(x)
 
 
 class _ConvParams(nn.Module):

@@ -2,7 +2,8 @@
 
 As DCASE-REPO/DESED_task's desed_task/nnet/{CNN,RNN,CRNN}.py build it with
 recipes/dcase2023_task4_baseline/confs/default.yaml:
-- 7 blocks of conv 3x3 (bias) -> BatchNorm -> GLU -> dropout -> average pooling, filters
+- 7 blocks of conv 3x3 (bias) -> BatchNorm (PyTorch's update: the running variance averages
+  the unbiased batch variance) -> GLU -> dropout -> average pooling, filters
   16-32-64-128-128-128-128, pooling (time, frequency) (2,2),(2,2),(1,2) x 5: 626 frames x 128
   mel bands -> 156 frames x 128 channels. DESED's "GLU" is Linear_channels(x) * sigmoid(x)
   (a gate on the input, not the split-channel GLU).
@@ -12,7 +13,8 @@ recipes/dcase2023_task4_baseline/confs/default.yaml:
   sum_t p w / sum_t w.
 With `embeddings` (per-clip frame embeddings extracted elsewhere, e.g. BEATs (B, T_e, D)), they
 are average-pooled to the CNN's frame count (PyTorch's adaptive_avg_pool1d), concatenated with
-the CNN features and projected back to the CNN's width before the GRU (DESED_task's 'pool1d').
+the CNN features, dropped out (head_dropout) and projected back to the CNN's width before the
+GRU (DESED_task's 'pool1d').
 
 Initialisation follows PyTorch's defaults (uniform +-1/sqrt(fan_in)), so parameter shapes and
 counts equal DESED_task's (1,112,420 without embeddings; tests/test_desed_crnn.py).
@@ -65,7 +67,9 @@ class GatedConvBlock(crnn.ConvBlock):
     def __call__(self, x, train: bool):
         kh, kw = self.kernel_size
         init = torch_uniform(kh * kw * x.shape[-1])
-        x = crnn.conv_and_norm(self, x, train, kernel_init=init, bias_init=init)
+        # PyTorch's BatchNorm2d: the running variance averages the unbiased batch variance
+        x = crnn.conv_and_norm(self, x, train, kernel_init=init, bias_init=init,
+                               unbiased_running_var=True)
         gate = torch_uniform(self.features)
         x = nn.Dense(self.features, kernel_init=gate, bias_init=gate, dtype=self.dtype,
                      name="glu")(x) * nn.sigmoid(x)
@@ -154,6 +158,8 @@ class DesedCRNN(nn.Module):
             pool = jnp.asarray(adaptive_avg_pool_matrix(embeddings.shape[1], t), self.dtype)
             e = jnp.einsum("ol,bld->bod", pool, embeddings.astype(self.dtype))
             x = jnp.concatenate([x, e], axis=-1)
+            # DESED_task drops out the joined features before cat_tf (its one `dropout` module)
+            x = Dropout(self.head_dropout, deterministic=not train, name="embeddings_dropout")(x)
             init = torch_uniform(x.shape[-1])
             x = nn.Dense(f * c, kernel_init=init, bias_init=init, dtype=self.dtype,
                          name="embeddings_projection")(x)

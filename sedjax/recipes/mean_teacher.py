@@ -29,7 +29,7 @@ from absl import logging
 
 from sedjax import recipes
 from sedjax.config.validate import ConfigError
-from sedjax.data import dataset, pipeline
+from sedjax.data import dataset, pipeline, split_roles
 from sedjax.metrics import clip_scores
 from sedjax.models import crnn
 from sedjax.recipes import common
@@ -40,6 +40,7 @@ from sedjax.train import augment, loop, state as state_lib, streams
 
 WEAK, UNLABELED, STRONG = 0, 1, 2  # a clip's kind in a mixed batch
 NAME = "mean_teacher"
+STEP_TIMINGS = ("sedjax", "desed_task")  # mean_teacher.step_timing
 
 
 class MeanTeacherState(state_lib.TrainState):
@@ -86,6 +87,10 @@ class StepSettings:
     time_shift: int
     time_pooling: int
     ordered: bool = False  # fixed-order averages over devices (sharding.device_mean)
+    # mean_teacher.step_timing 'desed_task': update k (from 1) reads the consistency ramp at
+    # k, not k - 1, and the teacher averages the student's weights from before the update
+    desed_task_timing: bool = False
+    mask_teacher: bool = False  # augment.mask_teacher: the teacher's input masked too
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array, global_count: jax.Array) -> jax.Array:
@@ -110,6 +115,9 @@ def augment_batch(key: jax.Array, batch: dict, s: StepSettings):
         mixed, _ = augment.mixup(k_mix, arrays, batch["kind"], s.mixup_alpha, s.mixup_share)
         (x, weak, strong), emb = mixed[:3], (None if emb is None else mixed[3])
     student_x = augment.mask_time_frequency(k_mask, x, s.time_mask, s.freq_mask)
+    if s.mask_teacher:  # DESED_task's CRNN masks its input in train mode: the teacher's too
+        x = augment.mask_time_frequency(jax.random.fold_in(k_mask, 1), x, s.time_mask,
+                                        s.freq_mask)
     return student_x, x, weak, strong, emb
 
 
@@ -129,7 +137,9 @@ def train_step(state: MeanTeacherState, batch: dict, settings: StepSettings):
     (t_frames, t_clip), t_stats = state_lib.apply_train(teacher, teacher.params, teacher_x,
                                                         k_teacher, emb)
     t_frames, t_clip = jax.lax.stop_gradient(t_frames), jax.lax.stop_gradient(t_clip)
-    weight = consistency_weight(state.step, s.consistency_weight, s.rampup_steps)
+    # DESED_task: ExponentialWarmup's step_num is 1 at the first update (state.step is 0)
+    position = state.step + 1 if s.desed_task_timing else state.step
+    weight = consistency_weight(position, s.consistency_weight, s.rampup_steps)
 
     def loss_fn(params):
         (frames, clip), batch_stats = state_lib.apply_train(state, params, student_x, k_student,
@@ -143,9 +153,12 @@ def train_step(state: MeanTeacherState, batch: dict, settings: StepSettings):
         loss = losses["weak"] + losses["strong"] + weight * losses["consistency"]
         return loss, (batch_stats, losses)
 
+    if s.desed_task_timing:  # SEDTask4.on_before_zero_grad: before this step's update
+        ema_params = ema_update(state.ema_params, state.params, ema_decay(position, s.ema_decay))
     state, sums = state_lib.gradient_step(state, loss_fn, kind.shape[0], s.ordered)
-    decay = ema_decay(state.step, s.ema_decay)
-    state = state.replace(ema_params=ema_update(state.ema_params, state.params, decay),
+    if not s.desed_task_timing:  # the weights this step made
+        ema_params = ema_update(state.ema_params, state.params, ema_decay(state.step, s.ema_decay))
+    state = state.replace(ema_params=ema_params,
                           ema_batch_stats=sharding.device_mean(t_stats, s.ordered))
     sums["consistency_weight_sum"] = weight * sums["count"]
     return state, sums
@@ -186,9 +199,11 @@ def build_training(inputs: common.Inputs, config=None) -> Training:
     strong = np.zeros((offsets[-1], t_out, c), np.uint8)
     strong_targets = None
     if use_strong:
-        strong_targets = dataset.strong_labels(inputs.splits["synthetic"].events,
-                                               config.data.classes, t_out,
-                                               crnn.frame_seconds(config))
+        f = config.features  # data.frame_labels: which frames an event makes active
+        strong_targets = dataset.strong_labels(
+            inputs.splits["synthetic"].events, config.data.classes, t_out,
+            crnn.frame_seconds(config), rule=config.data.get("frame_labels", "cover_half"),
+            rate=(int(f.sample_rate), int(f.hop_length), crnn.time_pooling(config.model)))
         strong[offsets[2]:] = strong_targets
     arrays = pipeline.SplitArrays(
         pipeline.ConcatRows([a.features for a in parts_arrays]),
@@ -200,9 +215,16 @@ def build_training(inputs: common.Inputs, config=None) -> Training:
          "strong": strong,
          **({"embeddings": pipeline.ConcatRows([a.extra["embeddings"] for a in parts_arrays])}
             if "embeddings" in parts_arrays[0].extra else {})})
-    # a validation split in the dataset picks the checkpoint; none: hold out training clips
+    # a validation split in the dataset picks the checkpoint; none: hold out training clips.
+    # DESED_task's roles (its synthetic validation set is the validation split) also keep
+    # data.weak_held_out of the weak clips out of training, the rows DESED_task holds out
     held_out = 0.0 if common.has_validation_split(inputs) else mt.val_fraction
-    train_weak, val_weak = _split_rows(sizes[0], held_out, config.seed, "weak")
+    desed_task = split_roles.in_use(inputs.splits) == split_roles.DESED_TASK
+    if desed_task:
+        train_weak, val_weak = split_roles.weak_rows(sizes[0], config.data.weak_held_out,
+                                                     config.seed)
+    else:
+        train_weak, val_weak = _split_rows(sizes[0], held_out, config.seed, "weak")
     # without a strong split its share of the batch goes to weak clips: the batch keeps its
     # configured size (and its divisibility by the device count)
     parts = {WEAK: (train_weak, mt.batch_weak + (0 if use_strong else mt.batch_strong)),
@@ -215,6 +237,8 @@ def build_training(inputs: common.Inputs, config=None) -> Training:
     logging.info("mean teacher: %s clips per batch; %d weak and %s strong clips held out%s",
                  {["weak", "unlabeled", "strong"][k]: n for k, (_, n) in parts.items()},
                  len(val_weak), "no" if val_strong is None else len(val_strong),
+                 " (DESED_task's roles: synthetic21_validation is the validation split)"
+                 if desed_task else
                  " (the validation split picks the checkpoint)" if not held_out else "")
     return Training(arrays, parts, val_weak, val_strong, strong_targets)
 
@@ -264,22 +288,34 @@ def step_settings(config, total_steps: int) -> StepSettings:
         rampup_steps=int(round(mt.consistency_rampup * total_steps)),
         mixup_share=a.mixup_share, mixup_alpha=a.mixup_alpha, time_mask=a.time_mask,
         freq_mask=a.freq_mask, time_shift=a.time_shift,
-        time_pooling=crnn.time_pooling(config.model), ordered=common.ordered_reductions(config))
+        time_pooling=crnn.time_pooling(config.model), ordered=common.ordered_reductions(config),
+        desed_task_timing=mt.get("step_timing", "sedjax") == "desed_task",
+        mask_teacher=bool(a.get("mask_teacher", False)))
 
 
 def validation_score(inputs: common.Inputs, trainings: list[Training], state) -> list[float]:
-    """Per run: with a validation split, its event-based macro F1 (common.validation_event_f1);
-    without one, the clip macro F1 of the held-out weak clips (at mean_teacher.val_threshold),
-    averaged, when there are strong clips, with the event-based macro F1 of the held-out
+    """Per run: with a validation split, its score by mean_teacher.checkpoint_metric (event-based
+    macro F1 or PSDS1, common.validation_score), plus, under DESED_task's split roles, the clip
+    macro F1 of the weak clips held out (DESED_task's objective: synthetic validation score +
+    weak F1); without one, the clip macro F1 of the held-out weak clips (at
+    mean_teacher.val_threshold), averaged, when there are strong clips, with the event-based macro F1 of the held-out
     strong clips (strong_event_f1)."""
     mt, runs = inputs.config.mean_teacher, inputs.runs
+
+    def held_out_f1() -> list[float]:
+        weak = inputs.run_batches("weak")
+        probs = runs.predict(common.eval_fn("clip", weak), state, weak,
+                             [t.val_weak for t in trainings], mt.eval_batch_size)
+        return [clip_scores.macro_f1(p, inputs.arrays["weak"].labels[t.val_weak],
+                                     mt.val_threshold) for p, t in zip(probs, trainings)]
+
     if common.has_validation_split(inputs):
-        return common.validation_event_f1(inputs, state, mt.eval_batch_size)
-    weak = inputs.run_batches("weak")
-    probs = runs.predict(common.eval_fn("clip", weak), state, weak,
-                         [t.val_weak for t in trainings], mt.eval_batch_size)
-    values = [[clip_scores.macro_f1(p, inputs.arrays["weak"].labels[t.val_weak], mt.val_threshold)]
-              for p, t in zip(probs, trainings)]
+        scores = common.validation_score(inputs, state, mt.eval_batch_size,
+                                         mt.get("checkpoint_metric", "event_f1"))
+        if len(trainings[0].val_weak):  # DESED_task's roles: its objective adds the two
+            scores = [s + f for s, f in zip(scores, held_out_f1())]
+        return scores
+    values = [[f] for f in held_out_f1()]
     if trainings[0].val_strong is not None and len(trainings[0].val_strong):
         b = inputs.run_batches("synthetic")
         frames = runs.predict(common.eval_fn("frame", b), state, b,
@@ -358,6 +394,14 @@ def check(config, num_devices: int) -> None:
         raise ConfigError("mean_teacher: recipe 'mean_teacher' needs a mean_teacher section "
                           "(see configs/mean_teacher.py)")
     mt = config.mean_teacher
+    metric = mt.get("checkpoint_metric", "event_f1")
+    if metric not in common.CHECKPOINT_METRICS:
+        raise ConfigError(f"mean_teacher.checkpoint_metric: unknown value {metric!r}; choose one "
+                          f"of {', '.join(repr(m) for m in common.CHECKPOINT_METRICS)}")
+    timing = mt.get("step_timing", "sedjax")
+    if timing not in STEP_TIMINGS:
+        raise ConfigError(f"mean_teacher.step_timing: unknown value {timing!r}; choose one of "
+                          f"{', '.join(map(repr, STEP_TIMINGS))}")
     if mt.predict_with not in ("teacher", "student"):
         raise ConfigError(f"mean_teacher.predict_with: unknown value {mt.predict_with!r}; "
                           "choose one of 'teacher', 'student'")
@@ -379,6 +423,9 @@ def check(config, num_devices: int) -> None:
     if not 0.0 <= a.mixup_share <= 1.0:
         raise ConfigError(f"mean_teacher.augment.mixup_share: expected a share in [0, 1], "
                           f"got {a.mixup_share}")
+    if not isinstance(a.get("mask_teacher", False), bool):
+        raise ConfigError(f"mean_teacher.augment.mask_teacher: expected True or False, got "
+                          f"{a.mask_teacher!r}")
     for name in ("time_mask", "freq_mask", "time_shift"):
         if isinstance(a[name], bool) or not isinstance(a[name], int) or a[name] < 0:
             raise ConfigError(f"mean_teacher.augment.{name}: expected an integer >= 0, "

@@ -10,9 +10,27 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Mapping
 
-import tensorboardX
+
+def _import_tensorboardx():
+    """tensorboardX, imported without PyTorch: its writer module imports torch whenever it is
+    installed (to accept tensors; sedjax writes floats), which cost a sedjax run ~1 GB of peak
+    memory and seconds of start-up. A None in sys.modules makes that `import torch` fail as if
+    torch were absent; a torch imported before (by the user) is left as it is."""
+    if "torch" in sys.modules:
+        import tensorboardX
+        return tensorboardX
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        import tensorboardX
+    finally:
+        del sys.modules["torch"]
+    return tensorboardX
+
+
+tensorboardX = _import_tensorboardx()
 
 # tensorboardX names a file events.out.tfevents.<seconds>.<host>: a second writer in the same
 # second would truncate the first one's file, so each writer's name also gets pid and a count.

@@ -39,7 +39,8 @@ def create_train_state(rng: jax.Array, model: nn.Module, optim_config, input_sha
 
     With a list of learning rates (one per run, `learning_rates`), the rate is part of the
     optimizer state, so that runs stacked into one program each keep their own.
-    rampup_steps > 0: the learning rate ramps up over that many steps (rampup_factor).
+    rampup_steps > 0: the learning rate ramps up over that many steps (rampup_factor);
+    optim_config.step_timing 'desed_task' (mean teacher): as DESED_task's scheduler does it.
     embeddings_shape: (frames, size) of the pre-extracted embeddings the model reads, or None.
     """
     init_rng, dropout_rng = jax.random.split(rng)
@@ -52,7 +53,15 @@ def create_train_state(rng: jax.Array, model: nn.Module, optim_config, input_sha
     tx = adam(optim_config.learning_rate, b1=optim_config.adam_b1, b2=optim_config.adam_b2,
               eps=optim_config.adam_eps)
     if rampup_steps > 0:
-        tx = optax.chain(tx, optax.scale_by_schedule(lambda n: rampup_factor(n, rampup_steps)))
+        if optim_config.get("step_timing", "sedjax") == "desed_task":
+            # DESED_task's ExponentialWarmup sets the rate only after the first update (which
+            # runs at the optimizer's full rate), then reads step_num = n + 1 at update n + 1
+            def schedule(n):
+                return jnp.where(n == 0, 1.0, rampup_factor(n + 1, rampup_steps))
+        else:  # update n + 1 at rampup_factor(n): the first at exp(-5)
+            def schedule(n):
+                return rampup_factor(n, rampup_steps)
+        tx = optax.chain(tx, optax.scale_by_schedule(schedule))
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              batch_stats=variables["batch_stats"], dropout_rng=dropout_rng)
 
