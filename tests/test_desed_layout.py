@@ -272,3 +272,18 @@ def test_folder_without_the_split_its_roles_need_stops_with_one_line(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {root / split_roles.SYNTH_VALIDATION[0]}: not found; no "
                            f"metadata/eval/public.tsv"), last
+
+
+def test_checkpoint_is_chosen_by_validation_psds1(tmp_path):
+    """The DESED configs keep the epoch of the best validation PSDS1 (mean_teacher.
+    checkpoint_metric): the kept score is the PSDS1 the run then reports for validation."""
+    root = _generate(tmp_path / "d", num_weak=8, num_unlabeled=8, num_strong=8,
+                     num_validation=8, num_test=4)
+    proc = _main(root, tmp_path / "w", "--config.mean_teacher.num_epochs=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "w/results.json").read_text())
+    kept = results["mean_teacher"]["best_score"]
+    reported = results["validation"]["threshold_independent"]["psds1"] or 0.0  # None: no class
+    assert kept == pytest.approx(reported, abs=1e-9)
+    # and not the event F1 the seed's recipe picks by
+    assert tiny_desed.get_config().mean_teacher.checkpoint_metric == "psds1"

@@ -177,8 +177,13 @@ def test_a_stopped_harness_stops_its_run(tmp_path):
         process.run(command, folder / "log.txt", tmp_path, "sleep", heartbeat=60)
     assert stopped.value.code == 128 + signal.SIGTERM
     assert (folder / process.PID_FILE).is_file() and process.running_pid(folder) is None
-    # a run still going (its harness killed outright) is found by its folder
-    child = subprocess.Popen(command)
+    # a run still going (its harness killed outright) is found by its folder. Read once it
+    # runs: right after exec, /proc/PID/cmdline can still be empty (the kernel sets the new
+    # arguments after the spawning parent resumes)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('running', flush=True); time.sleep(60)",
+         str(folder)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "running"
     try:
         (folder / process.PID_FILE).write_text(f"{child.pid}\n")
         assert process.running_pid(folder) == child.pid

@@ -120,9 +120,13 @@ def build(base: dict, config, layout: layout_lib.Layout, classes: list[str], see
     if share not in (0.0, 0.5) or (share and float(a.mixup_alpha) != 0.2):
         notes.append(f"mixup: DESED_task mixes half of the batches with Beta(0.2, 0.2) (sedjax: "
                      f"share {share}, alpha {a.mixup_alpha})")
-    if int(a.time_mask) or int(a.freq_mask) or int(a.time_shift):
-        notes.append("augmentation: DESED_task's 2023 recipe has no time/frequency masks or "
-                     "time shift (sedjax's config has some)")
+    # DESED_task's CRNN masks up to 4 frames and 9 mel bands of student and teacher inputs in
+    # training (specaugm_* defaults, on in its 2023 recipe): sedjax's equal setting
+    masks = (int(a.time_mask), int(a.freq_mask), bool(a.get("mask_teacher", False)))
+    if masks != (4, 9, True) or int(a.time_shift):
+        notes.append(f"augmentation: DESED_task's CRNN masks up to 4 frames and 9 mel bands of "
+                     f"student and teacher inputs, no time shift (sedjax: time_mask, freq_mask, "
+                     f"mask_teacher = {masks}, time_shift {a.time_shift})")
     if float(mt.learning_rate_rampup) != float(mt.consistency_rampup):
         notes.append(f"ramp-up: DESED_task ramps the learning rate and the consistency weight "
                      f"together, over consistency_rampup ({mt.consistency_rampup}; sedjax's "
