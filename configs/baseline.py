@@ -1,4 +1,4 @@
-"""The DCASE2018 Task 4 baseline, value for value (see shared/SEED.md), on the real dataset."""
+"""The DCASE2018 Task 4 baseline, value for value (its README and code), on the real dataset."""
 
 import ml_collections
 
@@ -69,7 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
     s.layout = "dcase2018"  # or 'desed' (DESED's folders and tsv files)
     s.num_workers = 0  # generator processes; 0 = all cores
 
-    # ---- features (SEED.md "Features") ------------------------------------------------------
+    # ---- features (the baseline's) ----------------------------------------------------------
     c.features = f = ml_collections.ConfigDict()
     f.sample_rate = 44100
     f.n_fft = 2048
@@ -92,14 +92,14 @@ def get_config() -> ml_collections.ConfigDict:
     f.db_amin = 1e-5  # used when log == 'db' (DESED_task)
     f.db_range = (-50.0, 80.0)  # used when log == 'db' (DESED_task)
     # 'dataset': per-band mean/std over the training clips (the seed); 'instance_minmax': each
-    # clip scaled to [0, 1] over its own frames and bands (DESED_task's TorchScaler)
+    # clip scaled to [-1, 1] over its own frames and bands (DESED_task's TorchScaler)
     f.scaler = "dataset"
     f.num_frames = 500  # a 10 s clip gives 501 frames; the first 500 are kept
     f.frontend = "jax"  # 'jax' (batched on the accelerator) or 'librosa' (the reference)
     f.batch_size = 64  # clips per jnp frontend call
     f.num_workers = 0  # audio decoding / librosa processes; 0 = all cores
 
-    # ---- model (SEED.md "Model") ------------------------------------------------------------
+    # ---- model (the baseline's) -------------------------------------------------------------
     c.model = m = ml_collections.ConfigDict()
     m.arch = "crnn"  # 'crnn' (the seed's) or 'desed_crnn' (DESED_task's 2023 baseline CRNN)
     m.conv_features = (64, 64, 64)

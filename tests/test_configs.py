@@ -1,4 +1,4 @@
-"""The baseline config holds the seed's values (shared/SEED.md); the variants derive from it."""
+"""The baseline config holds the DCASE2018 baseline's values; the variants derive from it."""
 
 import numpy as np
 import pytest

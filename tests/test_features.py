@@ -17,7 +17,8 @@ from sedjax.data import audio, features
 
 
 def seed_recipe(y: np.ndarray) -> np.ndarray:
-    """SEED.md's recipe written out directly with librosa/scipy (float64), first 500 frames."""
+    """The seed's recipe (configs/baseline.py) written out with librosa/scipy (float64), first
+    500 frames."""
     window = scipy.signal.get_window("hamming", 1764)  # periodic = asymmetric
     spec = np.abs(librosa.stft(y.astype(np.float64), n_fft=2048, hop_length=882, win_length=1764,
                                window=window, center=True, pad_mode="reflect"))

@@ -10,8 +10,10 @@ test scores must clear the best constant predictors by stated margins:
 A broken loss, swapped label axes or targets that do not line up with the frames leave a model
 that is no better than these, and the floors fail.
 
-Margins are set from measured runs (tests' own data, seed 0) with room for seed noise: the
-README's "Quality floors" lists the measured figures.
+Margins are set from measured runs (tests' own data) with room for seed noise. Measured (4 CPU
+devices, seed 0, 2026-12-01): two passes 80.6 % segment F1; mean teacher 90.6 % segment and
+70.8 % event F1 (the constant predictor: 32.2 % and 8 %). The DESED path (2026-12-06, seeds
+0-2): test PSDS1 0.384 / 0.395 / 0.000, untrained 0.000.
 """
 
 import json
@@ -28,7 +30,7 @@ from sedjax.metrics import sed_eval_scores
 
 ROOT = pathlib.Path(__file__).parents[1]
 
-# recipe -> (segment F1 above the clip prior, event F1 at least); measured in README
+# recipe -> (segment F1 above the clip prior, event F1 at least)
 FLOORS = {"two_pass": (0.20, None), "mean_teacher": (0.20, 0.35)}
 
 

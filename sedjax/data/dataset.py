@@ -154,7 +154,7 @@ def strong_labels(events: Sequence[Sequence[Event]], classes: Sequence[str], num
 
 DESED_HOW_TO = """\
   - Real DESED: DCASE-REPO/DESED_task's generate_dcase_task4_2023.py downloads it; point
-    --config.data.root at the folder holding metadata/ and audio/ (see README, "DESED").
+    --config.data.root at the folder holding metadata/ and audio/ (docs/desed.md, "The layout").
   - Or the same layout generated: python -m sedjax.main --config=configs/demo_desed.py"""
 
 

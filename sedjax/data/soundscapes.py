@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.fft
 
-MIN_EVENT_MS, MERGE_GAP_MS = 250, 150  # DCASE annotation rules (SEED.md)
+MIN_EVENT_MS, MERGE_GAP_MS = 250, 150  # DCASE2018 Task 4 annotation rules
 Event = tuple[float, float, str]  # (onset s, offset s, label)
 
 

@@ -405,7 +405,7 @@ def frame_seconds(config) -> float:
 
 def resolve_conv_impl(conv_impl: str) -> str:
     """'auto' -> 'xla' (lax.conv) everywhere: with jax >= 0.10 XLA's CPU convolutions (and
-    their gradients) beat im2col's matmul, 1.4x on the demo's step (README, "Speed")."""
+    their gradients) beat im2col's matmul, 1.4x on the demo's step (docs/speed.md)."""
     return "xla" if conv_impl == "auto" else conv_impl
 
 

@@ -1,9 +1,10 @@
 """Data parallelism over all devices: jit(shard_map(per-device step)) for any recipe's step.
 
-Why jit(shard_map) rather than jax.pmap (DESIGN.md): the per-device code is the same pmap-style
-code (collectives over the axis 'batch'), but inputs and outputs are global jax.Arrays with a
-NamedSharding. Orbax saves and restores those directly, the same program runs unchanged across
-hosts after jax.distributed.initialize(), and buffer donation works as for any jitted function.
+Why jit(shard_map) rather than jax.pmap (docs/design.md, "Decisions"): the per-device code is
+the same pmap-style code (collectives over the axis 'batch'), but inputs and outputs are global
+jax.Arrays with a NamedSharding. Orbax saves and restores those directly, the same program runs
+unchanged across hosts after jax.distributed.initialize(), and buffer donation works as for any
+jitted function.
 
 A step receives its batch as a dict (`features` normalized here, `frames`, `labels`, and what
 else the split carries). Batches come in one of two modes (sedjax.data.pipeline):

@@ -66,8 +66,8 @@ class Layout:
 
 def _need(path: pathlib.Path, what: str) -> pathlib.Path:
     if not path.exists():
-        raise LayoutError(f"{path}: {what} not found (not a DESED-layout folder? see README, "
-                          "'DESED')")
+        raise LayoutError(f"{path}: {what} not found (not a DESED-layout folder? see "
+                          "docs/desed.md, 'The layout')")
     return path
 
 
