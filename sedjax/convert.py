@@ -3,6 +3,8 @@
     python -m sedjax.convert desed_task CKPT --workdir=W [--which=student|teacher]
                              [--config=configs/desed_baseline.py] [--embeddings_dir=DIR]
     python -m sedjax.convert to_desed_task OUT.pt --workdir=W
+    python -m sedjax.convert desed_task_config YAML [--out=configs/my_desed.py]
+                             [--embeddings_dir=DIR]
 
 desed_task: a DESED_task checkpoint (its Lightning .ckpt, or a torch.save'd CRNN state dict)
 becomes a sedjax model folder, W/config.json and W/model/ (as a finished run leaves them), that
@@ -12,6 +14,9 @@ shapes and data.classes set to DESED_task's 10 classes in its order (local/class
 to_desed_task: W's desed_crnn weights as a plain PyTorch state dict (OUT.pt) that
 `CRNN(**net_conf).load_state_dict(torch.load(OUT.pt))` takes with strict=True.
 Both read or write .pt/.ckpt files with PyTorch (pip install -e '.[reference]').
+desed_task_config: a DESED_task recipe yaml (confs/default.yaml, pretrained.yaml) as a sedjax
+config file (printed, or written to --out): configs/desed_baseline.py plus every value of the
+yaml (sedjax.interop.desed_task_config); a value sedjax cannot reproduce is an error naming it.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from sedjax.runtime import cli, files
 DESED_CLASSES = ("Alarm_bell_ringing", "Blender", "Cat", "Dishes", "Dog",
                  "Electric_shaver_toothbrush", "Frying", "Running_water", "Speech",
                  "Vacuum_cleaner")
-COMMANDS = ("desed_task", "to_desed_task")
+COMMANDS = ("desed_task", "to_desed_task", "desed_task_config")
 
 FLAGS = flags.FlagValues()  # this command's own: importing it never clashes with another's
 flags.DEFINE_string("workdir", None, "The sedjax model folder to write (desed_task) or read "
@@ -45,7 +50,8 @@ flags.DEFINE_string("config", str(config_files.default_path("desed_baseline")),
 flags.DEFINE_string("embeddings_dir", None, "For a checkpoint of DESED_task's embeddings "
                     "model: the pre-extracted embeddings (model.embeddings.dir).",
                     flag_values=FLAGS)
-flags.mark_flag_as_required("workdir", flag_values=FLAGS)
+flags.DEFINE_string("out", None, "desed_task_config: the config file to write (default: print "
+                    "it).", flag_values=FLAGS)
 
 
 # ---------------------------------------------------------------------------- DESED_task -> sedjax
@@ -233,8 +239,12 @@ def _convert(argv: list[str]) -> int:
         raise cli.UserError(f"expected {' or '.join(COMMANDS)} first (see --help), got "
                             f"{' '.join(args) or 'nothing'}")
     if len(args) != 2:
-        what = "CKPT" if args[0] == "desed_task" else "OUT.pt"
+        what = {"desed_task": "CKPT", "to_desed_task": "OUT.pt"}.get(args[0], "YAML")
         raise cli.UserError(f"{args[0]} takes one file ({what}), got {len(args) - 1}")
+    if args[0] == "desed_task_config":
+        return _convert_config(args[1])
+    if not FLAGS.workdir:
+        raise cli.UserError(f"{args[0]} needs --workdir (the sedjax model folder)")
     if args[0] == "desed_task":
         folder = from_desed_task(args[1], FLAGS.workdir, FLAGS.which, FLAGS.config,
                                  FLAGS.embeddings_dir)
@@ -243,6 +253,21 @@ def _convert(argv: list[str]) -> int:
     else:
         to_desed_task(FLAGS.workdir, args[1])
         print(f"wrote {args[1]} (a DESED_task CRNN state dict of {FLAGS.workdir})")
+    return 0
+
+
+def _convert_config(yaml_path: str) -> int:
+    from sedjax.interop import desed_task_config  # pylint: disable=g-import-not-at-top
+    try:
+        source = desed_task_config.config_source(yaml_path, FLAGS.embeddings_dir)
+    except desed_task_config.ConfigConversionError as e:
+        raise cli.UserError(str(e)) from None
+    if FLAGS.out is None:
+        print(source, end="")
+    else:
+        files.write_text(FLAGS.out, source)
+        print(f"wrote {FLAGS.out} from {yaml_path}; run it with python -m sedjax.main "
+              f"--config={FLAGS.out} --workdir=W")
     return 0
 
 
