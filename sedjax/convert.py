@@ -236,7 +236,8 @@ def to_desed_task(workdir: str, out: str) -> dict[str, np.ndarray]:
 def _convert(argv: list[str]) -> int:
     args = argv[1:]
     if not args or args[0] not in COMMANDS:
-        raise cli.UserError(f"expected {' or '.join(COMMANDS)} first (see --help), got "
+        raise cli.UserError(f"expected {', '.join(COMMANDS[:-1])} or {COMMANDS[-1]} first (see "
+                            f"--help), got "
                             f"{' '.join(args) or 'nothing'}")
     if len(args) != 2:
         what = {"desed_task": "CKPT", "to_desed_task": "OUT.pt"}.get(args[0], "YAML")

@@ -203,9 +203,12 @@ def test_convert_help(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--workdir=w"], "expected desed_task or to_desed_task first"),
+    (["--workdir=w"], "expected desed_task, to_desed_task or desed_task_config first"),
     (["--workdir=w", "desed_task"], "desed_task takes one file (CKPT), got 0"),
-    (["--workdir=w", "to_desed", "x.pt"], "expected desed_task or to_desed_task first"),
+    (["--workdir=w", "to_desed", "x.pt"], "expected desed_task, to_desed_task or "
+                                          "desed_task_config first"),
+    (["desed_task", "x.ckpt"], "desed_task needs --workdir"),
+    (["desed_task_config"], "desed_task_config takes one file (YAML), got 0"),
 ])
 def test_convert_usage_errors(argv, message, capsys):
     assert convert.main(argv) == 2
