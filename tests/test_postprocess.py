@@ -91,16 +91,16 @@ def test_per_class_median_filter_lengths():
 def test_time_pooled_outputs_map_to_the_right_seconds():
     """A model pooling time x4 outputs 125 frames of 0.08 s; events land at the right times."""
     from configs import baseline
-    from sedjax.models import crnn
+    from sedjax.models import time_grid
 
     config = baseline.get_config()
     config.model.pool_sizes = ((2, 4), (2, 4), (1, 4))
-    seconds = crnn.frame_seconds(config)
+    seconds = time_grid.frame_seconds(config)
     assert seconds == pytest.approx(0.08)
-    probs = np.zeros((2, crnn.output_frames(500, config.model), 2), np.float32)
+    probs = np.zeros((2, time_grid.output_frames(500, config.model), 2), np.float32)
     probs[0, 25:50, 0] = 0.9  # 2.0 s .. 4.0 s
     probs[1, 100:125, 1] = 0.9  # 8.0 s .. 10.0 s, but clip b holds 6.02 s of audio
-    valid = crnn.valid_output_frames([500, 301], 500, config.model)
+    valid = time_grid.valid_output_frames([500, 301], 500, config.model)
     assert list(valid) == [125, 76]  # 301 input frames -> 75.25 output frames, rounded up
     events = postprocess.probabilities_to_events(
         ["a.wav", "b.wav"], probs, {"threshold": 0.5, "median_filter": 5}, CLASSES, seconds,
