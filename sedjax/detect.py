@@ -22,7 +22,7 @@ CRNN in inference mode. Windows overlap by half (their starts are a multiple of 
 time pooling apart, so output frames line up); where windows overlap their frame
 probabilities are averaged. The stitched track (one row per output frame of the whole file,
 `time_grid.frame_seconds` each, output frame j starting at j * frame_seconds) is thresholded and
-median-filtered once (`postprocess.probabilities_to_events`), so events span window borders.
+median-filtered once (`detection.probabilities_to_events`), so events span window borders.
 Clips shorter than a window are zero-padded as in training; the track stops at the last frame
 that starts inside the audio and event offsets are cut at the file's duration.
 
@@ -49,7 +49,7 @@ import numpy as np
 from absl import flags
 
 from sedjax.data import audio, event_files
-from sedjax.metrics import postprocess
+from sedjax.metrics import detection
 from sedjax.runtime import cli, files
 
 EXTRA_COLUMNS = ("max_probability",)  # after the DCASE event columns
@@ -174,7 +174,7 @@ class Detector:
             size = int(size[0]) if len(size) == 1 else [int(k) for k in size]
         self.postprocess = {"threshold": float(pp.threshold), "median_filter": int(size)
                             if not isinstance(size, list) else size}
-        boxes = postprocess.csebbs_settings(pp)
+        boxes = detection.csebbs_settings(pp)
         if boxes:  # cSEBBs tuned on validation (sedjax.metrics.csebbs) replace the median filter
             self.postprocess["csebbs"] = boxes
         if apply_fn is None:
@@ -304,7 +304,7 @@ class Detector:
 
         Each event dict: filename, onset, offset (seconds), event_label, max_probability.
         """
-        found = postprocess.probabilities_to_events(
+        found = detection.probabilities_to_events(
             [name], probs[None], self.postprocess, self.classes, self.frame_seconds)
         out = []
         for e in found:

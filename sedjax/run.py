@@ -47,7 +47,7 @@ from sedjax import recipes
 from sedjax.config import stages, validate
 from sedjax.data import (dataset, embeddings, event_files, features, pipeline, resample,
                          split_roles, synthetic)
-from sedjax.metrics import csebbs, postprocess, psds, tuning
+from sedjax.metrics import csebbs, detection, psds, tuning
 from sedjax.models import time_grid
 from sedjax.recipes import common
 from sedjax.reporting import outputs, plots, run_report, summary, tensorboard
@@ -202,7 +202,7 @@ def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, prob
     events, results = common.detect_and_score(config, split, probs, arrays.frames)
     event_files.write_events(events_path, events, split.filenames)
     valid = time_grid.valid_output_frames(arrays.frames, config.features.num_frames, config.model)
-    boxes = postprocess.csebbs_settings(config.postprocess)
+    boxes = detection.csebbs_settings(config.postprocess)
     def threshold_independent():
         # scores median-filtered as the events are (the DCASE 2022-23 baselines' choice), or
         # the cSEBBs' boxes with their confidences

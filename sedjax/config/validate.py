@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sedjax import recipes
+from sedjax import models, recipes
 from sedjax.data import split_roles
-from sedjax import models
 from sedjax.models import layers, time_grid
+from sedjax.runtime.cli import ConfigError  # noqa: F401 (raised here; validate.ConfigError)
 
 CHOICES = {  # field -> allowed values (config.recipe: any registered recipe, checked below)
     "data.dataset": ("dcase2018", "desed", "synthetic"),
@@ -28,10 +28,6 @@ CHOICES = {  # field -> allowed values (config.recipe: any registered recipe, ch
 }
 # batch sizes split over the devices (features.batch_size is the frontend's, not sharded)
 _NOT_SHARDED = ("features.batch_size",)
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the field."""
 
 
 def _get(config, dotted: str):

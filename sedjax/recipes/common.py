@@ -12,7 +12,7 @@ import numpy as np
 from absl import logging
 
 from sedjax.data import dataset, pipeline
-from sedjax.metrics import postprocess, sed_eval_scores
+from sedjax.metrics import detection, sed_eval_scores
 from sedjax import models
 from sedjax.models import time_grid
 from sedjax.runtime import sharding
@@ -62,7 +62,7 @@ def detect_and_score(config, split: dataset.Split, probs: np.ndarray, frames: np
     and scored with the challenge's metric (config.evaluation)."""
     valid = time_grid.valid_output_frames(frames, config.features.num_frames, config.model)
     names = split.filenames if rows is None else [split.filenames[i] for i in rows]
-    events = postprocess.probabilities_to_events(names, probs, config.postprocess,
+    events = detection.probabilities_to_events(names, probs, config.postprocess,
                                                  config.data.classes, time_grid.frame_seconds(config),
                                                  valid)
     results = sed_eval_scores.evaluate_events(split.reference_events(rows), events, names,

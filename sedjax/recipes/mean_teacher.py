@@ -28,13 +28,13 @@ import numpy as np
 from absl import logging
 
 from sedjax import recipes
-from sedjax.config.validate import ConfigError
 from sedjax.data import dataset, pipeline, split_roles
 from sedjax.metrics import clip_scores
 from sedjax.models import time_grid
 from sedjax.recipes import common
 from sedjax.reporting import outputs, summary
 from sedjax.runtime import sharding
+from sedjax.runtime.cli import ConfigError
 from sedjax.runtime.sharding import AXIS
 from sedjax.train import augment, loop, state as state_lib, streams
 
