@@ -129,7 +129,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.conv_impl = "auto"
     # training computes the first block's conv + BatchNorm as one conv whose kernel and bias
     # fold in the batch's statistics, found from its input patches' moments (the same function
-    # to float rounding; sedjax.models.crnn.folded_conv_and_norm): a speed knob
+    # to float rounding; sedjax.models.layers.folded_conv_and_norm): a speed knob
     m.fold_batch_norm = True
     # the first block's conv -> BatchNorm -> pool -> ReLU computed 100 frames of one clip at
     # a time, BatchNorm folded into the conv, so its full-resolution output stays in cache

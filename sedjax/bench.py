@@ -34,7 +34,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from sedjax.data import features
-from sedjax.models import crnn
+from sedjax import models
 from sedjax import run as run_lib
 from sedjax.config import config_files
 from sedjax.runtime import cli, sharding
@@ -153,7 +153,7 @@ def sedjax_train_step(config, batch_size: int, steps: int, warmup: int, repeats:
                             f"{sharding.num_shards(mesh)} devices")
     t, f, c = config.features.num_frames, config.features.n_mels, len(config.data.classes)
     state = common.new_state(config, "pass2", mesh)
-    num_params = crnn.count_params(state.params)
+    num_params = models.count_params(state.params)
     rng = np.random.default_rng(0)
     batch = sharding.shard_batch({
         "features": rng.normal(size=(batch_size, t, f)).astype(np.float32),

@@ -152,9 +152,9 @@ def _check_variables(config, variables: dict, source: str) -> None:
     import jax.numpy as jnp
     from flax import traverse_util
 
-    from sedjax.models import crnn
+    from sedjax import models
 
-    model = crnn.from_config(config.model, len(config.data.classes))
+    model = models.from_config(config.model, len(config.data.classes))
     shape = (1, int(config.features.num_frames), int(config.features.n_mels))
     extra = {}
     if config.model.embeddings.dir:

@@ -21,8 +21,8 @@ run trained on, normalized with the saved mean/std (frames past the audio's end 
 CRNN in inference mode. Windows overlap by half (their starts are a multiple of the model's
 time pooling apart, so output frames line up); where windows overlap their frame
 probabilities are averaged. The stitched track (one row per output frame of the whole file,
-`crnn.frame_seconds` each, output frame j starting at j * frame_seconds) is thresholded and
-median-filtered once (`postprocess.probabilities_to_events`), so events span window borders.
+`time_grid.frame_seconds` each, output frame j starting at j * frame_seconds) is thresholded and
+median-filtered once (`detection.probabilities_to_events`), so events span window borders.
 Clips shorter than a window are zero-padded as in training; the track stops at the last frame
 that starts inside the audio and event offsets are cut at the file's duration.
 
@@ -49,7 +49,7 @@ import numpy as np
 from absl import flags
 
 from sedjax.data import audio, event_files
-from sedjax.metrics import postprocess
+from sedjax.metrics import detection
 from sedjax.runtime import cli, files
 
 EXTRA_COLUMNS = ("max_probability",)  # after the DCASE event columns
@@ -147,7 +147,8 @@ class Detector:
         import jax
 
         from sedjax.data import features
-        from sedjax.models import crnn
+        from sedjax import models
+        from sedjax.models import time_grid
 
         _check_config(config, "config")
         self.config = config
@@ -160,9 +161,9 @@ class Detector:
                                f"(2, {config.features.n_mels}) (mean and std per mel band)")
         self.mean, self.std = norm
         self.num_frames = int(config.features.num_frames)
-        self.pool = crnn.time_pooling(config.model)
-        self.frame_seconds = float(crnn.frame_seconds(config))
-        self.window_out = crnn.output_frames(self.num_frames, config.model)
+        self.pool = time_grid.time_pooling(config.model)
+        self.frame_seconds = float(time_grid.frame_seconds(config))
+        self.window_out = time_grid.output_frames(self.num_frames, config.model)
         if self.window_out < 1:
             raise WorkdirError(f"model time pooling {self.pool} exceeds features.num_frames "
                                f"{self.num_frames}")
@@ -173,11 +174,11 @@ class Detector:
             size = int(size[0]) if len(size) == 1 else [int(k) for k in size]
         self.postprocess = {"threshold": float(pp.threshold), "median_filter": int(size)
                             if not isinstance(size, list) else size}
-        boxes = postprocess.csebbs_settings(pp)
+        boxes = detection.csebbs_settings(pp)
         if boxes:  # cSEBBs tuned on validation (sedjax.metrics.csebbs) replace the median filter
             self.postprocess["csebbs"] = boxes
         if apply_fn is None:
-            model = crnn.from_config(config.model, len(self.classes))
+            model = models.from_config(config.model, len(self.classes))
             apply_fn = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
         self._apply = apply_fn
         self._frontend = features.make_jax_frontend(config.features)
@@ -194,7 +195,7 @@ class Detector:
         import jax.numpy as jnp
         from flax import traverse_util
 
-        from sedjax.models import crnn
+        from sedjax import models
         from sedjax.train import checkpoint
 
         workdir = pathlib.Path(workdir)
@@ -227,7 +228,7 @@ class Detector:
                                ) from None
         # the weights must be the config's model: compare every array's path and shape
         try:
-            model = crnn.from_config(config.model, len(config.data.classes))
+            model = models.from_config(config.model, len(config.data.classes))
             shape = (1, int(config.features.num_frames), int(config.features.n_mels))
             expected = jax.eval_shape(lambda: model.init(
                 {"params": jax.random.PRNGKey(0)}, jnp.zeros(shape, jnp.float32), train=False))
@@ -258,7 +259,7 @@ class Detector:
         ceil(samples / hop) at the feature rate (the frames that start inside the audio).
         """
         from sedjax.data import features
-        from sedjax.models import crnn
+        from sedjax.models import time_grid
 
         fc = self.features_config
         y = audio.to_mono_resampled(waveform, sample_rate, fc.sample_rate)
@@ -290,7 +291,7 @@ class Detector:
                                  f"({self.window_out}, {len(self.classes)})")
             for i, s in enumerate(chunk):
                 s_out = s // self.pool
-                n_out = int(crnn.valid_output_frames(min(self.num_frames, n_in - s),
+                n_out = int(time_grid.valid_output_frames(min(self.num_frames, n_in - s),
                                                      self.num_frames, self.config.model))
                 n_out = min(n_out, total_out - s_out)
                 sums[s_out: s_out + n_out] += probs[i, :n_out]
@@ -303,7 +304,7 @@ class Detector:
 
         Each event dict: filename, onset, offset (seconds), event_label, max_probability.
         """
-        found = postprocess.probabilities_to_events(
+        found = detection.probabilities_to_events(
             [name], probs[None], self.postprocess, self.classes, self.frame_seconds)
         out = []
         for e in found:

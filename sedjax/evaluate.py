@@ -140,8 +140,8 @@ def _frame_seconds(args: SimpleNamespace) -> float:
         return float(args.frame_seconds)
     config = _load_config(args)
     try:
-        from sedjax.models import crnn
-        return float(crnn.frame_seconds(config))
+        from sedjax.models import time_grid
+        return float(time_grid.frame_seconds(config))
     except (AttributeError, KeyError, TypeError, ValueError):
         raise cli.UserError(f"config file {args.config} gives no frame length "
                             "(features.hop_length, features.sample_rate, model.pool_sizes); "

@@ -47,8 +47,8 @@ from sedjax import recipes
 from sedjax.config import stages, validate
 from sedjax.data import (dataset, embeddings, event_files, features, pipeline, resample,
                          split_roles, synthetic)
-from sedjax.metrics import csebbs, postprocess, psds, tuning
-from sedjax.models import crnn
+from sedjax.metrics import csebbs, detection, psds, tuning
+from sedjax.models import time_grid
 from sedjax.recipes import common
 from sedjax.reporting import outputs, plots, run_report, summary, tensorboard
 from sedjax.runtime import compilation_cache, files, sharding, timings, workdir_lock
@@ -201,16 +201,16 @@ def score_split(config, split: dataset.Split, arrays: pipeline.SplitArrays, prob
     sed_scores_eval. Returns (results, PSD-ROC curves, events)."""
     events, results = common.detect_and_score(config, split, probs, arrays.frames)
     event_files.write_events(events_path, events, split.filenames)
-    valid = crnn.valid_output_frames(arrays.frames, config.features.num_frames, config.model)
-    boxes = postprocess.csebbs_settings(config.postprocess)
+    valid = time_grid.valid_output_frames(arrays.frames, config.features.num_frames, config.model)
+    boxes = detection.csebbs_settings(config.postprocess)
     def threshold_independent():
         # scores median-filtered as the events are (the DCASE 2022-23 baselines' choice), or
         # the cSEBBs' boxes with their confidences
         tables = None if not boxes else csebbs.score_tables(
-            boxes, split.filenames, probs, config.data.classes, crnn.frame_seconds(config),
+            boxes, split.filenames, probs, config.data.classes, time_grid.frame_seconds(config),
             valid)
         return psds.threshold_independent(
-            probs, split.filenames, crnn.frame_seconds(config), config.data.classes,
+            probs, split.filenames, time_grid.frame_seconds(config), config.data.classes,
             split.reference_events(), num_valid_frames=valid,
             median_filter=None if boxes else config.postprocess.median_filter,
             settings=config.evaluation.psds, tables=tables)
@@ -239,7 +239,7 @@ def plot_run(config, workdir: pathlib.Path, stage_names: tuple, split: dataset.S
               "valid_frames": int(arrays.frames[i]), "probs": probs[i],
               "reference": split.events[i], "estimated": by_file.get(split.filenames[i], [])}
              for i in chosen]
-    plots.plot_piano_rolls(clips, config.data.classes, crnn.frame_seconds(config),
+    plots.plot_piano_rolls(clips, config.data.classes, time_grid.frame_seconds(config),
                            config.features.hop_length / config.features.sample_rate,
                            config.postprocess.threshold, workdir / "piano_roll.png")
 
@@ -339,9 +339,9 @@ def choose_postprocess(config, run_dir: pathlib.Path, splits: dict, arrays: dict
         return config, None
     split, a = splits[common.VALIDATION], arrays[common.VALIDATION]
     probs = np.load(run_dir / "predictions" / f"{common.VALIDATION}_probs.npy")
-    valid = crnn.valid_output_frames(a.frames, config.features.num_frames, config.model)
+    valid = time_grid.valid_output_frames(a.frames, config.features.num_frames, config.model)
     tuned = tuning.tune(config, split.filenames, split.reference_events(), probs,
-                        crnn.frame_seconds(config), valid)
+                        time_grid.frame_seconds(config), valid)
     tuned["tuned_on"] = common.VALIDATION
     for folder in (run_dir, run_dir / checkpoint.MODEL_DIR):
         outputs.write_json(folder / "postprocess.json", tuned)

@@ -12,7 +12,7 @@ from absl import flags
 
 from configs import baseline, desed_baseline
 from sedjax import bench
-from sedjax.models import crnn
+from sedjax import models
 
 TINY = ["bench", "--batch_sizes=4", "--steps=1", "--warmup=1", "--repeats=1",
         "--logmel_clips=2", "--skip_pipeline", "--runs=1,2", "--runs_batch_size=4",
@@ -22,7 +22,7 @@ SECTIONS = ["== environment", "== train step", "== roofline", "== DESED CRNN",
 
 
 def flax_param_count() -> int:
-    model = crnn.from_config(baseline.get_config().model, len(baseline.CLASSES))
+    model = models.from_config(baseline.get_config().model, len(baseline.CLASSES))
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                                np.zeros((1, 500, 64), np.float32)))
     return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes["params"]))
@@ -45,10 +45,10 @@ def test_torch_desed_model_matches_flax_size():
     import torch
     from sedjax.models import torch_desed_reference as ref
     model = ref.build_model()
-    flax_model = crnn.from_config(desed_baseline.get_config().model, 10)
+    flax_model = models.from_config(desed_baseline.get_config().model, 10)
     shapes = jax.eval_shape(lambda: flax_model.init(jax.random.PRNGKey(0),
                                                     np.zeros((1, 626, 128), np.float32)))
-    ours = crnn.count_params(shapes["params"])
+    ours = models.count_params(shapes["params"])
     assert ref.count_params(model) == ours == 1_112_420
     strong, weak = model(torch.zeros(2, 626, 128))
     assert strong.shape == (2, 156, 10) and weak.shape == (2, 10)  # as the flax model's

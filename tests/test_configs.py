@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from configs import baseline, dcase_scale_synthetic, demo, tiny
-from sedjax.models import crnn
+from sedjax.models import time_grid
 
 
 def test_baseline_holds_the_seed_values():
@@ -31,7 +31,7 @@ def test_baseline_holds_the_seed_values():
     assert c.pass1.val_fraction == 0.2
     assert c.pass1.threshold_grid == pytest.approx([i / 10 for i in range(11)])
     assert (c.postprocess.threshold, c.postprocess.median_filter,
-            crnn.frame_seconds(c)) == (0.5, 51, 0.02)
+            time_grid.frame_seconds(c)) == (0.5, 51, 0.02)
     e = c.evaluation
     assert (e.t_collar, e.percentage_of_length, e.evaluate_onset, e.evaluate_offset) == (
         0.2, 0.2, True, True)
@@ -75,7 +75,7 @@ def test_the_augment_variant_turns_on_augmentation_and_nothing_else(name):
     a = augmented.mean_teacher.augment
     assert a.mixup_share > 0 and a.time_mask > 0 and a.freq_mask > 0 and a.time_shift > 0
     # a roll of whole output frames, so that strong labels move with the audio exactly
-    assert a.time_shift % crnn.time_pooling(augmented.model) == 0
+    assert a.time_shift % time_grid.time_pooling(augmented.model) == 0
     del augmented.mean_teacher.augment, plain.mean_teacher.augment
     assert augmented.to_dict() == plain.to_dict()
     with pytest.raises(ValueError, match="augment"):

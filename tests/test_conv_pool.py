@@ -7,13 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sedjax.models import conv_pool, crnn
+from sedjax.models import conv_pool, crnn, layers
 
 
 def _whole(x, kernel, bias, pool):
     y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
-    return jax.nn.relu(crnn.max_pool(y, pool))
+    return jax.nn.relu(layers.max_pool(y, pool))
 
 
 def _inputs(b, t, f, c, kh, kw, pool, seed=0):
@@ -120,15 +120,15 @@ def test_the_chunked_model_computes_the_unchunked_one(train):
 
 def test_only_a_one_channel_xla_block_chunks_and_in_training_only_folded():
     def make(conv_impl="xla", fold=True, chunk=10):
-        return crnn.ConvBlock(8, (3, 3), (2, 4), 0.0, 0.9, 1e-3, conv_impl,
+        return layers.ConvBlock(8, (3, 3), (2, 4), 0.0, 0.9, 1e-3, conv_impl,
                               fold_batch_norm=fold, chunk_frames=chunk)
     block = make()
     x1, x8 = jnp.zeros((1, 40, 16, 1)), jnp.zeros((1, 40, 16, 8))
-    assert crnn.chunk_length(block, x1, train=True) == 10
-    assert crnn.chunk_length(block, x1, train=False) == 10
-    assert crnn.chunk_length(block, x8, train=True) == 0
-    assert crnn.chunk_length(block, jnp.zeros((1, 40, 18, 1)), train=True) == 0  # 18 % 4
-    assert crnn.chunk_length(make(fold=False), x1, train=True) == 0
-    assert crnn.chunk_length(make(fold=False), x1, train=False) == 10
-    assert crnn.chunk_length(make(chunk=0), x1, train=True) == 0
-    assert crnn.chunk_length(make("im2col"), x1, train=True) == 0
+    assert layers.chunk_length(block, x1, train=True) == 10
+    assert layers.chunk_length(block, x1, train=False) == 10
+    assert layers.chunk_length(block, x8, train=True) == 0
+    assert layers.chunk_length(block, jnp.zeros((1, 40, 18, 1)), train=True) == 0  # 18 % 4
+    assert layers.chunk_length(make(fold=False), x1, train=True) == 0
+    assert layers.chunk_length(make(fold=False), x1, train=False) == 10
+    assert layers.chunk_length(make(chunk=0), x1, train=True) == 0
+    assert layers.chunk_length(make("im2col"), x1, train=True) == 0

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import baseline
-from sedjax.models import crnn
+from sedjax import models
+from sedjax.models import crnn, layers, time_grid
 
 KERAS_TRAINABLE = 125_706  # trainable parameters of the seed's Keras model (GRU reset_after=False)
 
@@ -19,18 +20,18 @@ def _init(model, shape=(2, 500, 64)):
 
 
 def test_parameter_count_within_one_percent_of_keras():
-    variables = _init(crnn.from_config(baseline.get_config().model, 10))
-    n = crnn.count_params(variables["params"])
+    variables = _init(models.from_config(baseline.get_config().model, 10))
+    n = models.count_params(variables["params"])
     assert abs(n - KERAS_TRAINABLE) / KERAS_TRAINABLE < 0.01, n
     # BatchNorm running statistics are state, not parameters: 3 blocks x 64 x (mean, var)
-    assert crnn.count_params(variables["batch_stats"]) == 3 * 64 * 2
+    assert models.count_params(variables["batch_stats"]) == 3 * 64 * 2
 
 
-@pytest.mark.parametrize("pooling", crnn.POOLINGS)
+@pytest.mark.parametrize("pooling", layers.POOLINGS)
 def test_output_shapes_and_range(pooling):
     cfg = baseline.get_config().model
     cfg.pooling = pooling
-    model = crnn.from_config(cfg, 10)
+    model = models.from_config(cfg, 10)
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 500, 64))
     variables = _init(model, x.shape)
     frames, clip = model.apply(variables, x, train=False)
@@ -40,7 +41,7 @@ def test_output_shapes_and_range(pooling):
 
 
 def test_mean_pooled_clip_output_is_the_time_mean_of_the_frame_output():
-    model = crnn.from_config(baseline.get_config().model, 10)
+    model = models.from_config(baseline.get_config().model, 10)
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 500, 64))
     frames, clip = model.apply(_init(model), x, train=False)
     np.testing.assert_allclose(clip, frames.mean(1), atol=1e-6)
@@ -59,20 +60,20 @@ def test_each_pooling_equals_its_numpy_formula():
                 "linear_softmax": (p ** 2).sum(1) / p.sum(1),
                 "attention": (p * w).sum(1) / w.sum(1)}
     for pooling, want in expected.items():
-        got = crnn.pool_frames(jnp.asarray(p), pooling, jnp.asarray(w))
+        got = layers.pool_frames(jnp.asarray(p), pooling, jnp.asarray(w))
         np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=pooling)
     # linear softmax sits between mean and max: loud frames count more
     ls = expected["linear_softmax"]
     assert (ls >= expected["mean"] - 1e-6).all() and (ls <= expected["max"] + 1e-6).all()
     with pytest.raises(ValueError, match="model.pooling"):
-        crnn.pool_frames(jnp.asarray(p), "median")
+        layers.pool_frames(jnp.asarray(p), "median")
 
 
 def test_attention_weights_are_a_clamped_softmax_over_classes():
     """The model's attention: softmax over classes per frame, clamped at 1e-7 (DCASE2019)."""
     cfg = baseline.get_config().model
     cfg.pooling = "attention"
-    model = crnn.from_config(cfg, 10)
+    model = models.from_config(cfg, 10)
     x = jax.random.normal(jax.random.PRNGKey(8), (2, 40, 64))
     variables = _init(model, x.shape)
     assert "attention" in variables["params"]
@@ -88,23 +89,23 @@ def test_attention_weights_are_a_clamped_softmax_over_classes():
 def test_time_pooling_lowers_the_frame_rate_and_maps_to_seconds():
     config = baseline.get_config()
     config.model.pool_sizes = ((2, 4), (2, 4), (1, 4))
-    model = crnn.from_config(config.model, 10)
+    model = models.from_config(config.model, 10)
     x = jax.random.normal(jax.random.PRNGKey(9), (1, 500, 64))
     frames, clip = model.apply(_init(model, x.shape), x, train=False)
     assert frames.shape == (1, 125, 10) and clip.shape == (1, 10)
-    assert crnn.time_pooling(config.model) == 4
-    assert crnn.output_frames(500, config.model) == 125
-    assert crnn.frame_seconds(config) == pytest.approx(0.08)
-    np.testing.assert_array_equal(crnn.valid_output_frames([500, 101, 4, 1], 500, config.model),
+    assert time_grid.time_pooling(config.model) == 4
+    assert time_grid.output_frames(500, config.model) == 125
+    assert time_grid.frame_seconds(config) == pytest.approx(0.08)
+    np.testing.assert_array_equal(time_grid.valid_output_frames([500, 101, 4, 1], 500, config.model),
                                   [125, 26, 1, 1])
     config.model.pool_sizes = ((8, 4), (1, 4), (1, 4))  # 500 / 8: the last 4 frames dropped
-    assert crnn.output_frames(500, config.model) == 62
-    np.testing.assert_array_equal(crnn.valid_output_frames([500], 500, config.model), [62])
+    assert time_grid.output_frames(500, config.model) == 62
+    np.testing.assert_array_equal(time_grid.valid_output_frames([500], 500, config.model), [62])
 
 
 def test_im2col_conv_equals_xla_conv_and_shares_its_parameters():
     x = jax.random.normal(jax.random.PRNGKey(3), (2, 20, 16, 5))
-    ours = crnn.Im2ColConv(7, (3, 3))
+    ours = layers.Im2ColConv(7, (3, 3))
     ref = nn.Conv(7, (3, 3), padding="SAME")
     params = ours.init(jax.random.PRNGKey(4), x)
     params = jax.tree_util.tree_map(lambda p: p + 0.1, params)  # non-zero bias too
@@ -115,9 +116,9 @@ def test_im2col_conv_equals_xla_conv_and_shares_its_parameters():
 
 def test_reshape_max_pool_equals_flax_max_pool_and_its_gradient():
     x = jax.random.normal(jax.random.PRNGKey(5), (2, 6, 16, 3))
-    np.testing.assert_array_equal(crnn.max_pool(x, (1, 4)),
+    np.testing.assert_array_equal(layers.max_pool(x, (1, 4)),
                                   nn.max_pool(x, (1, 4), strides=(1, 4)))
-    g_ours = jax.grad(lambda x: (crnn.max_pool(x, (1, 4)) ** 2).sum())(x)
+    g_ours = jax.grad(lambda x: (layers.max_pool(x, (1, 4)) ** 2).sum())(x)
     g_ref = jax.grad(lambda x: (nn.max_pool(x, (1, 4), strides=(1, 4)) ** 2).sum())(x)
     np.testing.assert_allclose(g_ours, g_ref, atol=1e-6)
 
@@ -138,7 +139,7 @@ def test_the_gru_reads_the_whole_sequence_in_both_directions():
 
 
 def _block(fold: bool, ordered: bool = False, features: int = 8):
-    return crnn.ConvBlock(features, (3, 3), (2, 4), 0.0, 0.9, 1e-3, "xla",
+    return layers.ConvBlock(features, (3, 3), (2, 4), 0.0, 0.9, 1e-3, "xla",
                           ordered_reductions=ordered, fold_batch_norm=fold)
 
 
@@ -181,18 +182,18 @@ def test_the_folded_first_block_trains_as_conv_then_batch_norm(ordered):
 
 def test_only_the_one_channel_block_in_training_folds():
     x1, x8 = jnp.zeros((1, 4, 4, 1)), jnp.zeros((1, 4, 4, 8))
-    assert crnn.folds_batch_norm(_block(True), x1, train=True)
-    assert not crnn.folds_batch_norm(_block(True), x1, train=False)
-    assert not crnn.folds_batch_norm(_block(True), x8, train=True)
-    assert not crnn.folds_batch_norm(_block(False), x1, train=True)
-    im2col = crnn.ConvBlock(8, (3, 3), (2, 4), 0.0, 0.9, 1e-3, "im2col", fold_batch_norm=True)
-    assert not crnn.folds_batch_norm(im2col, x1, train=True)
+    assert layers.folds_batch_norm(_block(True), x1, train=True)
+    assert not layers.folds_batch_norm(_block(True), x1, train=False)
+    assert not layers.folds_batch_norm(_block(True), x8, train=True)
+    assert not layers.folds_batch_norm(_block(False), x1, train=True)
+    im2col = layers.ConvBlock(8, (3, 3), (2, 4), 0.0, 0.9, 1e-3, "im2col", fold_batch_norm=True)
+    assert not layers.folds_batch_norm(im2col, x1, train=True)
 
 
 def test_max_pool_gradient_goes_to_each_window_maximum():
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 6, 8, 3)), jnp.float32)
     g = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 2, 3)), jnp.float32)
-    pooled, vjp = jax.vjp(lambda v: crnn.max_pool(v, (2, 4)), x)
+    pooled, vjp = jax.vjp(lambda v: layers.max_pool(v, (2, 4)), x)
     want_pooled, want_vjp = jax.vjp(
         lambda v: nn.max_pool(v, (2, 4), strides=(2, 4)), x)
     np.testing.assert_array_equal(pooled, want_pooled)
@@ -203,5 +204,5 @@ def test_max_pool_gradient_goes_to_each_window_maximum():
 def test_relu_after_the_pool_is_the_block_of_relu_before_it():
     # ConvBlock pools before its ReLU: a monotonic function commutes with the max
     x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 8, 8, 4)), jnp.float32)
-    np.testing.assert_array_equal(nn.relu(crnn.max_pool(x, (2, 4))),
-                                  crnn.max_pool(nn.relu(x), (2, 4)))
+    np.testing.assert_array_equal(nn.relu(layers.max_pool(x, (2, 4))),
+                                  layers.max_pool(nn.relu(x), (2, 4)))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from configs import desed_baseline
-from sedjax.models import crnn, desed_crnn
+from sedjax import models
+from sedjax.models import desed_crnn, time_grid
 
 
 def desed_task_param_count(embedding_size: int = 0) -> int:
@@ -31,24 +32,24 @@ def model_config():
 
 
 def test_parameter_count_equals_desed_task(model_config):
-    model = crnn.from_config(model_config, 10)
+    model = models.from_config(model_config, 10)
     assert isinstance(model, desed_crnn.DesedCRNN)
     v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 626, 128)), train=False)
-    assert crnn.count_params(v["params"]) == desed_task_param_count() == 1_112_420
+    assert models.count_params(v["params"]) == desed_task_param_count() == 1_112_420
     # BatchNorm running mean and variance of 16 + 32 + 64 + 4 * 128 channels
-    assert crnn.count_params(v["batch_stats"]) == 1248
+    assert models.count_params(v["batch_stats"]) == 1248
     emb = jnp.zeros((1, 496, 768))  # BEATs frame embeddings, pool1d
     v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 626, 128)), train=False, embeddings=emb)
-    assert crnn.count_params(v["params"]) == desed_task_param_count(768) == 1_227_236
+    assert models.count_params(v["params"]) == desed_task_param_count(768) == 1_227_236
 
 
 def test_output_rate_and_clip_within_frames(model_config):
-    model = crnn.from_config(model_config, 10)
+    model = models.from_config(model_config, 10)
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 626, 128))
     v = model.init(jax.random.PRNGKey(0), x[:1], train=False)
     frames, clip = model.apply(v, x)
     assert frames.shape == (3, 156, 10) and clip.shape == (3, 10)  # 626 -> 313 -> 156
-    assert crnn.output_frames(626, model_config) == 156
+    assert time_grid.output_frames(626, model_config) == 156
     # attention pooling is a weighted mean of the frames: inside their range, not their mean
     assert (clip >= frames.min(1) - 1e-6).all() and (clip <= frames.max(1) + 1e-6).all()
 
@@ -95,7 +96,7 @@ def test_adaptive_average_pool_matches_pytorch_windows():
 
 def test_batch_norm_update_is_desed_tasks(model_config):
     """torch momentum 0.99 = the new batch's weight: running <- 0.01 running + 0.99 batch."""
-    model = crnn.from_config(model_config, 10)
+    model = models.from_config(model_config, 10)
     x = 3.0 + jax.random.normal(jax.random.PRNGKey(4), (2, 626, 128))
     v = model.init(jax.random.PRNGKey(0), x[:1], train=False)
     _, upd = model.apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(5)},

@@ -21,7 +21,8 @@ import soundfile
 from sedjax import detect
 from sedjax.config import config_files
 from sedjax.data import audio, event_files, features
-from sedjax.models import crnn
+from sedjax import models
+from sedjax.models import time_grid
 
 ROOT = pathlib.Path(__file__).parents[1]
 TONES = (440.0, 1000.0, 3000.0)
@@ -72,7 +73,7 @@ def energy_detector_parts():
     gap = float((loud - mean)[:, band].mean())
     assert gap > 2.0, gap  # the bursts are clearly louder than the floor in these bands
     c = gap / 2
-    pool = crnn.time_pooling(config.model)
+    pool = time_grid.time_pooling(config.model)
     num_classes = len(config.data.classes)
     band_j = jnp.asarray(band)
 
@@ -102,7 +103,7 @@ def assert_events_match(events, expected, tol, label):
 def test_time_mapping_long_stereo_and_short_mono(tmp_path, energy_detector_parts, overlap):
     config, make = energy_detector_parts
     det = make(overlap=overlap)
-    fs = crnn.frame_seconds(config)
+    fs = time_grid.frame_seconds(config)
     assert fs == pytest.approx(0.04)
     # one output frame + the median filter's half length (measured: within one frame)
     tol = fs * (1 + 5 // 2)
@@ -176,7 +177,7 @@ def test_one_window_equals_the_training_path(exported):
     mel = features.log_mel(mono, fc.sample_rate, fc)[None]
     frames = np.array([features.num_valid_frames(len(mono), fc)])
     x = features.normalize(mel, frames, mean, std)
-    model = crnn.from_config(c.model, len(c.data.classes))
+    model = models.from_config(c.model, len(c.data.classes))
     want = np.asarray(model.apply({"params": state.params, "batch_stats": state.batch_stats},
                                   x, train=False)[0][0])
     n = -(-len(mono) // fc.hop_length)

@@ -6,7 +6,6 @@ mean teacher's and the DESED configs."""
 from __future__ import annotations
 
 import functools
-import json
 import os
 import pathlib
 import re

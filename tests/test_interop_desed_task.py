@@ -13,7 +13,7 @@ from flax import traverse_util
 from configs import desed_baseline
 from sedjax import convert, detect
 from sedjax.interop import desed_task as interop
-from sedjax.models import crnn
+from sedjax import models
 from sedjax.train import checkpoint
 
 # DESED_task's CRNN with confs/default.yaml (desed_task/nnet/{CNN,RNN,CRNN}.py): a few names
@@ -67,7 +67,7 @@ def assert_same_tree(a, b):
 
 @pytest.fixture(scope="module")
 def default_model():
-    return crnn.from_config(desed_baseline.get_config().model, 10)
+    return models.from_config(desed_baseline.get_config().model, 10)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def small_model():
     m = desed_baseline.get_config().model
     m.conv_features, m.pool_sizes = (4, 8, 8), ((2, 4), (2, 4), (1, 8))
     m.gru_units, m.gru_layers, m.pooling = 5, 1, "mean"
-    return crnn.from_config(m, 3)
+    return models.from_config(m, 3)
 
 
 def test_keys_and_shapes_are_desed_tasks(default_variables):

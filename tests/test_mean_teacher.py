@@ -10,7 +10,7 @@ import pytest
 
 from configs import tiny_mean_teacher
 from sedjax.data import dataset
-from sedjax.models import crnn
+from sedjax.models import time_grid
 from sedjax.recipes import mean_teacher as mt
 from sedjax.runtime import sharding
 from sedjax.train import parallel
@@ -139,7 +139,7 @@ def test_held_out_strong_clips_are_scored_on_events_after_post_processing():
     events = [[(1.0, 3.0, "Cat"), (5.0, 8.0, "Dog")], [(2.0, 4.0, "Cat"), (6.0, 9.0, "Dog")],
               [(0.5, 2.5, "Dog")]]
     split = dataset.Split("synthetic", ["a.wav", "b.wav", "c.wav"], [], None, events)
-    seconds = crnn.frame_seconds(config)
+    seconds = time_grid.frame_seconds(config)
     probs = dataset.strong_labels(events, config.data.classes, 125, seconds) * 0.9
     frames = np.full(3, config.features.num_frames)
     rows = np.arange(3)

@@ -74,7 +74,7 @@ def test_train_steps_of_two_processes_equal_one_process(layouts):
     for key in sgd:  # parameters after 3 steps
         np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-5, err_msg=key)
     for opt in ("sgd", "adam"):
-        # 2e-5: the first block's BatchNorm, folded into its conv (crnn.folded_conv_and_norm),
+        # 2e-5: the first block's BatchNorm, folded into its conv (layers.folded_conv_and_norm),
         # takes its moments from a long contraction over the device's patches (the effect of
         # the module docstring; measured 1.1e-5 after 3 Adam steps)
         np.testing.assert_allclose(b[f"{opt}/losses"], a[f"{opt}/losses"], rtol=2e-5)

@@ -4,7 +4,7 @@ test_event_files.py)."""
 import numpy as np
 import pytest
 
-from sedjax.metrics import postprocess
+from sedjax.metrics import detection, postprocess
 
 CLASSES = ("Cat", "Dog")
 PP = {"threshold": 0.5, "median_filter": 5}
@@ -59,14 +59,14 @@ def test_probabilities_to_events_cuts_padding():
     probs[1, 5:15, 1] = 0.8
     probs[1, 30, 1] = 0.8
 
-    events = postprocess.probabilities_to_events(["a.wav", "b.wav"], probs, PP, CLASSES, 0.02,
+    events = detection.probabilities_to_events(["a.wav", "b.wav"], probs, PP, CLASSES, 0.02,
                                                  num_valid_frames=[20, 40])
     assert events == [
         {"filename": "a.wav", "onset": 0.2, "offset": 0.4, "event_label": "Cat"},
         {"filename": "b.wav", "onset": 0.1, "offset": 0.3, "event_label": "Dog"},
     ]
     # Without the valid lengths the padding becomes events of clip a.
-    uncut = postprocess.probabilities_to_events(["a.wav", "b.wav"], probs, PP, CLASSES, 0.02)
+    uncut = detection.probabilities_to_events(["a.wav", "b.wav"], probs, PP, CLASSES, 0.02)
     assert any(e["filename"] == "a.wav" and e["event_label"] == "Dog" for e in uncut)
 
 
@@ -82,7 +82,7 @@ def test_per_class_median_filter_lengths():
     np.testing.assert_array_equal(batched[1], y)
     with pytest.raises(ValueError, match="3 lengths for 2 classes"):
         postprocess.median_filter(x, (3, 9, 5))
-    events = postprocess.probabilities_to_events(
+    events = detection.probabilities_to_events(
         ["a.wav"], x[None].astype(np.float32), {"threshold": 0.5, "median_filter": (3, 9)},
         CLASSES, 0.02)
     assert events == [{"filename": "a.wav", "onset": 0.2, "offset": 0.26, "event_label": "Cat"}]
@@ -91,23 +91,23 @@ def test_per_class_median_filter_lengths():
 def test_time_pooled_outputs_map_to_the_right_seconds():
     """A model pooling time x4 outputs 125 frames of 0.08 s; events land at the right times."""
     from configs import baseline
-    from sedjax.models import crnn
+    from sedjax.models import time_grid
 
     config = baseline.get_config()
     config.model.pool_sizes = ((2, 4), (2, 4), (1, 4))
-    seconds = crnn.frame_seconds(config)
+    seconds = time_grid.frame_seconds(config)
     assert seconds == pytest.approx(0.08)
-    probs = np.zeros((2, crnn.output_frames(500, config.model), 2), np.float32)
+    probs = np.zeros((2, time_grid.output_frames(500, config.model), 2), np.float32)
     probs[0, 25:50, 0] = 0.9  # 2.0 s .. 4.0 s
     probs[1, 100:125, 1] = 0.9  # 8.0 s .. 10.0 s, but clip b holds 6.02 s of audio
-    valid = crnn.valid_output_frames([500, 301], 500, config.model)
+    valid = time_grid.valid_output_frames([500, 301], 500, config.model)
     assert list(valid) == [125, 76]  # 301 input frames -> 75.25 output frames, rounded up
-    events = postprocess.probabilities_to_events(
+    events = detection.probabilities_to_events(
         ["a.wav", "b.wav"], probs, {"threshold": 0.5, "median_filter": 5}, CLASSES, seconds,
         valid)
     assert events == [{"filename": "a.wav", "onset": 2.0, "offset": 4.0, "event_label": "Cat"}]
     probs[1, 60:80, 1] = 0.9  # 4.8 s .. cut at the clip's end (76 frames = 6.08 s)
-    events = postprocess.probabilities_to_events(
+    events = detection.probabilities_to_events(
         ["a.wav", "b.wav"], probs, {"threshold": 0.5, "median_filter": 5}, CLASSES, seconds,
         valid)
     assert events[1] == {"filename": "b.wav", "onset": 4.8, "offset": 6.08, "event_label": "Dog"}

@@ -122,7 +122,7 @@ def test_csebbs_tuned_on_validation_score_as_sebbs_scored_them():
     single-class PSDS1 that sebbs selected them by; a class without events keeps defaults."""
     pytest = __import__("pytest")
     pytest.importorskip("sebbs")
-    from sedjax.metrics import csebbs, postprocess, psds
+    from sedjax.metrics import csebbs, detection, psds
     names, probs, reference = _noisy_clips()
     c = _config()
     c.postprocess.tune.method, c.postprocess.tune.metric = "csebbs", "psds1"
@@ -142,7 +142,7 @@ def test_csebbs_tuned_on_validation_score_as_sebbs_scored_them():
             tuned["class_scores"][cls], abs=1e-9)
     # the tuned config's events are the boxes above the threshold (postprocess dispatches)
     applied = tuning.apply(c, tuned)
-    events = postprocess.probabilities_to_events(names, probs, applied.postprocess, CLASSES,
+    events = detection.probabilities_to_events(names, probs, applied.postprocess, CLASSES,
                                                  FRAME)
     boxes = csebbs.boxes(settings, names, probs, CLASSES, FRAME, None)
     want = sum(1 for b in boxes.values() for box in b if box[3] > 0.5)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sedjax import recipes
+from sedjax import models, recipes
 from sedjax.data import split_roles
-from sedjax.models import crnn
+from sedjax.models import layers, time_grid
+from sedjax.runtime.cli import ConfigError  # noqa: F401 (raised here; validate.ConfigError)
 
 CHOICES = {  # field -> allowed values (config.recipe: any registered recipe, checked below)
     "data.dataset": ("dcase2018", "desed", "synthetic"),
@@ -17,20 +18,16 @@ CHOICES = {  # field -> allowed values (config.recipe: any registered recipe, ch
     "features.pad_mode": ("reflect", "constant"),
     "features.log": ("natural", "db"),
     "features.scaler": ("dataset", "instance_minmax"),
-    "model.arch": crnn.ARCHS,
+    "model.arch": models.ARCHS,
     "postprocess.tune.method": ("median_filter", "csebbs"),
     "postprocess.tune.metric": ("event_f1", "psds1", "collar_f1"),
-    "model.pooling": crnn.POOLINGS,
-    "model.conv_impl": crnn.CONV_IMPLS,
+    "model.pooling": layers.POOLINGS,
+    "model.conv_impl": layers.CONV_IMPLS,
     "model.dtype": ("float32", "bfloat16", "float16"),
     "runtime.features_on_device": ("auto", "always", "never"),
 }
 # batch sizes split over the devices (features.batch_size is the frontend's, not sharded)
 _NOT_SHARDED = ("features.batch_size",)
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the field."""
 
 
 def _get(config, dotted: str):
@@ -143,8 +140,8 @@ def _check_model(config) -> None:
         if len(p) != 2:
             raise ConfigError(f"model.pool_sizes: expected (time, frequency) pairs, got {p!r}")
         _positive_int("model.pool_sizes", p[0]), _positive_int("model.pool_sizes", p[1])
-    if crnn.output_frames(config.features.num_frames, model) < 1:
-        raise ConfigError(f"model.pool_sizes: time pooling x{crnn.time_pooling(model)} leaves "
+    if time_grid.output_frames(config.features.num_frames, model) < 1:
+        raise ConfigError(f"model.pool_sizes: time pooling x{time_grid.time_pooling(model)} leaves "
                           f"no output frame of {config.features.num_frames} input frames")
     chunk = model.get("first_block_chunk_frames", 0)
     if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0:

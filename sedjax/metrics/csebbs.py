@@ -206,7 +206,7 @@ def score_tables(settings, filenames, probs, classes, frame_seconds, valid) -> d
     from sebbs.utils import sed_scores_from_sebbs
 
     found = boxes(settings, filenames, probs, classes, frame_seconds, valid)
-    v = sed_scores_inputs._valid_frames(valid, len(filenames), np.asarray(probs).shape[1])
+    v = sed_scores_inputs.valid_frames(valid, len(filenames), np.asarray(probs).shape[1])
     durations = {sed_scores_inputs.audio_id(n): float(k) * float(frame_seconds)
                  for n, k in zip(filenames, v)}
     return sed_scores_from_sebbs(found, [str(c) for c in classes], audio_duration=durations)

@@ -1,9 +1,10 @@
-"""Frame probabilities -> sound events: the seed's post-processing (threshold, median filter)
-or tuned cSEBBs. Event files are read and written by sedjax.data.event_files."""
+"""Frame operations of post-processing: threshold, median filter, frames -> events (the seed's
+post-processing). sedjax.metrics.detection chooses between it and cSEBBs; event files are read
+and written by sedjax.data.event_files."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,13 +13,6 @@ import scipy.ndimage
 # Event times are multiples of the frame length; rounding to a microsecond removes float noise
 # (3 * 0.02 = 0.06000000000000001) without moving any time by a meaningful amount.
 _TIME_DECIMALS = 6
-
-
-def _cfg(config: Any, name: str) -> Any:
-    """Reads `name` from a ConfigDict / attribute object or a plain mapping."""
-    if isinstance(config, Mapping):
-        return config[name]
-    return getattr(config, name)
 
 
 def binarize(probs: np.ndarray, threshold: float) -> np.ndarray:
@@ -78,50 +72,19 @@ def frames_to_events(
     return events
 
 
-def csebbs_settings(postprocess_config: Any) -> dict | None:
-    """The tuned cSEBB settings of a postprocess section (sedjax.metrics.tuning), or None."""
-    found = (postprocess_config.get("csebbs") if isinstance(postprocess_config, Mapping)
-             else getattr(postprocess_config, "csebbs", None))
-    if not found:
-        return None
-    return found.to_dict() if hasattr(found, "to_dict") else dict(found)
-
-
-def probabilities_to_events(
+def median_filter_events(
     filenames: Sequence[str],
     probs: np.ndarray,
-    postprocess_config: Any,
     classes: Sequence[str],
+    threshold: float,
+    size,
     frame_seconds: float,
-    num_valid_frames: Sequence[int] | np.ndarray | None = None,
+    num_valid_frames: np.ndarray,
 ) -> list[dict[str, Any]]:
-    """Thresholds, median-filters and decodes (N, T, C) frame probabilities into event dicts.
-
-    frame_seconds: the length of one frame of `probs` (the model's output rate);
-    num_valid_frames: frames of each clip that hold audio (the rest is padding).
-    """
-    probs = np.asarray(probs)
-    if probs.ndim != 3 or probs.shape[0] != len(filenames) or probs.shape[2] != len(classes):
-        raise ValueError(
-            f"probs must be ({len(filenames)}, T, {len(classes)}) for {len(filenames)} files, "
-            f"got {probs.shape}"
-        )
+    """The seed's post-processing: each clip's valid frames thresholded, median-filtered
+    (`size`: one length or one per class) and decoded into event dicts."""
     num_frames = probs.shape[1]
-    if num_valid_frames is None:
-        num_valid_frames = np.full(len(filenames), num_frames)
-    num_valid_frames = np.asarray(num_valid_frames)
-    if num_valid_frames.shape != (len(filenames),):
-        raise ValueError(f"num_valid_frames must have shape ({len(filenames)},)")
-
-    threshold = float(_cfg(postprocess_config, "threshold"))
-    boxes = csebbs_settings(postprocess_config)
-    if boxes:  # cSEBBs tuned on validation (sedjax.metrics.tuning) replace threshold + median filter
-        from sedjax.metrics import csebbs
-        return csebbs.events(boxes, filenames, probs, classes, frame_seconds,
-                             np.minimum(num_valid_frames, num_frames), threshold)
-    size = _cfg(postprocess_config, "median_filter")
     frame_seconds = float(frame_seconds)
-
     events = []
     for name, clip, n in zip(filenames, probs, num_valid_frames):
         # Drop the zero padding of short clips before filtering so it neither creates nor

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from sedjax.metrics.sed_scores_inputs import (_valid_frames, absent_classes, audio_durations,
+from sedjax.metrics.sed_scores_inputs import (valid_frames, absent_classes, audio_durations,
                                               ground_truth, score_dataframes)
-from sedjax.reporting.outputs import to_jsonable
+from sedjax.runtime.files import to_jsonable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +187,7 @@ def threshold_independent(
         valid = [len(table) for table in scores.values()]  # in the order of filenames
     else:
         scores = dict(tables)
-        valid = _valid_frames(num_valid_frames, len(filenames), np.asarray(probs).shape[1])
+        valid = valid_frames(num_valid_frames, len(filenames), np.asarray(probs).shape[1])
     durs = audio_durations(filenames, durations, frame_seconds, valid)
     # sed_scores_eval needs reference events of every class it scores (a class without any has
     # no true positive rate, and as "other class" a cross-trigger rate divided by zero time): a

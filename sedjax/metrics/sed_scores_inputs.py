@@ -34,7 +34,7 @@ def _audio_ids(filenames: Sequence[str]) -> list[str]:
     return ids
 
 
-def _valid_frames(num_valid_frames, n: int, t: int) -> np.ndarray:
+def valid_frames(num_valid_frames, n: int, t: int) -> np.ndarray:
     if num_valid_frames is None:
         return np.full(n, t, dtype=np.int64)
     v = np.asarray(num_valid_frames).astype(np.int64)
@@ -77,7 +77,7 @@ def score_dataframes(
     if not frame_seconds > 0:
         raise ValueError(f"frame_seconds must be > 0, got {frame_seconds}")
     ids = _audio_ids(filenames)
-    valid = _valid_frames(num_valid_frames, len(filenames), probs.shape[1])
+    valid = valid_frames(num_valid_frames, len(filenames), probs.shape[1])
     # One float64 copy, writable: sed_scores_eval's Cython code wants writable float buffers.
     timestamps = np.arange(probs.shape[1] + 1, dtype=np.float64) * frame_seconds
     tables = {}

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sedjax.metrics import postprocess, psds, sed_eval_scores, sed_scores_inputs
+from sedjax.metrics import detection, psds, sed_eval_scores, sed_scores_inputs
 
 METHODS = ("median_filter", "csebbs")
 METRICS = ("event_f1", "psds1", "collar_f1")
@@ -69,7 +69,7 @@ def _class_scores(config, filenames, reference_events, probs, frame_seconds, val
     classes, metric = list(config.data.classes), config.postprocess.tune.metric
     if metric == "event_f1":
         settings = {"threshold": config.postprocess.threshold, "median_filter": length}
-        events = postprocess.probabilities_to_events(filenames, probs, settings, classes,
+        events = detection.probabilities_to_events(filenames, probs, settings, classes,
                                                      frame_seconds, valid)
         scores = sed_eval_scores.evaluate_events(reference_events, events, filenames, classes,
                                             config.evaluation)["event_based"]["class_wise"]

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sedjax.models import crnn
+from sedjax.models import layers
 from sedjax.models.dropout import Dropout
 
 
@@ -60,7 +60,7 @@ def adaptive_avg_pool_matrix(length: int, size: int) -> np.ndarray:
     return out
 
 
-class GatedConvBlock(crnn.ConvBlock):
+class GatedConvBlock(layers.ConvBlock):
     """Conv 3x3 same (bias) -> BatchNorm -> GLU (Linear_c(x) * sigmoid(x)) -> Dropout -> avg pool."""
 
     @nn.compact
@@ -68,7 +68,7 @@ class GatedConvBlock(crnn.ConvBlock):
         kh, kw = self.kernel_size
         init = torch_uniform(kh * kw * x.shape[-1])
         # PyTorch's BatchNorm2d: the running variance averages the unbiased batch variance
-        x = crnn.conv_and_norm(self, x, train, kernel_init=init, bias_init=init,
+        x = layers.conv_and_norm(self, x, train, kernel_init=init, bias_init=init,
                                unbiased_running_var=True)
         gate = torch_uniform(self.features)
         x = nn.Dense(self.features, kernel_init=gate, bias_init=gate, dtype=self.dtype,
@@ -178,7 +178,7 @@ class DesedCRNN(nn.Module):
             scores = nn.Dense(self.num_classes, kernel_init=init, bias_init=init,
                               dtype=self.dtype, name="attention")(x)
             weights = jnp.clip(nn.softmax(scores.astype(jnp.float32), axis=-1), 1e-7, 1.0)
-        return frames, crnn.pool_frames(frames, self.pooling, weights)
+        return frames, layers.pool_frames(frames, self.pooling, weights)
 
 
 def from_config(model_config, num_classes: int, axis_name: str | None = None,

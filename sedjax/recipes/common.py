@@ -12,8 +12,9 @@ import numpy as np
 from absl import logging
 
 from sedjax.data import dataset, pipeline
-from sedjax.metrics import postprocess, sed_eval_scores
-from sedjax.models import crnn
+from sedjax.metrics import detection, sed_eval_scores
+from sedjax import models
+from sedjax.models import time_grid
 from sedjax.runtime import sharding
 from sedjax.train import parallel, runs as runs_lib, state as state_lib, streams
 
@@ -59,10 +60,10 @@ def detect_and_score(config, split: dataset.Split, probs: np.ndarray, frames: np
     """(events, sed_eval results) of a strong split's clips (all, or `rows`) from their frame
     probabilities (N, T', C) and valid input frames (N,): post-processed (config.postprocess)
     and scored with the challenge's metric (config.evaluation)."""
-    valid = crnn.valid_output_frames(frames, config.features.num_frames, config.model)
+    valid = time_grid.valid_output_frames(frames, config.features.num_frames, config.model)
     names = split.filenames if rows is None else [split.filenames[i] for i in rows]
-    events = postprocess.probabilities_to_events(names, probs, config.postprocess,
-                                                 config.data.classes, crnn.frame_seconds(config),
+    events = detection.probabilities_to_events(names, probs, config.postprocess,
+                                                 config.data.classes, time_grid.frame_seconds(config),
                                                  valid)
     results = sed_eval_scores.evaluate_events(split.reference_events(rows), events, names,
                                          config.data.classes, config.evaluation)
@@ -105,11 +106,11 @@ def validation_score(inputs: Inputs, state, batch_size: int, metric: str) -> lis
     split, frames = inputs.splits[VALIDATION], inputs.arrays[VALIDATION].frames
     if metric == "psds1":
         from sedjax.metrics import psds  # sed_scores_eval: imported when used
-        valid = crnn.valid_output_frames(frames, config.features.num_frames, config.model)
+        valid = time_grid.valid_output_frames(frames, config.features.num_frames, config.model)
         settings = psds.Settings.from_mapping(config.evaluation.psds)
         settings = dataclasses.replace(settings, psds={"psds1": settings.psds["psds1"]})
         values = [psds.threshold_independent(
-            p, split.filenames, crnn.frame_seconds(config), config.data.classes,
+            p, split.filenames, time_grid.frame_seconds(config), config.data.classes,
             split.reference_events(), num_valid_frames=valid,
             median_filter=config.postprocess.median_filter, settings=settings,
             collar=False)[0]["psds1"] for p in probs]
@@ -139,14 +140,14 @@ def init_state(config, section: str, *, rampup_steps: int = 0) -> state_lib.Trai
     """A fresh model + Adam (settings of config[section]; its learning rate ramped up over
     rampup_steps when > 0) on the host's default device. Its random stream (init and dropout
     keys) is named by the recipe and the section: (config.recipe, section, 'init')."""
-    model = crnn.from_config(config.model, len(config.data.classes), axis_name=sharding.AXIS,
+    model = models.from_config(config.model, len(config.data.classes), axis_name=sharding.AXIS,
                              ordered_reductions=ordered_reductions(config))
     rng = streams.key(config.seed, config.recipe, section, "init")
     e = config.model.embeddings
     state = state_lib.create_train_state(rng, model, config[section],
                                          (config.features.num_frames, config.features.n_mels),
                                          rampup_steps, (e.frames, e.size) if e.dir else None)
-    logging.info("%s model: %d parameters", section, crnn.count_params(state.params))
+    logging.info("%s model: %d parameters", section, models.count_params(state.params))
     return state
 
 

@@ -28,13 +28,13 @@ import numpy as np
 from absl import logging
 
 from sedjax import recipes
-from sedjax.config.validate import ConfigError
 from sedjax.data import dataset, pipeline, split_roles
 from sedjax.metrics import clip_scores
-from sedjax.models import crnn
+from sedjax.models import time_grid
 from sedjax.recipes import common
 from sedjax.reporting import outputs, summary
 from sedjax.runtime import sharding
+from sedjax.runtime.cli import ConfigError
 from sedjax.runtime.sharding import AXIS
 from sedjax.train import augment, loop, state as state_lib, streams
 
@@ -188,7 +188,7 @@ def build_training(inputs: common.Inputs, config=None) -> Training:
     validation rows drawn with `config`'s seed (a run's config; inputs.config when None)."""
     config = inputs.config if config is None else config
     mt = config.mean_teacher
-    t_out = crnn.output_frames(config.features.num_frames, config.model)
+    t_out = time_grid.output_frames(config.features.num_frames, config.model)
     use_strong = "synthetic" in inputs.arrays and mt.batch_strong > 0
     names = ["weak", "unlabel_in_domain"] + (["synthetic"] if use_strong else [])
     kinds = [WEAK, UNLABELED, STRONG][:len(names)]
@@ -202,8 +202,8 @@ def build_training(inputs: common.Inputs, config=None) -> Training:
         f = config.features  # data.frame_labels: which frames an event makes active
         strong_targets = dataset.strong_labels(
             inputs.splits["synthetic"].events, config.data.classes, t_out,
-            crnn.frame_seconds(config), rule=config.data.get("frame_labels", "cover_half"),
-            rate=(int(f.sample_rate), int(f.hop_length), crnn.time_pooling(config.model)))
+            time_grid.frame_seconds(config), rule=config.data.get("frame_labels", "cover_half"),
+            rate=(int(f.sample_rate), int(f.hop_length), time_grid.time_pooling(config.model)))
         strong[offsets[2]:] = strong_targets
     arrays = pipeline.SplitArrays(
         pipeline.ConcatRows([a.features for a in parts_arrays]),
@@ -288,7 +288,7 @@ def step_settings(config, total_steps: int) -> StepSettings:
         rampup_steps=int(round(mt.consistency_rampup * total_steps)),
         mixup_share=a.mixup_share, mixup_alpha=a.mixup_alpha, time_mask=a.time_mask,
         freq_mask=a.freq_mask, time_shift=a.time_shift,
-        time_pooling=crnn.time_pooling(config.model), ordered=common.ordered_reductions(config),
+        time_pooling=time_grid.time_pooling(config.model), ordered=common.ordered_reductions(config),
         desed_task_timing=mt.get("step_timing", "sedjax") == "desed_task",
         mask_teacher=bool(a.get("mask_teacher", False)))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -12,27 +11,9 @@ import numpy as np
 from absl import logging
 
 from sedjax.runtime import files
+from sedjax.runtime.files import to_jsonable  # noqa: F401 (reporting's callers)
 
 RESULTS_FILENAME = "results.json"
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Returns obj with numpy scalars/arrays as Python values and NaN/inf as None (JSON null)."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        # Strict JSON has no NaN; an undefined score (e.g. recall of a class with no reference
-        # event) is written as null rather than silently as 0.
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> str:

@@ -47,10 +47,14 @@ _HELP = frozenset({"-h", "-?", "-help", "--help", "--helpshort", "--helpfull"})
 # The config package's user-facing errors, found by name among the imported modules: importing
 # sedjax.config.validate here would import jax into every command (it imports the models), and
 # an error of a module that is not imported cannot have been raised.
-_CONFIG_ERRORS = (("sedjax.config.config_files", "ConfigFileError"),
-                  ("sedjax.config.validate", "ConfigError"))
+_CONFIG_ERRORS = (("sedjax.config.config_files", "ConfigFileError"),)
 
 Main = Callable[[list[str]], "int | None"]
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field (sedjax.config.validate and
+    each recipe's checks raise it)."""
 
 
 class UserError(Exception):
@@ -59,7 +63,7 @@ class UserError(Exception):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exception types that mean the user's input is wrong (one `error:` line, status 2)."""
-    found: list[type[BaseException]] = [UserError, app.UsageError, flags.Error]
+    found: list[type[BaseException]] = [UserError, ConfigError, app.UsageError, flags.Error]
     for module, name in _CONFIG_ERRORS:
         if module in sys.modules:
             found.append(getattr(sys.modules[module], name))

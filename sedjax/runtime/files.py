@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import pathlib
 import tempfile
-from typing import Iterator
+from collections.abc import Mapping
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -90,3 +92,22 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, np.asarray(array))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Returns obj with numpy scalars/arrays as Python values and NaN/inf as None (JSON null)."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        # Strict JSON has no NaN; an undefined score (e.g. recall of a class with no reference
+        # event) is written as null rather than silently as 0.
+        return float(obj) if math.isfinite(obj) else None
+    return obj

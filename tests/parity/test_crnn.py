@@ -16,7 +16,7 @@ from desed_task.nnet.CRNN import CRNN  # noqa: E402
 from configs import desed_baseline  # noqa: E402
 from sedjax import convert  # noqa: E402
 from sedjax.interop import desed_task as interop  # noqa: E402
-from sedjax.models import crnn  # noqa: E402
+from sedjax import models
 
 TOL = 1e-5
 BATCH, FRAMES, MELS = 3, 626, 128  # DESED's 10-s clips: 626 frames of 128 mel bands
@@ -48,7 +48,7 @@ def sedjax_model(dropout: float = None):
     m = desed_baseline.get_config().model
     if dropout is not None:
         m.conv_dropout = m.head_dropout = dropout
-    return crnn.from_config(m, 10)
+    return models.from_config(m, 10)
 
 
 def features(seed: int) -> np.ndarray:

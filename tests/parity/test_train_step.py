@@ -278,12 +278,12 @@ def weights_report(name: str, got: dict, want: dict, tol: float, bias_tol) -> tu
 
 def eval_outputs_report(name, torch_model, variables, config, x: np.ndarray, tol) -> float:
     """max |d| of the eval-mode frame and clip probabilities of both models on features x."""
-    from sedjax.models import crnn
+    from sedjax import models
 
     torch_model.eval()
     with torch.no_grad():
         strong, weak = torch_model(torch.from_numpy(x.transpose(0, 2, 1)))
-    model = crnn.from_config(config.model, len(config.data.classes))
+    model = models.from_config(config.model, len(config.data.classes))
     frames, clip = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
     d = max(float(np.abs(np.asarray(frames).transpose(0, 2, 1) - strong.numpy()).max()),
             float(np.abs(np.asarray(clip) - weak.numpy()).max()))

@@ -46,18 +46,18 @@ def sedjax_median_filter(run_dir: pathlib.Path, config):
 def sedjax_tables(run_dir: pathlib.Path, durations: dict[str, float]) -> tuple[dict, dict]:
     """(score tables {audio id: DataFrame} of a sedjax run's test predictions, info)."""
     from sedjax.data import features
-    from sedjax.models import crnn
+    from sedjax.models import time_grid
 
     run_dir = pathlib.Path(run_dir)
     config = _config(run_dir)
     probs = np.load(run_dir / "predictions" / "test_probs.npy")
     _, names = event_files.read_events(run_dir / "predictions" / "test_events.csv")
-    frame_seconds = crnn.frame_seconds(config)
+    frame_seconds = time_grid.frame_seconds(config)
     f = config.features
     # the frames of each clip that hold audio (a clip shorter than the model's input is padded)
     samples = [int(round(durations[n] * f.sample_rate)) for n in names]
     frames = np.array([min(features.num_valid_frames(s, f), int(f.num_frames)) for s in samples])
-    valid = crnn.valid_output_frames(frames, int(f.num_frames), config.model)
+    valid = time_grid.valid_output_frames(frames, int(f.num_frames), config.model)
     size = sedjax_median_filter(run_dir, config)
     tables = sed_scores_inputs.score_dataframes(probs, names, frame_seconds,
                                                 list(config.data.classes), valid, size)
