@@ -162,6 +162,11 @@ def _config_of(args: list[str]):
                          ids=lambda x: x if isinstance(x, str) else "")
 def test_documented_main_commands_validate(where, args, monkeypatch):
     monkeypatch.chdir(ROOT)
+    config_file = next(a.split("=", 1)[1] for a in args if a.startswith("--config="))
+    written = {a.split("=", 1)[1] for _, _, command in COMMANDS for a in command
+               if a.startswith("--out=")}
+    if not (ROOT / config_file.split(":")[0]).exists() and config_file in written:
+        pytest.skip(f"{config_file} is written by a documented command (--out)")
     validate.validate(_config_of(args), num_devices=1)
 
 
