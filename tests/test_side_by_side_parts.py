@@ -140,6 +140,16 @@ def test_table_is_mean_and_std_over_seeds():
     assert "2.25 ± 0.35x" in text and "87 test clips" in text
 
 
+def test_seconds_per_epoch_is_the_median_of_the_epochs():
+    state = _state()
+    state["runs"]["desed_task/0"]["epoch_s"] = [20.0, 21.0, 19.0, 400.0]  # one disturbed epoch
+    assert table.epoch_seconds(state["runs"]["desed_task/0"]) == 20.5
+    assert table.epoch_seconds(state["runs"]["sedjax/0"]) == 10.0  # no epochs kept: the mean
+    desed_row = next(x for x in table.markdown(state).splitlines()
+                     if x.startswith("| DESED_task (teacher)"))
+    assert "25.2 ± 6.7" in desed_row  # medians 20.5 and 30.0
+
+
 def test_table_without_runs():
     assert table.markdown({"runs": {}}) == "no finished runs yet"
 

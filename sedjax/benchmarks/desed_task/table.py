@@ -55,6 +55,14 @@ def cell(values: list[float], digits: int, scale: float = 1.0, unit: str = "") -
     return (text + f" ± {s * scale:.{digits}f}" if n > 1 else text) + unit
 
 
+def epoch_seconds(run: dict) -> float | None:
+    """A run's seconds per epoch: the median of its epochs' (training + validation), so that an
+    epoch slowed by other work on the machine does not move it; its mean when the epochs were
+    not kept."""
+    epochs = [s for s in run.get("epoch_s") or [] if _finite(s)]
+    return statistics.median(epochs) if epochs else run.get("s_per_epoch")
+
+
 def rows(state: dict) -> list[dict[str, Any]]:
     """One row per system (and DESED_task's other model), values per seed."""
     runs = [r for r in state.get("runs", {}).values() if r.get("status") == "done"]
@@ -75,7 +83,7 @@ def rows(state: dict) -> list[dict[str, Any]]:
                 "psds2": [s.get("psds2") for s in scores],
                 "collar_f1": [s.get("collar_f1") for s in scores],
                 "num_clips": sorted({s.get("num_clips") for s in scores if s}),
-                "s_per_epoch": [r.get("s_per_epoch") for r in done] if i == 0 else None,
+                "s_per_epoch": [epoch_seconds(r) for r in done] if i == 0 else None,
                 "total_s": [r.get("wall_s") for r in done] if i == 0 else None,
                 "peak_rss_mb": [r.get("peak_rss_mb") for r in done] if i == 0 else None,
             })
@@ -91,6 +99,7 @@ def speed_ratios(state: dict) -> dict[str, list[float]]:
         a, b = runs.get(key("sedjax", seed)), runs.get(key("desed_task", seed))
         if not (a and b and a.get("status") == b.get("status") == "done"):
             continue
+        a, b = (dict(r, s_per_epoch=epoch_seconds(r)) for r in (a, b))
         for name, field in (("per_epoch", "s_per_epoch"),
                             ("per_epoch_after_first", "s_per_epoch_after_first"),
                             ("total", "wall_s")):
@@ -129,7 +138,7 @@ def markdown(state: dict) -> str:
                      f"{cell(ratios['per_epoch'], 2)}x{after}; in all: "
                      f"{cell(ratios['total'], 2)}x")
     notes.append("s/epoch: training + validation of one epoch (checkpoint writing left out), "
-                 "mean over epochs; total s: the "
+                 "the median over epochs; total s: the "
                  "whole process (data, features, training, test), as the harness timed it; "
                  "peak RSS: the training process's ru_maxrss")
     return "\n".join(lines + [""] + notes)
