@@ -44,12 +44,13 @@ def main(argv):
     """Trains and evaluates; a config or dataset mistake is one `error:` line (cli.run)."""
     cli.expect_no_arguments(argv)
     # 'file.py:variant' names a variant of the file's get_config (ml_collections' syntax)
-    config_file = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
+    config_name = config_flags.get_config_filename(FLAGS["config"])
+    config_file = config_name.split(":")[0]
     if not os.path.isfile(config_file):  # config_flags would only fail at the config's first use
         raise cli.UserError(f"--config: no such file: {config_file}")
     if FLAGS.validate_only:
         validate.validate(FLAGS.config, jax.device_count())
-        print(f"config ok: {config_flags.get_config_filename(FLAGS['config'])}")
+        print(f"config ok: {config_name}")
         return 0
     if FLAGS.distributed or FLAGS.coordinator_address or os.environ.get("SEDJAX_COORDINATOR"):
         try:

@@ -45,16 +45,6 @@ DEFAULT = {
 }
 
 
-def _leaves(config, prefix=""):
-    out = {}
-    for key, value in config.items():
-        if hasattr(value, "items"):
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
 def _convert(tmp_path: pathlib.Path, conf: dict, *flags: str) -> tuple[int, pathlib.Path]:
     recipe = tmp_path / "recipe"
     (recipe / "confs").mkdir(parents=True, exist_ok=True)
@@ -67,8 +57,8 @@ def _convert(tmp_path: pathlib.Path, conf: dict, *flags: str) -> tuple[int, path
 def test_default_yaml_gives_desed_baseline(tmp_path):
     status, out = _convert(tmp_path, DEFAULT)
     assert status == 0
-    converted = _leaves(config_files.load(out))
-    expected = _leaves(desed_baseline.get_config())
+    converted = dict(validate.leaf_fields(config_files.load(out)))
+    expected = dict(validate.leaf_fields(desed_baseline.get_config()))
     # the data folder is where the yaml's relative paths point, from the recipe folder
     root = (tmp_path / "recipe").resolve().parent.parent / "data" / "dcase" / "dataset"
     assert converted.pop("data.root") == str(root)

@@ -91,16 +91,6 @@ def _config_fields(config, prefix: str = "") -> set[str]:
     return names
 
 
-def _leaves(config, prefix: str = "") -> set[str]:
-    names = set()
-    for key, value in config.items():
-        if hasattr(value, "items"):
-            names |= _leaves(value, f"{prefix}{key}.")
-        else:
-            names.add(prefix + key)
-    return names
-
-
 @functools.lru_cache(maxsize=None)
 def all_config_fields() -> frozenset[str]:
     names: set[str] = set()
@@ -184,7 +174,7 @@ def test_configs_page_names_every_field():
     prefixes = tuple(p + "." for p in re.findall(r"`([\w.]+)\.\*`", text))
     missing = sorted(
         leaf for name in DOCUMENTED_CONFIGS
-        for leaf in _leaves(config_files.load(ROOT / "configs" / name))
+        for leaf, _ in validate.leaf_fields(config_files.load(ROOT / "configs" / name))
         if leaf not in named and not leaf.startswith(prefixes) and "." in leaf)
     top = {"seed", "recipe", "num_runs"} - set(re.findall(r"\| `(\w+)` \|", text))
     assert not missing and not top, f"fields missing from docs/configs.md: {missing + sorted(top)}"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sedjax import models, recipes
 from sedjax.data import split_roles
 from sedjax.models import layers, time_grid
-from sedjax.runtime.cli import ConfigError  # noqa: F401 (raised here; validate.ConfigError)
+from sedjax.runtime.cli import ConfigError
 
 CHOICES = {  # field -> allowed values (config.recipe: any registered recipe, checked below)
     "data.dataset": ("dcase2018", "desed", "synthetic"),
@@ -39,13 +39,13 @@ def _get(config, dotted: str):
     return node
 
 
-def _fields(config, prefix: str = ""):
+def leaf_fields(config, prefix: str = ""):
     """Yields (dotted name, value) of every leaf of a ConfigDict / mapping."""
     for key in config:
         value = config[key]
         name = f"{prefix}{key}"
         if hasattr(value, "keys"):  # a ConfigDict or a mapping
-            yield from _fields(value, name + ".")
+            yield from leaf_fields(value, name + ".")
         else:
             yield name, value
 
@@ -69,7 +69,7 @@ def validate(config, num_devices: int = 1) -> None:
     _check_runs(config)
     _check_data(config)
     classes = _check_classes(config)
-    for name, value in _fields(config):
+    for name, value in leaf_fields(config):
         if name.split(".")[-1].endswith("batch_size") and name not in _NOT_SHARDED:
             if _positive_int(name, value) % num_devices:
                 raise ConfigError(f"{name}: {value} is not divisible by the {num_devices} "
@@ -84,7 +84,7 @@ def validate(config, num_devices: int = 1) -> None:
 
 def _check_runs(config) -> None:
     num_runs = _positive_int("num_runs", _get(config, "num_runs"))
-    for name, rates in _fields(config):
+    for name, rates in leaf_fields(config):
         if name.endswith(".learning_rates") and rates != ():
             if (isinstance(rates, str) or not isinstance(rates, Sequence)
                     or len(rates) != num_runs or not all(

@@ -11,7 +11,6 @@ import numpy as np
 from absl import logging
 
 from sedjax.runtime import files
-from sedjax.runtime.files import to_jsonable  # noqa: F401 (reporting's callers)
 
 RESULTS_FILENAME = "results.json"
 
@@ -19,7 +18,7 @@ RESULTS_FILENAME = "results.json"
 def write_json(path: str | os.PathLike, obj: Any) -> str:
     """Writes obj as pretty-printed strict JSON, atomically; returns the path."""
     path = os.fspath(path)
-    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False, allow_nan=False)
+    text = json.dumps(files.to_jsonable(obj), indent=2, sort_keys=False, allow_nan=False)
     files.write_text(path, text + "\n")
     return path
 

@@ -45,8 +45,8 @@ _DISK_FULL_TEXTS = tuple(os.strerror(e) for e in sorted(files.DISK_FULL))
 _QUOTED_PATH = re.compile(r'"(/[^"]+)"')
 _HELP = frozenset({"-h", "-?", "-help", "--help", "--helpshort", "--helpfull"})
 # The config package's user-facing errors, found by name among the imported modules: importing
-# sedjax.config.validate here would import jax into every command (it imports the models), and
-# an error of a module that is not imported cannot have been raised.
+# sedjax.config here would import its dependencies into every command, and an error of a module
+# that is not imported cannot have been raised (ConfigError lives below, in this module).
 _CONFIG_ERRORS = (("sedjax.config.config_files", "ConfigFileError"),)
 
 Main = Callable[[list[str]], "int | None"]

@@ -6,21 +6,11 @@ from __future__ import annotations
 
 from configs import desed_baseline
 from sedjax import convert
-from sedjax.config import config_files
+from sedjax.config import config_files, validate
 
 from .conftest import import_desed_task
 
 import_desed_task()
-
-
-def _leaves(config, prefix=""):
-    out = {}
-    for key, value in config.items():
-        if hasattr(value, "items"):
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def _convert(yaml_path, tmp_path):
@@ -31,8 +21,8 @@ def _convert(yaml_path, tmp_path):
 
 def test_default_yaml_is_desed_baseline(desed_task_root, tmp_path):
     recipe = desed_task_root / "recipes" / "dcase2023_task4_baseline"
-    converted = _leaves(_convert(recipe / "confs" / "default.yaml", tmp_path))
-    expected = _leaves(desed_baseline.get_config())
+    converted = dict(validate.leaf_fields(_convert(recipe / "confs" / "default.yaml", tmp_path)))
+    expected = dict(validate.leaf_fields(desed_baseline.get_config()))
     assert converted.pop("data.root") == str(desed_task_root / "data" / "dcase" / "dataset")
     expected.pop("data.root")
     differ = {k: (converted.get(k), expected.get(k)) for k in expected.keys() | converted.keys()
