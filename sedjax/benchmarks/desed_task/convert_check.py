@@ -43,12 +43,16 @@ def _predict(model_dir: pathlib.Path, paths: list[pathlib.Path], seconds: float)
     """(probs (N, T', C), frame seconds, classes) of the converted model on clips padded or cut
     to `seconds`, one window each."""
     import jax
+    import ml_collections
 
     from sedjax import detect
     from sedjax.data import audio, features
 
     det = detect.Detector.from_workdir(model_dir)
-    f = det.features_config
+    # the clip is padded or cut here, to audio_max_len * fs as DESED_task's pad_audio does;
+    # features.pad_to_num_frames would cut it again, to (num_frames - 1) * hop_length samples
+    # (fewer where audio_max_len * fs is no multiple of hop_length: 79,872 of 80,000 for 5 s)
+    f = ml_collections.ConfigDict({**det.features_config.to_dict(), "pad_to_num_frames": False})
     target = int(round(seconds * f.sample_rate))
     out = []
     for path in paths:
