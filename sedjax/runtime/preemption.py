@@ -11,6 +11,14 @@ caught by JAX's preemption service, which agrees with every process on the step 
 (multihost_utils.reached_preemption_sync_point); all processes then stop after the same step,
 so their checkpoint is one state. Each process calls `should_stop()` once per step, from the
 same first step, as that helper requires.
+
+Outside training that service would swallow a SIGTERM: its handler stays installed for the
+whole job, and nothing asks it after the last step. So the pipeline also asks at its stage
+boundaries that every process passes (`stop_requested_at_boundary`, the same counter), and
+once the last boundary is passed (the rest of each process's work is its own: process 0
+scores and reports, the others exit) `default_sigterm()` gives SIGTERM back its default
+effect. A SIGTERM at any moment then ends a multi-process job with status 143, as it ends a
+single process.
 """
 
 from __future__ import annotations
@@ -64,6 +72,20 @@ def should_stop() -> bool:
         from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
         return bool(multihost_utils.reached_preemption_sync_point(_steps[0]))
     return bool(_received)
+
+
+def stop_requested_at_boundary() -> bool:
+    """should_stop() at a stage boundary that every process passes, in the same order: True
+    when a stop was asked for since the last step or boundary (multi-process: a SIGTERM to any
+    process, caught by JAX's preemption service)."""
+    return should_stop()
+
+
+def default_sigterm() -> None:
+    """SIGTERM ends this process at once again (default action), replacing JAX's preemption
+    handler in a multi-process job; call after the last boundary, from the main thread."""
+    if _multiprocess() and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def reason() -> str:
