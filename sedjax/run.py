@@ -280,7 +280,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, recipe, mesh) -> dict:
     training = train_and_predict(recipe, inputs, scored)
     sharding.sync("predictions")
     # what is left is each process's own work: from here a SIGTERM ends the process at once;
-    # one caught before (by JAX's preemption service) ends every process at the stop point
+    # one received before ends every process at this stop point
     preemption.default_sigterm()
     _stop_point("training and prediction", workdir)
     if not sharding.is_primary():  # scoring and reports read the predictions process 0 wrote
