@@ -3,10 +3,16 @@
 # epoch), each rerun with the same command; the final outputs must equal uninterrupted runs'
 # bit for bit (every prediction, pseudo-label and result JSON but wall times).
 #   launch/kill_test.sh OUT [EXTRA FLAGS...]
+#   launch/kill_test.sh --random N OUT [--tiny] [--jobs=...]: SIGKILL at N random moments
+#   per job instead, rerunning after each kill (launch/chaos.py says more)
 # Shortened schedules by default (pass 1: 4 epochs, pass 2: 1, mean teacher: 3): the full
 # demo takes ~25 min per run on a 2-core CPU, and a stop is a stop wherever it falls.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [[ ${1:-} == --random ]]; then
+  n=${2:?number of kills}; out=${3:?output folder}; shift 3
+  exec python launch/chaos.py "$out" "$n" "$@"
+fi
 out=${1:?output folder}; shift; mkdir -p "$out"
 two_pass="--config=configs/demo.py --config.pass1.num_epochs=4 --config.pass2.num_epochs=1 $*"
 mean_teacher="--config=configs/demo_mean_teacher_strong.py --config.mean_teacher.num_epochs=3 $*"

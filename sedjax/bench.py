@@ -37,7 +37,7 @@ from sedjax.data import features
 from sedjax import models
 from sedjax import run as run_lib
 from sedjax.config import config_files
-from sedjax.runtime import cli, sharding
+from sedjax.runtime import cli, files, sharding
 from sedjax.recipes import common, two_pass
 from sedjax.train import parallel, runs as runs_lib
 
@@ -542,8 +542,7 @@ def run(batch_sizes: Sequence[int] = (16,), steps: int = 3, warmup: int = 1,
     result["wall_s"] = round(time.monotonic() - started, 1)
     say(f"== {result['wall_s']:.0f} s in all")
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump(result, f, indent=2)
+        files.write_text(json_path, json.dumps(result, indent=2))
         say(f"-> {json_path}")
     return result
 

@@ -47,7 +47,7 @@ from absl import flags
 
 from sedjax import bench
 from sedjax.config import config_files
-from sedjax.runtime import cli
+from sedjax.runtime import cli, files
 
 say = bench.say
 
@@ -131,10 +131,7 @@ class Report:
 
     def write(self) -> None:
         self.data["wall_s"] = round(time.monotonic() - self.start, 1)
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.data, f, indent=2)
-        os.replace(tmp, self.path)
+        files.write_text(self.path, json.dumps(self.data, indent=2))
 
     def section(self, name: str, budget_s: float, fn: Callable[[float], dict]) -> dict:
         """Runs fn(deadline) and records {status, wall_s, results | error}; never raises."""
@@ -280,8 +277,7 @@ def pipeline_child(spec: dict) -> None:
     fixed = sum(v for k, v in summary["timings"]["stages_s"].items() if k != "training")
     out["extrapolated_training_s"] = extrapolated
     out["extrapolated_total_s"] = extrapolated + fixed
-    with open(spec["out"], "w") as f:
-        json.dump(out, f, indent=2)
+    files.write_text(spec["out"], json.dumps(out, indent=2))
 
 
 def child_xla_flags(tiny: bool) -> str:

@@ -51,8 +51,9 @@ from sedjax.metrics import csebbs, detection, psds, tuning
 from sedjax.models import time_grid
 from sedjax.recipes import common
 from sedjax.reporting import outputs, plots, run_report, summary, tensorboard
-from sedjax.runtime import compilation_cache, files, sharding, timings, workdir_lock
-from sedjax.train import checkpoint
+from sedjax.runtime import (compilation_cache, files, preemption, sharding, timings,
+                            workdir_lock)
+from sedjax.train import checkpoint, loop
 
 SCORED_SPLITS = ("validation", "test", "eval")  # predicted and scored, in this order
 
@@ -268,6 +269,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, recipe, mesh) -> dict:
         stages.reconcile(config, workdir, recipe.picks_on_events(
             config, common.VALIDATION in splits))
     sharding.sync("config")
+    _stop_point("the data and features", workdir)
     with timings.stage("statistics"):
         stats = normalization_stats(config, splits, arrays, workdir)
     logging.info("devices: %d x %s", sharding.num_shards(mesh), jax.devices()[0].device_kind)
@@ -277,6 +279,10 @@ def _train_and_evaluate(config, workdir: pathlib.Path, recipe, mesh) -> dict:
     scored = [n for n in SCORED_SPLITS if n in splits]
     training = train_and_predict(recipe, inputs, scored)
     sharding.sync("predictions")
+    # what is left is each process's own work: from here a SIGTERM ends the process at once;
+    # one received before ends every process at this stop point
+    preemption.default_sigterm()
+    _stop_point("training and prediction", workdir)
     if not sharding.is_primary():  # scoring and reports read the predictions process 0 wrote
         logging.info("process %d: done; process 0 scores and reports", jax.process_index())
         return {}
@@ -291,6 +297,16 @@ def _train_and_evaluate(config, workdir: pathlib.Path, recipe, mesh) -> dict:
                                          {n: len(s) for n, s in splits.items()})
     # what each scored split was read from (DESED_task's roles test on validation.tsv)
     return {**summary_json, "split_sources": {n: splits[n].source for n in scored}}
+
+
+def _stop_point(done: str, workdir: pathlib.Path) -> None:
+    """Ends the run with exit status 143 when a stop was asked for (a SIGTERM, to any process of
+    a multi-process job) since the last training step or stop point; every process calls it at
+    the same places. What is done is saved in the workdir: the same command resumes."""
+    if preemption.stop_requested_at_boundary():
+        raise loop.Preempted(f"stopped by {preemption.reason()} after {done}; the finished "
+                             f"stages are saved in {workdir}. Rerun the same command to "
+                             "resume from there.")
 
 
 def train_and_predict(recipe, inputs: common.Inputs, scored: list

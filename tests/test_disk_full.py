@@ -235,6 +235,36 @@ echo "rerun $?"; ls "$DISK/cache"
 """
 
 
+def test_generating_the_synthetic_dataset_on_a_full_disk(tmp_path, monkeypatch, capsys):
+    """libsndfile reports a full disk as "System error." without errno: clips are encoded in
+    memory and written by files.write_bytes, so the command says which clip, in one line."""
+    from sedjax.data import synthetic
+    original, full = pathlib.Path.write_bytes, []
+
+    def write_bytes(self, data):
+        if ".wav." in self.name and len(full) >= 3:  # the 4th clip finds the disk full
+            raise OSError(ENOSPC.errno, ENOSPC.strerror)
+        full.append(self.name)
+        return original(self, data)
+
+    def main(argv):
+        synthetic.generate(tmp_path, num_weak=4, num_unlabeled=2, num_test=2, seed=0,
+                           sample_rate=8000, classes=tiny.get_config().data.classes,
+                           num_workers=1, clip_seconds=1.0)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pathlib.Path, "write_bytes", write_bytes)
+        assert call(main) == cli.EXIT_DISK_FULL
+    err = capsys.readouterr().err.strip().splitlines()
+    lines = [line for line in err if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in "\n".join(err)
+    fourth = re.search(r"writing (\S+\.wav):", lines[0])
+    assert fourth and lines[0] == disk_full_line(fourth.group(1))
+    assert not list(tmp_path.rglob("*.partial")) and not pathlib.Path(fourth.group(1)).exists()
+    assert not (tmp_path / synthetic.MARKER).exists()  # the dataset is not taken as complete
+    assert call(main) == 0 and (tmp_path / synthetic.MARKER).exists()
+
+
 def can_mount_a_tmpfs() -> bool:
     if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
         return False

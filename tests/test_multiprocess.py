@@ -120,27 +120,23 @@ def _saved(stage: pathlib.Path) -> bool:
     return latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())
 
 
-# pass 1 of configs/tiny.py with 2 more epochs: the signal, sent once the first epoch is saved,
-# must land inside pass 1 (with a warm compilation cache its 2 epochs take ~1.5 s, and JAX's
-# preemption service, which agrees on the step to stop at, can take longer than that)
-PASS1_EPOCHS = ["--config.pass1.num_epochs=4"]
-
-
 def _launch(workdir: pathlib.Path) -> list:
-    """configs/tiny.py (PASS1_EPOCHS) as 2 processes on launch/multiprocess_cpu.sh."""
-    return ["bash", "launch/multiprocess_cpu.sh", "2", "configs/tiny.py", str(workdir),
-            *PASS1_EPOCHS]
+    """configs/tiny.py as 2 processes on launch/multiprocess_cpu.sh."""
+    return ["bash", "launch/multiprocess_cpu.sh", "2", "configs/tiny.py", str(workdir)]
 
 
-def _start_job(launch: list, env: dict, workdir: pathlib.Path) -> tuple:
-    """(the launcher, process 1's pid) once pass 1 saved its first epoch."""
+def _start_job(launch: list, env: dict, workdir: pathlib.Path, ready=None,
+               process_id: int = 1) -> tuple:
+    """(the launcher, the pid of process `process_id`) once `ready(workdir)` (default: pass 1
+    saved its first epoch)."""
+    ready = ready or (lambda w: _saved(w / "pass1"))
     job = subprocess.Popen(launch, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 600
-    while not _saved(workdir / "pass1") and job.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    pid = _process_pid(workdir, 1)
-    assert pid is not None and _saved(workdir / "pass1")
+    while not ready(workdir) and job.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    pid = _process_pid(workdir, process_id)
+    assert pid is not None and ready(workdir), job.communicate()[0][-3000:]
     return job, pid
 
 
@@ -151,7 +147,7 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("multiprocess")
     single, multi, writes = base / "single", base / "multi", base / "writes.tsv"
     subprocess.run([sys.executable, "-m", "sedjax.main", "--config=configs/tiny.py",
-                    f"--workdir={single}", *PASS1_EPOCHS], cwd=ROOT, env=_env(4), check=True,
+                    f"--workdir={single}"], cwd=ROOT, env=_env(4), check=True,
                    capture_output=True, timeout=900)
     launch = _launch(multi)
     env = _env(2, SEDJAX_WRITE_LOG=str(writes), SEDJAX_DEVICES_PER_PROCESS="2")
@@ -203,30 +199,72 @@ def test_each_output_file_has_one_writer(runs):
         "/features/" in p for p, w in writers.items() if w == {"1"})
 
 
-@pytest.fixture(scope="module")
-def stopped(tmp_path_factory):
-    """configs/tiny.py as 2 processes x 2 devices: process 1 gets SIGTERM (as a spot VM's
-    notice) after pass 1's first epoch; the job started again resumes."""
-    multi = tmp_path_factory.mktemp("sigterm") / "multi"
-    launch = _launch(multi)
+def _signalled(workdir: pathlib.Path, ready=None, process_id: int = 1,
+               freeze: bool = False) -> tuple:
+    """configs/tiny.py as 2 processes x 2 devices; process `process_id` gets SIGTERM (as a spot
+    VM's notice) once `ready(workdir)`; then the same command again. (status, process 0's
+    output, process 1's log, the rerun's status). `freeze`: the process is stopped (SIGSTOP)
+    while the signal is sent, and results.json must not exist then: the signal lands before
+    the run's end."""
+    launch = _launch(workdir)
     env = _env(2, SEDJAX_DEVICES_PER_PROCESS="2")
-    job, pid = _start_job(launch, env, multi)
+    job, pid = _start_job(launch, env, workdir, ready, process_id)
+    if freeze:
+        os.kill(pid, signal.SIGSTOP)
+        assert not (workdir / "results.json").exists(), "the job ended before the signal"
     os.kill(pid, signal.SIGTERM)
+    if freeze:
+        os.kill(pid, signal.SIGCONT)
     output, _ = job.communicate(timeout=600)
-    other = (multi / "logs" / "process_1.log").read_text()  # before the rerun rewrites it
+    log = (workdir / "logs" / "process_1.log").read_text()  # before the rerun rewrites it
     resumed = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    return multi, job.returncode, output, other
+    assert (workdir / "results.json").exists()
+    return job.returncode, output, log
+
+
+STOP = re.compile(r"error: (?:\w+: )?stopped by SIGTERM ([^;]+);")
+
+
+def _assert_stopped_alike(rc: int, output: str, log: str, may_die: bool = False) -> None:
+    """The job ended with 143 (the launcher passes on the processes' status) and every
+    process that was still running reported the same stop point; `may_die`: the signalled
+    process 0 may also have ended by the signal itself (past the last stage boundary)."""
+    assert rc == 143, output[-3000:]
+    first, other = STOP.search(output), STOP.search(log)
+    if may_die and first is None:
+        return
+    assert first and other and first.group(1) == other.group(1), output[-3000:] + log[-3000:]
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """Process 1 gets SIGTERM after pass 1's first epoch; the job started again resumes."""
+    multi = tmp_path_factory.mktemp("sigterm") / "multi"
+    return (multi, *_signalled(multi))
 
 
 def test_sigterm_stops_every_process_at_the_same_step(stopped):
-    multi, rc, output, log = stopped
-    assert rc == 143, output[-3000:]  # the launcher passes on the processes' status
-    stop = re.compile(r"error: pass1: stopped by SIGTERM (at epoch \d+, step \d+|after epoch \d+)")
-    first = stop.search(output)  # process 0's message, though only process 1 got the signal
-    other = stop.search(log)
-    assert first and other and first.group(1) == other.group(1), output[-3000:]
+    _, rc, output, log = stopped
+    _assert_stopped_alike(rc, output, log)
+
+
+def _has_features(workdir: pathlib.Path) -> bool:
+    return any((workdir / "features").glob("*")) if (workdir / "features").is_dir() else False
+
+
+def test_a_sigterm_while_features_are_computed_stops_the_job(tmp_path):
+    rc, output, log = _signalled(tmp_path / "multi", ready=_has_features)
+    _assert_stopped_alike(rc, output, log)
+
+
+def test_a_sigterm_to_process_0_while_it_scores_stops_the_job(tmp_path):
+    workdir = tmp_path / "multi"
+    rc, output, log = _signalled(
+        workdir, ready=lambda w: (w / "predictions" / "test_probs.npy").exists(),
+        process_id=0, freeze=True)
+    _assert_stopped_alike(rc, output, log, may_die=True)
 
 
 def test_a_job_stopped_mid_epoch_ends_as_one_stopped_between_epochs(runs, stopped):

@@ -157,3 +157,17 @@ def test_divergence_keeps_the_last_good_epoch(tmp_path, monkeypatch):
         run.train_and_evaluate(tiny.get_config(), tmp_path)
     metas = list((tmp_path / "pass1" / "checkpoints" / "latest").rglob("meta/metadata"))
     assert [json.loads(m.read_text())["epoch"] for m in metas] == [0]
+
+
+def test_a_signal_after_the_loops_last_question_still_ends_the_process():
+    """A SIGTERM recorded inside deferred_signals() that no should_stop() answered (it came
+    after the last step) is not dropped: the process ends by it when the block ends."""
+    code = ("import os, signal\n"
+            "from sedjax.runtime import preemption\n"
+            "with preemption.deferred_signals():\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "print('after the block')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == -signal.SIGTERM, proc.stdout + proc.stderr
+    assert "after the block" not in proc.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 
 from sedjax import models, recipes
@@ -80,6 +82,19 @@ def validate(config, num_devices: int = 1) -> None:
     _check_frame_labels(config)
     recipes.get(config.recipe).check(config, num_devices)
     _check_postprocess(config, classes)
+    _check_schedules(config)
+
+
+def _check_schedules(config) -> None:
+    """Every section's num_epochs a positive integer, its learning_rate a positive number."""
+    for name, value in leaf_fields(config):
+        last = name.split(".")[-1]
+        if last == "num_epochs":
+            _positive_int(name, value)
+        elif last == "learning_rate" and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or value <= 0):
+            raise ConfigError(f"{name}: expected a positive learning rate, got {value!r}")
 
 
 def _check_runs(config) -> None:

@@ -124,6 +124,15 @@ def load_audio(path, sample_rate: int) -> np.ndarray:
     return to_mono_resampled(y, sr, sample_rate)
 
 
+def duration(path) -> float | None:
+    """The file's length in seconds from its header, without decoding; None when soundfile
+    cannot open it."""
+    try:
+        return float(soundfile.info(os.fspath(path)).duration)
+    except Exception:  # noqa: BLE001 - any failure: not known from the header
+        return None
+
+
 def probe(path) -> tuple[int, int] | None:
     """(sample rate, channels) from the file's header, without decoding; None when soundfile
     cannot open it (read_audio then decodes it otherwise or says why)."""

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 from absl import logging
 
-from sedjax.data import event_files, split_roles
+from sedjax.data import audio, event_files, split_roles
 from sedjax.data.audio import AUDIO_EXTENSIONS  # the files of an unlisted audio folder
 from sedjax.runtime import cli
 
@@ -259,9 +259,28 @@ def load_split(root: pathlib.Path, split: str, classes: Sequence[str],
         weak = multi_hot([labels[i] for i in keep], classes)
     if kind == "strong":
         events = [events[i] for i in keep]
+        warn_events_past_the_end(meta, [paths[i] for i in keep], events)
         weak = multi_hot([[e[2] for e in clip] for clip in events], classes)
     return Split(split, [names[i] for i in keep], [paths[i] for i in keep], weak, events,
                  meta_rel or audio_rel)
+
+
+LATE_TOLERANCE_S = 0.1  # annotations may end a little after the clip (10.001 s of 10 s)
+
+
+def warn_events_past_the_end(meta: pathlib.Path, paths: Sequence[pathlib.Path],
+                             events: Sequence[Sequence[Event]]) -> None:
+    """Logs the clips whose events end after the clip (its length read from the file's
+    header); they are kept and scored as written."""
+    late = []
+    for path, clip in zip(paths, events):
+        if clip:
+            end, length = max(e[1] for e in clip), audio.duration(path)
+            if length is not None and end > length + LATE_TOLERANCE_S:
+                late.append((path.name, end, length))
+    if late:
+        logging.warning("%s: %d clips have events that end after the clip (e.g. %s: %.3f s, "
+                        "the clip %.3f s); kept as written", meta, len(late), *late[0])
 
 
 def append_error_log(path: pathlib.Path, split: str,

@@ -61,4 +61,9 @@ def load(folder, split: str, filenames: Sequence[str], frames: int, size: int) -
         raise DatasetError(f"{path}: no embeddings for {len(missing)} clips of split "
                            f"{split!r}, e.g. {missing[0]}")
     index = [row[_stem(f)] for f in filenames]
-    return np.ascontiguousarray(np.asarray(values[index], np.float32).transpose(0, 2, 1))
+    out = np.ascontiguousarray(np.asarray(values[index], np.float32).transpose(0, 2, 1))
+    bad = np.flatnonzero(~np.isfinite(out).all(axis=(1, 2)))
+    if len(bad):  # a NaN would reach every weight through the GRU
+        raise DatasetError(f"{path}: the embeddings of {len(bad)} clips of split {split!r} "
+                           f"are not finite (NaN or inf), e.g. {filenames[bad[0]]}")
+    return out

@@ -83,6 +83,8 @@ def read_events(path, classes: Sequence[str] | None = None
     listed, in order of first appearance). With `classes`, any other label is an error."""
     events: list[dict[str, Any]] = []
     names: list[str] = []
+    seen: dict[tuple, int] = {}  # event -> its first line
+    repeated: list[tuple[int, int]] = []  # (line, first line) of rows that repeat an event
     for number, row in _rows(path, HEADER):
         where = f"{path}:{number}"
         name, onset, offset, label = _fields(where, row, 4)
@@ -100,8 +102,17 @@ def read_events(path, classes: Sequence[str] | None = None
         if not (math.isfinite(on) and math.isfinite(off) and 0 <= on <= off):
             raise EventFileError(f"{where}: need 0 <= onset <= offset (finite seconds), got "
                                  f"{on}, {off}")
-        events.append({"filename": name, "onset": on, "offset": off,
-                       "event_label": _label(label, classes, where)})
+        event = {"filename": name, "onset": on, "offset": off,
+                 "event_label": _label(label, classes, where)}
+        key = tuple(event.values())
+        if key in seen:  # counted once: a repeated reference event would be scored twice
+            repeated.append((number, seen[key]))
+            continue
+        seen[key] = number
+        events.append(event)
+    if repeated:
+        logging.warning("%s: %d rows repeat an event of an earlier row and are left out "
+                        "(line %d repeats line %d)", path, len(repeated), *repeated[0])
     return events, list(dict.fromkeys(names))
 
 
@@ -110,9 +121,14 @@ def read_weak(path, classes: Sequence[str] | None = None
     """A weak labels file: (filenames, each clip's labels). With `classes`, any other label is
     an error."""
     names, labels = [], []
+    first: dict[str, int] = {}  # clip -> its line
     for number, row in _rows(path, WEAK_HEADER):
         where = f"{path}:{number}"
         name, field = _fields(where, row, 2)
+        if name in first:  # which of two label sets is right cannot be known
+            raise EventFileError(f"{where}: {name} is listed again (first at line "
+                                 f"{first[name]}); a weak labels file lists each clip once")
+        first[name] = number
         names.append(name)
         labels.append([_label(x.strip(), classes, where) for x in field.split(",") if x.strip()])
     return names, labels

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import io
 import json
 import multiprocessing
 import os
@@ -34,7 +35,7 @@ import tqdm
 from absl import flags, logging
 
 from sedjax.data.soundscapes import CLASSES, Event, check_classes, render_clip
-from sedjax.runtime import cli
+from sedjax.runtime import cli, files
 
 # split id: part of each clip's rng seed, so the splits' clips differ; never renumber one
 SPLITS = {"weak": 0, "unlabel_in_domain": 1, "test": 2, "synthetic": 3, "validation": 4,
@@ -85,7 +86,11 @@ def _write_clip(job: tuple) -> tuple[str, list[Event], float]:
         raise RuntimeError(f"{split} clip {index}: no draw of {REDRAWS} had an event")
     name = f"Ysyn_{_PREFIX[split]}{index:05d}_0.000_{x.size / sr:.3f}.wav"
     pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
-    sf.write(os.path.join(out, audio_dir, name), pcm, sr, subtype="PCM_16")
+    # encoded in memory, then written atomically: a full disk is then an OSError naming the
+    # clip (libsndfile says only "System error."), and no half-written clip keeps its name
+    encoded = io.BytesIO()
+    sf.write(encoded, pcm, sr, subtype="PCM_16", format="WAV")
+    files.write_bytes(os.path.join(out, audio_dir, name), encoded.getvalue())
     return name, events, x.size / sr
 
 

@@ -140,6 +140,12 @@ def _parse(flag_values: flags.FlagValues, argv: Sequence[str], module: str
         return flag_values(argv)
     except flags.Error as e:
         return report(e)
+    except (KeyError, AttributeError) as e:  # ml_collections: an override of no config field
+        while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(..))
+            e = e.args[0]
+        field, _, hint = str(e.args[0] if e.args else e).partition("\n")
+        return report(UserError(f"a --config override names no field of the config: "
+                                f"{field.strip(chr(39))}" + (f" ({hint.strip()})" if hint else "")))
 
 
 def _guarded(main: Main, argv: list[str]) -> int:

@@ -15,6 +15,8 @@ import os
 
 import jax
 
+from sedjax.runtime import preemption
+
 ENV = {"coordinator_address": "SEDJAX_COORDINATOR", "num_processes": "SEDJAX_NUM_PROCESSES",
        "process_id": "SEDJAX_PROCESS_ID"}
 
@@ -43,3 +45,4 @@ def initialize(**explicit) -> None:
     # must be set before the backends start.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**settings(**explicit))
+    preemption.install()  # a SIGTERM outside training must stop every process too

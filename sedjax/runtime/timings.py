@@ -22,6 +22,7 @@ import dataclasses
 import time
 
 import jax
+from absl import logging
 
 # JAX's own duration events of one jitted program's compilation (jax._src.dispatch)
 _COMPILE_EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace",
@@ -117,6 +118,7 @@ def stage(name: str):
     """Adds the block's wall and compile seconds to stage `name` of the current run."""
     rec = current()
     start, compiled = time.perf_counter(), compile_seconds()
+    logging.info("stage %s", name)  # where a run was when it stopped (launch/chaos.py)
     try:
         yield
     finally:
