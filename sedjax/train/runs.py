@@ -107,8 +107,7 @@ class Runs:
         """Each run's outputs on its own rows (rows of one length for every run).
 
         K runs share one batch of `batch_size` clips (batch_size // K each, rounded down to a
-        multiple of the device count): a step's activations grow with K, and the demo's
-        pass-1 prediction (128 clips) of 3 runs at 128 each needed 14 GB on a CPU.
+        multiple of the device count): a step's activations grow with K (docs/speed.md).
         """
         per_run = shared_batch_size(batch_size, self.count, sharding.num_shards(self.mesh))
         return list(loop.predict(eval_fn, state, batches, np.stack(rows), per_run))
