@@ -296,6 +296,27 @@ def test_model_that_does_not_fit_its_config(exported, tmp_path, capsys):
     assert "unreadable model" in capsys.readouterr().err
 
 
+def test_an_older_workdirs_config_json_is_upgraded(exported, tmp_path):
+    """config.json of an older sedjax lacks the fields added since (here model.arch,
+    model.embeddings, the first block's speed knobs, the compilation cache): read back with
+    configs/baseline.py's values, as config_files.upgrade fills them."""
+    import shutil
+
+    workdir, c, *_ = exported
+    old = tmp_path / "old"
+    shutil.copytree(workdir, old)
+    data = json.loads((old / "config.json").read_text())
+    for key in ("arch", "embeddings", "fold_batch_norm", "first_block_chunk_frames"):
+        del data["model"][key]
+    del data["runtime"]["compilation_cache"]
+    (old / "config.json").write_text(json.dumps(data))
+    config = detect.load_config(old)
+    assert config.model.arch == "crnn" and config.model.embeddings.dir == ""
+    assert config.model.fold_batch_norm and config.model.first_block_chunk_frames == 100
+    assert config.to_dict() == detect.load_config(workdir).to_dict()  # tiny's are baseline's
+    assert detect.Detector.from_workdir(old).classes == list(c.data.classes)
+
+
 def test_table_format():
     events = [{"filename": "a.wav", "onset": 1.0, "offset": 2.5, "event_label": "Dog",
                "max_probability": 0.91234}]

@@ -84,10 +84,6 @@ class Runs:
     def count(self) -> int:
         return len(self.configs)
 
-    @property
-    def seeds(self) -> list[int]:
-        return [c.seed for c in self.configs]
-
     def state(self, make: Callable):
         """make(run config) -> a run's host state; returns them stacked on a run axis and
         replicated over the mesh."""
