@@ -217,8 +217,8 @@ def to_desed_task(workdir: str, out: str) -> dict[str, np.ndarray]:
     from sedjax.train import checkpoint as checkpoints
 
     config = detect.load_config(workdir)
-    if config.model.get("arch") != "desed_crnn":
-        raise cli.UserError(f"{workdir}/config.json: model.arch is {config.model.get('arch')!r}; "
+    if config.model.arch != "desed_crnn":
+        raise cli.UserError(f"{workdir}/config.json: model.arch is {config.model.arch!r}; "
                             "only 'desed_crnn' (DESED_task's CRNN) converts")
     try:
         variables, _ = checkpoints.load_model(pathlib.Path(workdir))

@@ -48,6 +48,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
+from sedjax.config import config_files
 from sedjax.data import audio, event_files
 from sedjax.metrics import detection
 from sedjax.runtime import cli, files
@@ -98,12 +99,14 @@ def find_audio(arguments: Sequence[str]) -> tuple[list[pathlib.Path], list[str]]
 
 # ---------------------------------------------------------------------------- workdir
 def load_config(workdir) -> ml_collections.ConfigDict:
-    """The run's resolved config from workdir/config.json (lists where the run had tuples)."""
+    """The run's resolved config from workdir/config.json (lists where the run had tuples),
+    upgraded (an older sedjax's lacks the fields added since: config_files.upgrade)."""
     path = pathlib.Path(workdir) / "config.json"
     if not path.is_file():
         raise WorkdirError(f"{workdir}: no config.json (not a sedjax run's workdir?)")
     try:
-        return ml_collections.ConfigDict(json.loads(path.read_text(encoding="utf-8")))
+        return ml_collections.ConfigDict(
+            config_files.upgrade(json.loads(path.read_text(encoding="utf-8"))))
     except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
         raise WorkdirError(f"{path}: unreadable config ({e})") from None
 
@@ -203,7 +206,7 @@ class Detector:
             raise WorkdirError(f"{workdir}: no such workdir")
         config = load_config(workdir)
         _check_config(config, str(workdir / "config.json"))
-        if config.model.get("embeddings", {}).get("dir"):  # a workdir of older sedjax has none
+        if config.model.embeddings.dir:
             raise WorkdirError(f"{workdir}: its model reads pre-extracted embeddings "
                                "(model.embeddings), which new audio does not have")
         tuned = workdir / checkpoint.MODEL_DIR / "postprocess.json"

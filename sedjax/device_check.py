@@ -82,7 +82,7 @@ TINY = Sizes(batch_sizes=(4,), dtypes=("float32", "bfloat16"), steps=1, warmup=1
              pipeline_configs={"two_pass": "tiny", "mean_teacher": "tiny_mean_teacher"},
              budgets_s={"train_step": 60, "runs_per_program": 30, "logmel": 30, "pipeline": 120})
 # --tiny's XLA flags (the command's before its backend starts; the pipeline's child processes'):
-# about half the compile time of a train step on a CPU, at a slower step
+# less compile time for a slower step (docs/speed.md)
 FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
 SECTIONS = ("environment", "train_step", "runs_per_program", "logmel", "pipeline", "memory")
 

@@ -254,7 +254,7 @@ def train_and_evaluate(config, workdir) -> dict:
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     # before the run's first compilation (JAX looks for a cache once per process)
-    compilation_cache.enable(config.runtime.get("compilation_cache", ""))
+    compilation_cache.enable(config.runtime.compilation_cache)
     with workdir_lock.hold(workdir, primary=sharding.is_primary()), timings.recording() as rec:
         summary = _train_and_evaluate(config, workdir, recipe, mesh)
         if summary:  # process 0: the finished timings, also into results.json

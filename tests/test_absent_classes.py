@@ -11,8 +11,9 @@ import pytest
 pytest.importorskip("sed_scores_eval")
 
 from configs import tiny  # noqa: E402
-from sedjax.data import dataset  # noqa: E402
+from sedjax.data import dataset, event_files, synthetic  # noqa: E402
 from sedjax.metrics import csebbs, postprocess, psds, tuning  # noqa: E402
+from sedjax.models import time_grid  # noqa: E402
 
 CLASSES = ["Blender", "Dog", "Cat"]
 PRESENT = "Dog"  # the middle class: a column mix-up would score the wrong one
@@ -240,7 +241,6 @@ def one_class_run(tmp_path_factory):
     """A tiny run on a DCASE2018 folder: test and validation events of one class each, two test
     clips unreadable (one of them with events), post-processing tuned on validation by PSDS1."""
     from sedjax import run
-    from sedjax.data import synthetic
 
     c = tiny.get_config()
     s = c.data.synthetic
@@ -272,7 +272,10 @@ def one_class_run(tmp_path_factory):
 
 
 def test_a_one_class_test_split_with_unreadable_clips_is_scored(one_class_run):
+    import sed_eval
+
     workdir, c, kept, _, bad = one_class_run
+    test_csv = pathlib.Path(c.data.root) / synthetic.METADATA["test"]
     results = json.loads((workdir / "results.json").read_text())
     test = results["test"]
     others = [x for x in c.data.classes if x != kept]
@@ -281,14 +284,35 @@ def test_a_one_class_test_split_with_unreadable_clips_is_scored(one_class_run):
     assert set(event_based) == set(c.data.classes)
     assert event_based[kept]["num_reference"] > 0
     assert all(event_based[x]["num_reference"] == 0 for x in others)
-    assert test["event_based"]["f_measure_macro"] is not None
-    # sed_scores_eval over the one class, the others listed as absent
+    # the macro F1 is the one class's (sed_eval's F1 of a class without reference events is
+    # undefined and left out of the mean), as sed_eval scores the written events of that class
+    events_path = workdir / "predictions" / "test_events.csv"
+    estimated, scored_files = event_files.read_events(events_path)
+    reference = [e for e in event_files.read_events(test_csv)[0] if e["filename"] in scored_files]
+    metrics = sed_eval.sound_event.EventBasedMetrics(
+        event_label_list=[kept], t_collar=c.evaluation.t_collar,
+        percentage_of_length=c.evaluation.percentage_of_length,
+        empty_system_output_handling="zero_score")
+    for name in scored_files:
+        metrics.evaluate([e for e in reference if e["filename"] == name],
+                         [e for e in estimated if e["filename"] == name
+                          and e["event_label"] == kept])
+    one_class = metrics.results_class_wise_average_metrics()["f_measure"]["f_measure"]
+    assert test["event_based"]["f_measure_macro"] == pytest.approx(one_class, rel=1e-12)
+    assert event_based[kept]["f_measure"] == pytest.approx(one_class, rel=1e-12)
+    # sed_scores_eval over the one class, the others listed as absent: the scores of the one
+    # class's column alone, median-filtered as tuned for it
     ti = test["threshold_independent"]
     assert ti["classes_without_reference_events"] == others
-    for key in ("psds1", "psds2", "collar_f1_best_macro"):
-        assert ti[key] is not None and 0.0 <= ti[key] <= 1.0, key
     assert set(ti["collar_best"]["class_wise"]) == {kept}
-    assert ti["num_files"] == c.data.synthetic.num_test - len(bad)
+    assert ti["num_files"] == c.data.synthetic.num_test - len(bad) == len(scored_files)
+    k = list(c.data.classes).index(kept)
+    probs = np.load(workdir / "predictions" / "test_probs.npy")
+    alone, _ = psds.threshold_independent(
+        probs[..., k:k + 1], scored_files, time_grid.frame_seconds(c), [kept], reference,
+        median_filter=[ti["median_filter"][k]], settings=c.evaluation.psds)
+    for key in ("psds1", "psds2", "collar_f1_best_macro"):
+        assert ti[key] == pytest.approx(alone[key], rel=1e-12), key
     skipped = [r for r in _read_rows(workdir / dataset.ERROR_LOG)[1:] if r[1] == "test"]
     assert sorted(r[0] for r in skipped) == sorted(bad)
 

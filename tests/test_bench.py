@@ -71,8 +71,38 @@ def test_compiled_flops_equal_hand_count():
     assert bench.compiled_flops(g.lower(*sharded).compile()) == 2 * 8 * 16 * 4 / 4
 
 
-def test_matmul_gflops_and_roofline_arithmetic():
-    assert bench.matmul_gflops(64, min_seconds=0.01, repeats=1) > 0
+class FakeClock:
+    """bench's `time` module with a perf_counter that advances by the given steps."""
+
+    def __init__(self, steps):
+        self.now, self.steps = 0.0, iter(steps)
+
+    def perf_counter(self):
+        self.now += next(self.steps)
+        return self.now
+
+    monotonic = perf_counter
+
+
+def test_rate_is_the_timed_clips_over_the_median_time(monkeypatch):
+    """_rate: one untimed call first (compilation), then `repeats` timed calls of `calls`
+    steps; clips/s = clips per step x steps / the median of the timed calls."""
+    calls = []
+    # each read moves the clock on: 3 repeats (a read at the start, one at the end) of 2, 8 and
+    # 4 s, 1 s apart
+    monkeypatch.setattr(bench, "time", FakeClock([0.0, 2.0, 1.0, 8.0, 1.0, 4.0]))
+    rate = bench._rate(calls.append, clips_per_call=4, calls=5, warmup=0, repeats=3)
+    assert calls == [1, 5, 5, 5]  # max(warmup, 1) untimed, then 3 x 5 timed steps
+    assert rate == 4 * 5 / 4.0  # 20 clips per repeat over the median 4 s
+
+
+def test_matmul_gflops_and_roofline_arithmetic(monkeypatch):
+    # 2 n^3 flops a call over the best time per call: each read moves the clock on by dt, so
+    # the first call "takes" dt, min_seconds = 10 dt makes each timing 10 calls in dt
+    dt = 2.0 ** -10  # exact in binary: no rounding in the clock's sums
+    monkeypatch.setattr(bench, "time", FakeClock([dt] * 6))
+    assert bench.matmul_gflops(64, min_seconds=10 * dt, repeats=2) == pytest.approx(
+        2 * 64 ** 3 / (dt / 10) / 1e9, rel=1e-12)
     r = bench.roofline({"flops_per_step_per_device": 2e9, "seconds_per_step": 0.5},
                        {"1024": 8.0, "2048": 10.0})
     assert r["train_step_gflops_per_device"] == 4.0 and r["peak_matmul_gflops"] == 10.0
@@ -106,11 +136,19 @@ def run_tiny(tmp_path, *extra):
     return written
 
 
-def check_common(result):
+def check_common(result, out: str):
+    """What both runs share; `out`: what was printed."""
     assert result["backend"] == "cpu" and result["device_count"] == 4
     assert isinstance(result["device_kind"], str)
-    assert result["logmel_speedup_vs_librosa"] > 0
-    assert result["logmel_speedup_vs_librosa_all_cores"] > 0
+    rates = result["logmel"]["clips_per_s"]
+    # the ratios are the rates divided, and printed beside them as written
+    serial = result["logmel_speedup_vs_librosa"]
+    assert serial == rates["jax"] / rates["librosa_serial"]
+    all_cores = result["logmel_speedup_vs_librosa_all_cores"]
+    assert all_cores == rates["jax"] / rates["librosa_all_cores"]
+    assert (f" {'librosa, 1 process':<34} {rates['librosa_serial']:>9.1f}   "
+            f"jnp/librosa {serial:.2f}x") in out
+    assert f"{rates['librosa_all_cores']:>9.1f}   jnp/librosa {all_cores:.2f}x" in out
     assert result["logmel"]["max_abs_diff"] < 1e-4
     assert result["pipeline"] is None
 
@@ -120,40 +158,67 @@ def check_order(out: str):
     assert at == sorted(at), out
 
 
-def test_bench_tiny_end_to_end(tmp_path, capsys):
+def test_bench_tiny_end_to_end(tmp_path, capsys, monkeypatch):
+    timed = []  # every clips/s bench._rate measured: (clips per step, steps, clips/s)
+
+    def rate(run, clips_per_call, calls, warmup, repeats):
+        r = real_rate(run, clips_per_call, calls, warmup, repeats)
+        timed.append((clips_per_call, calls, r))
+        return r
+    real_rate = bench._rate
+    monkeypatch.setattr(bench, "_rate", rate)
     result = run_tiny(tmp_path)
-    check_common(result)
-    assert result["train_step_clips_per_s"]["4"]["sedjax"] > 0
+    out = capsys.readouterr().out
+    check_common(result, out)
+    check_order(out)
+    # in order: the train step (batch 4), the DESED step (batch 4), the runs' one-run program
+    # (4 clips a run) and K = 1, 2 runs (4 clips each), log-mel (2 clips a call); one step each
+    assert [t[:2] for t in timed] == [(4, 1), (4, 1), (4, 1), (4, 1), (8, 1), (2, 1)]
+    train, desed_rate, separate, one_run, two_runs, logmel = [t[2] for t in timed]
+    assert result["train_step_clips_per_s"]["4"]["sedjax"] == train
     assert result["params"]["sedjax"] == flax_param_count()
+    assert f"\n      4 {train:>10.1f} " in out
     roof = result["roofline"]
     assert set(roof["matmul_gflops"]) == {"32", "64"}
-    assert roof["peak_matmul_gflops"] == max(roof["matmul_gflops"].values()) > 0
+    assert roof["peak_matmul_gflops"] == max(roof["matmul_gflops"].values())
     # XLA's flops of the step: more than the forward convolutions alone (2 x 9 x T x F_in x
     # C_in x C_out per clip and block), the batch split over 4 devices
     forward_conv = 2 * 9 * 500 * (64 * 1 * 64 + 16 * 64 * 64 + 4 * 64 * 64) * 4 / 4
     assert roof["train_step_flops_per_device"] > forward_conv
-    assert roof["train_step_gflops_per_device"] > 0 and roof["ratio"] > 0
+    # the roofline: the step's flops over its time (4 clips at the measured clips/s), against
+    # the best matmul, printed as computed
+    assert roof["seconds_per_step"] == 4 / train
+    gflops = roof["train_step_flops_per_device"] / roof["seconds_per_step"] / 1e9
+    assert roof["train_step_gflops_per_device"] == pytest.approx(gflops, rel=1e-12)
+    assert roof["ratio"] == pytest.approx(gflops / roof["peak_matmul_gflops"], rel=1e-12)
+    assert (f"roofline: train step {gflops:.1f} GFLOP/s = {100 * roof['ratio']:.1f} % of the "
+            f"best matmul {roof['peak_matmul_gflops']:.1f} GFLOP/s") in out
     desed = result["desed"]
     assert desed["num_frames"] == 32 and desed["n_mels"] == 128
     assert desed["params"]["sedjax"] == 1_112_420
-    assert desed["clips_per_s"]["4"]["sedjax"] > 0
-    out = capsys.readouterr().out
-    check_order(out)
-    assert "roofline: train step" in out and "% of the best matmul" in out
+    assert desed["clips_per_s"]["4"]["sedjax"] == desed_rate
+    assert f"\n      4 {desed_rate:>10.1f} " in out[out.index("== DESED CRNN"):]
     assert "sedjax/torch" in out and "max |jnp - librosa|" in out
+    assert result["logmel"]["clips_per_s"]["jax"] == logmel
+    # K runs in one program against K one-run programs: the ratio of their clips/s
     runs = result["runs_per_program"]
     assert runs["batch_size_per_run"] == 4 and list(runs["clips_per_s"]) == ["1", "2"]
-    assert all(runs["clips_per_s"][k] > 0 and runs["speedup_vs_separate"][k] > 0
-               for k in ("1", "2"))
-    assert "runs per program" in out
+    assert runs["separate_clips_per_s"] == separate
+    assert runs["clips_per_s"] == {"1": one_run, "2": two_runs}
+    assert runs["speedup_vs_separate"] == {"1": one_run / separate, "2": two_runs / separate}
+    assert f" one-run program: {separate:.1f}\n" in out
+    for k, r in (("1", one_run), ("2", two_runs)):
+        assert f" {k:>6} {r:>12.1f} {separate:>11.1f} {r / separate:>6.2f}x" in out
+    speedups = result["train_step_speedup_vs_torch_by_batch_size"]
     if result["versions"]["torch"] is None:  # torch absent here: the ratio is null
-        assert result["train_step_speedup_vs_torch"] is None
+        assert result["train_step_speedup_vs_torch"] is None and speedups == {"4": None}
     else:
-        assert result["train_step_speedup_vs_torch"] > 0
-        assert result["train_step_speedup_vs_torch_by_batch_size"]["4"] > 0
-        assert result["train_step_clips_per_s"]["4"]["torch"] > 0
+        torch_rate = result["train_step_clips_per_s"]["4"]["torch"]
+        assert result["train_step_speedup_vs_torch"] == speedups["4"] == train / torch_rate
+        assert f"\n      4 {train:>10.1f} {torch_rate:>10.1f} {train / torch_rate:>12.2f}x" in out
         assert desed["params"]["torch"] == 1_112_420
-        assert result["desed_train_step_speedup_vs_torch"] > 0
+        assert result["desed_train_step_speedup_vs_torch"] == (
+            desed_rate / desed["clips_per_s"]["4"]["torch"])
 
 
 def test_bench_without_torch(tmp_path, monkeypatch, capsys):
@@ -178,7 +243,8 @@ def test_bench_without_torch(tmp_path, monkeypatch, capsys):
                 "max_abs_diff": 0.0}
     monkeypatch.setattr(bench, "logmel_bench", logmel_bench)
     result = run_tiny(tmp_path, "--batch_sizes=4,8")
-    check_common(result)
+    out = "".join(chunks) + capsys.readouterr().out
+    check_common(result, out)
     assert result["train_step_speedup_vs_torch"] is None
     assert result["train_step_speedup_vs_torch_by_batch_size"] == {"4": None, "8": None}
     # rows printed as measured: batch 4's row is out before batch 8 is measured
@@ -193,7 +259,6 @@ def test_bench_without_torch(tmp_path, monkeypatch, capsys):
     assert result["versions"]["torch"] is None and result["params"]["torch"] is None
     assert result["logmel_speedup_vs_librosa"] == 2.0
     assert result["logmel_speedup_vs_librosa_all_cores"] == 1.0
-    out = "".join(chunks) + capsys.readouterr().out
     check_order(out)
     assert "torch not installed" in out
     assert "librosa, 1 process                       2.0   jnp/librosa 2.00x" in out

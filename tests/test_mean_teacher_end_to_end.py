@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from sedjax.data import synthetic
+from sedjax.data import event_files, synthetic
 from sedjax.train import loop
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -28,6 +28,21 @@ def run_main(config, workdir, *overrides) -> subprocess.CompletedProcess:
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def sed_eval_segment_f1(reference_path, events_path, classes, segment_seconds) -> float:
+    """The segment-based macro F1 of an events table against a reference table, computed with
+    sed_eval itself, file by file as the challenge's evaluation_measures.py."""
+    import sed_eval
+
+    reference, _ = event_files.read_events(reference_path)
+    estimated, names = event_files.read_events(events_path)
+    metrics = sed_eval.sound_event.SegmentBasedMetrics(event_label_list=list(classes),
+                                                       time_resolution=segment_seconds)
+    for name in names:
+        metrics.evaluate(reference_event_list=[e for e in reference if e["filename"] == name],
+                         estimated_event_list=[e for e in estimated if e["filename"] == name])
+    return metrics.results_class_wise_average_metrics()["f_measure"]["f_measure"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +62,12 @@ def test_a_tiny_run_trains_both_models_and_scores(finished):
     probs = np.load(path / "predictions" / "test_probs.npy")
     assert probs.shape == (8, 125, 10)  # x4 time pooling
     results = json.loads((path / "results.json").read_text())
-    assert 0.0 <= results["test"]["segment_based"]["f_measure_macro"] <= 1.0
+    # sed_eval on the written tables gives the reported score
+    config = json.loads((path / "config.json").read_text())
+    assert results["test"]["segment_based"]["f_measure_macro"] == pytest.approx(
+        sed_eval_segment_f1(path / "synthetic" / results["split_sources"]["test"],
+                            path / "predictions" / "test_events.csv", config["data"]["classes"],
+                            config["evaluation"]["segment_seconds"]), rel=1e-12)
     # where the time went: every stage, compilation apart, both epochs
     t = results["timings"]
     assert list(t["stages_s"]) == ["data", "features", "statistics", "training", "predict",

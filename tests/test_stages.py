@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from configs import tiny
+from configs import baseline, tiny
 from sedjax import run
-from sedjax.config import stages
+from sedjax.config import config_files, stages
 
 
 def test_values_are_sorted_into_the_stages_they_feed():
@@ -27,6 +27,27 @@ def test_values_are_sorted_into_the_stages_they_feed():
     # a checkpoint chosen on clip F1 does not read the post-processing
     assert not stages.feeds_training("postprocess.median_filter", checkpoint_scores_events=False)
     assert stages.feeds_training("data.synthetic.seed", checkpoint_scores_events=False)
+
+
+def test_an_older_config_json_gets_the_fields_added_since_as_their_defaults():
+    """An older sedjax's config.json lacks the fields added since: upgraded, each has
+    configs/baseline.py's value (so a rerun of the same config changes nothing), and every
+    value it had is kept."""
+    new = json.loads(tiny.get_config().to_json_best_effort())
+    old = json.loads(json.dumps(new))
+    del old["model"]["fold_batch_norm"], old["model"]["embeddings"]
+    del old["runtime"]["compilation_cache"]
+    assert set(stages.changed_values(old, new)) == {
+        "model.fold_batch_norm", "model.embeddings.dir", "model.embeddings.size",
+        "model.embeddings.frames", "runtime.compilation_cache"}
+    upgraded = config_files.upgrade(old)
+    assert stages.changed_values(upgraded, new) == {}
+    assert upgraded["model"]["embeddings"] == baseline.get_config().model.embeddings.to_dict()
+    assert "fold_batch_norm" not in old["model"]  # a copy: the config read stays as it was
+    assert config_files.upgrade({"seed": 7, "pass1": {"num_epochs": 3}})["pass1"] == {
+        **json.loads(baseline.get_config().pass1.to_json()), "num_epochs": 3}
+    with pytest.raises(TypeError):
+        config_files.upgrade([1, 2])
 
 
 def _mtimes(path):

@@ -1,4 +1,5 @@
-"""Loads an ml_collections config file (configs/*.py) by path, for the command-line tools.
+"""Loads an ml_collections config file (configs/*.py) by path, for the command-line tools, and
+upgrades a config read back from a workdir's config.json.
 
 The library itself never imports the top-level `configs` package: settings reach it through a
 config object or arguments. Tools that need a config read one from a file with `load`.
@@ -6,7 +7,9 @@ config object or arguments. Tools that need a config read one from a file with `
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
 import os
 import pathlib
 import sys
@@ -73,3 +76,25 @@ def load(path: str | os.PathLike) -> ml_collections.ConfigDict:
         raise ConfigFileError(f"get_config() of config file {path} returned "
                               f"{type(config).__name__}, not an ml_collections.ConfigDict")
     return config
+
+
+def upgrade(config: dict) -> dict:
+    """A config as a workdir's config.json holds it (JSON: lists where the run had tuples),
+    with every field it lacks (one sedjax added after the workdir's run) set to
+    configs/baseline.py's value; the fields it has are kept. The one place an older
+    config.json is brought up to date: every reader of config.json calls it, and the library
+    reads each field without a default of its own."""
+    if not isinstance(config, dict):
+        raise TypeError(f"a config is a JSON object, not {type(config).__name__}")
+    defaults = json.loads(load(default_path("baseline")).to_json_best_effort())
+    return _filled(config, defaults)
+
+
+def _filled(config: dict, defaults: dict) -> dict:
+    out = dict(config)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _filled(out[key], value)
+    return out

@@ -25,6 +25,7 @@ from typing import Any
 
 from absl import logging
 
+from sedjax.config import config_files
 from sedjax.runtime import files
 
 # read only by post-processing choice and scoring
@@ -81,7 +82,8 @@ def reconcile(config, workdir: pathlib.Path, checkpoint_scores_events: bool) -> 
     config.json; returns the stages redone because of a change ([] when nothing changed)."""
     path = workdir / "config.json"
     new = json.loads(config.to_json_best_effort())
-    old = json.loads(path.read_text()) if path.is_file() else None
+    # an older workdir's config.json lacks the fields added since: as their defaults
+    old = config_files.upgrade(json.loads(path.read_text())) if path.is_file() else None
     redone = []
     if old is not None:
         changed = changed_values(old, new)

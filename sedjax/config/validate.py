@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from sedjax import models, recipes
 from sedjax.data import split_roles
+from sedjax.metrics import tuning
 from sedjax.models import layers, time_grid
 from sedjax.runtime.cli import ConfigError
 
@@ -21,8 +22,8 @@ CHOICES = {  # field -> allowed values (config.recipe: any registered recipe, ch
     "features.log": ("natural", "db"),
     "features.scaler": ("dataset", "instance_minmax"),
     "model.arch": models.ARCHS,
-    "postprocess.tune.method": ("median_filter", "csebbs"),
-    "postprocess.tune.metric": ("event_f1", "psds1", "collar_f1"),
+    "postprocess.tune.method": tuning.METHODS,
+    "postprocess.tune.metric": tuning.METRICS,
     "model.pooling": layers.POOLINGS,
     "model.conv_impl": layers.CONV_IMPLS,
     "model.dtype": ("float32", "bfloat16", "float16"),
@@ -158,7 +159,7 @@ def _check_model(config) -> None:
     if time_grid.output_frames(config.features.num_frames, model) < 1:
         raise ConfigError(f"model.pool_sizes: time pooling x{time_grid.time_pooling(model)} leaves "
                           f"no output frame of {config.features.num_frames} input frames")
-    chunk = model.get("first_block_chunk_frames", 0)
+    chunk = _get(config, "model.first_block_chunk_frames")
     if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0:
         raise ConfigError(f"model.first_block_chunk_frames: expected a number of frames >= 0 "
                           f"(0: the first block whole), got {chunk!r}")
@@ -179,7 +180,7 @@ def _check_resample_copy(config) -> None:
 def _check_frame_labels(config) -> None:
     # optional (only the DESED configs set it): the rule of sedjax.data.dataset.strong_labels
     from sedjax.data import dataset
-    rule = config.data.get("frame_labels", "cover_half")
+    rule = config.data.get("frame_labels", dataset.DEFAULT_FRAME_LABELS)
     if rule not in dataset.FRAME_LABELS:
         raise ConfigError(f"data.frame_labels: unknown value {rule!r}; choose one of "
                           f"{', '.join(map(repr, dataset.FRAME_LABELS))}")

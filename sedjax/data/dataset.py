@@ -118,10 +118,11 @@ def multi_hot(labels: Sequence[Sequence[str]], classes: Sequence[str]) -> np.nda
 
 
 FRAME_LABELS = ("cover_half", "desed_task")  # data.frame_labels: strong_labels' rules
+DEFAULT_FRAME_LABELS = "cover_half"  # without data.frame_labels (only the DESED configs set it)
 
 
 def strong_labels(events: Sequence[Sequence[Event]], classes: Sequence[str], num_frames: int,
-                  frame_seconds: float, rule: str = "cover_half",
+                  frame_seconds: float, rule: str = DEFAULT_FRAME_LABELS,
                   rate: tuple[int, int, int] | None = None) -> np.ndarray:
     """Strong events -> (N, num_frames, C) float32 frame targets.
 

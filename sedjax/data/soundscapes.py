@@ -60,7 +60,7 @@ def _peak(f, fc: float, bw: float):
 
 def _smooth(rng, n: int, sr: int, rate: float, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
     # A random curve with ~`rate` knots per second: level/pitch fluctuations.
-    # Interpolated on a 32-sample grid and held: 0.7-ms steps are inaudible, 30x cheaper.
+    # Interpolated on a 32-sample grid and held: 0.7-ms steps are inaudible (speed: docs/speed.md).
     k = int(n / sr * rate) + 2
     coarse = np.interp(np.linspace(0, k - 1, n // 32 + 1), np.arange(k), rng.uniform(lo, hi, k))
     return np.repeat(coarse.astype(np.float32), 32)[:n]

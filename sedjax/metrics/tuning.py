@@ -36,9 +36,7 @@ METRICS = ("event_f1", "psds1", "collar_f1")
 def enabled(config) -> bool:
     """Whether the config asks for tuned post-processing (cSEBBs, or a non-empty median-filter
     grid)."""
-    tune = config.postprocess.get("tune")
-    if tune is None:
-        return False
+    tune = config.postprocess.tune
     return tune.method == "csebbs" or len(tune.median_filters) > 0
 
 

@@ -21,10 +21,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-# frames per chunk: ~1.6 MB of conv output per clip and chunk at 64 bands x 64 channels,
-# within a core's L2. Measured on a 2-core Xeon, the block alone (24 clips of 500 frames,
-# forward + gradient): 75-76 ms with chunks of 100 or 250 frames, 88 with 500 (whole clips),
-# 94-96 with 50 or 20 (more, smaller ops); in the demo's step 50, 100 and 250 were alike
+# frames per chunk: a chunk's conv output stays in a core's L2 (measurements: docs/speed.md)
 DEFAULT_CHUNK_FRAMES = 100
 
 

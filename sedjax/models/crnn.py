@@ -101,6 +101,5 @@ def from_config(model_config, num_classes: int, axis_name: str | None = None,
                 gru_unroll=m.gru_unroll, pooling=m.pooling, conv_impl=m.conv_impl,
                 dtype=jnp.dtype(m.dtype), axis_name=axis_name,
                 ordered_reductions=ordered_reductions,
-                fold_batch_norm=m.get("fold_batch_norm", True),
-                first_block_chunk_frames=m.get("first_block_chunk_frames",
-                                               conv_pool.DEFAULT_CHUNK_FRAMES))
+                fold_batch_norm=m.fold_batch_norm,
+                first_block_chunk_frames=m.first_block_chunk_frames)

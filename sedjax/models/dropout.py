@@ -1,11 +1,11 @@
 """Dropout whose mask comes from a counter hash (the same rate, scaling and API as flax's).
 
-Why: on the CPU the demo's step spent ~10 % of its time in threefry drawing the first conv
-block's masks (student and teacher): 20 rounds per 64 bits where a mask needs a comparison.
+Why: threefry spends 20 rounds per 64 bits where a mask needs a comparison, a share of the
+CPU step for the first conv block's masks (student and teacher; docs/speed.md).
 Here the module's 'dropout' key gives two 32-bit seeds (threefry, 2 words), and element
 pairs get their bits from a counter hash: word i = fmix(fmix(i ^ s0) + s1), MurmurHash3's
 32-bit finalizer (a bijection whose every output bit depends on every input bit) applied
-twice, ~10x cheaper than threefry for the block's 6M-element mask. Each word gives two 16-bit
+twice, much cheaper than threefry (docs/speed.md). Each word gives two 16-bit
 uniforms; an element is kept when its uniform is below round(keep * 2^16), i.e. with
 probability keep to within 2^-17, and kept elements are scaled by 1 / keep as in
 flax.linen.Dropout. Only elementwise ops on values drawn from the key: vmapped runs get

@@ -291,5 +291,5 @@ def pool_frames(frames: jax.Array, pooling: str, weights: jax.Array | None = Non
 
 def resolve_conv_impl(conv_impl: str) -> str:
     """'auto' -> 'xla' (lax.conv) everywhere: with jax >= 0.10 XLA's CPU convolutions (and
-    their gradients) beat im2col's matmul, 1.4x on the demo's step (docs/speed.md)."""
+    their gradients) beat im2col's matmul (docs/speed.md)."""
     return "xla" if conv_impl == "auto" else conv_impl

@@ -202,7 +202,8 @@ def build_training(inputs: common.Inputs, config=None) -> Training:
         f = config.features  # data.frame_labels: which frames an event makes active
         strong_targets = dataset.strong_labels(
             inputs.splits["synthetic"].events, config.data.classes, t_out,
-            time_grid.frame_seconds(config), rule=config.data.get("frame_labels", "cover_half"),
+            time_grid.frame_seconds(config),
+            rule=config.data.get("frame_labels", dataset.DEFAULT_FRAME_LABELS),
             rate=(int(f.sample_rate), int(f.hop_length), time_grid.time_pooling(config.model)))
         strong[offsets[2]:] = strong_targets
     arrays = pipeline.SplitArrays(
@@ -289,8 +290,8 @@ def step_settings(config, total_steps: int) -> StepSettings:
         mixup_share=a.mixup_share, mixup_alpha=a.mixup_alpha, time_mask=a.time_mask,
         freq_mask=a.freq_mask, time_shift=a.time_shift,
         time_pooling=time_grid.time_pooling(config.model), ordered=common.ordered_reductions(config),
-        desed_task_timing=mt.get("step_timing", "sedjax") == "desed_task",
-        mask_teacher=bool(a.get("mask_teacher", False)))
+        desed_task_timing=mt.step_timing == "desed_task",
+        mask_teacher=bool(a.mask_teacher))
 
 
 def validation_score(inputs: common.Inputs, trainings: list[Training], state) -> list[float]:
@@ -311,7 +312,7 @@ def validation_score(inputs: common.Inputs, trainings: list[Training], state) ->
 
     if common.has_validation_split(inputs):
         scores = common.validation_score(inputs, state, mt.eval_batch_size,
-                                         mt.get("checkpoint_metric", "event_f1"))
+                                         mt.checkpoint_metric)
         if len(trainings[0].val_weak):  # DESED_task's roles: its objective adds the two
             scores = [s + f for s, f in zip(scores, held_out_f1())]
         return scores
@@ -394,11 +395,11 @@ def check(config, num_devices: int) -> None:
         raise ConfigError("mean_teacher: recipe 'mean_teacher' needs a mean_teacher section "
                           "(see configs/mean_teacher.py)")
     mt = config.mean_teacher
-    metric = mt.get("checkpoint_metric", "event_f1")
+    metric = mt.checkpoint_metric
     if metric not in common.CHECKPOINT_METRICS:
         raise ConfigError(f"mean_teacher.checkpoint_metric: unknown value {metric!r}; choose one "
                           f"of {', '.join(repr(m) for m in common.CHECKPOINT_METRICS)}")
-    timing = mt.get("step_timing", "sedjax")
+    timing = mt.step_timing
     if timing not in STEP_TIMINGS:
         raise ConfigError(f"mean_teacher.step_timing: unknown value {timing!r}; choose one of "
                           f"{', '.join(map(repr, STEP_TIMINGS))}")
@@ -423,7 +424,7 @@ def check(config, num_devices: int) -> None:
     if not 0.0 <= a.mixup_share <= 1.0:
         raise ConfigError(f"mean_teacher.augment.mixup_share: expected a share in [0, 1], "
                           f"got {a.mixup_share}")
-    if not isinstance(a.get("mask_teacher", False), bool):
+    if not isinstance(a.mask_teacher, bool):
         raise ConfigError(f"mean_teacher.augment.mask_teacher: expected True or False, got "
                           f"{a.mask_teacher!r}")
     for name in ("time_mask", "freq_mask", "time_shift"):

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 def _import_tensorboardx():
     """tensorboardX, imported without PyTorch: its writer module imports torch whenever it is
-    installed (to accept tensors; sedjax writes floats), which cost a sedjax run ~1 GB of peak
-    memory and seconds of start-up. A None in sys.modules makes that `import torch` fail as if
+    installed (to accept tensors; sedjax writes floats), which costs a sedjax run memory and
+    start-up time (docs/speed.md). A None in sys.modules makes that `import torch` fail as if
     torch were absent; a torch imported before (by the user) is left as it is."""
     if "torch" in sys.modules:
         import tensorboardX

@@ -1,12 +1,11 @@
 """Host process settings that must be in place before the interpreter starts.
 
-XLA's CPU runtime allocates each large buffer (a pass-2 activation is ~260 MB at batch 32)
-with glibc malloc, which serves it by mmap and returns it on free: every train step then
-page-faults hundreds of MB back in, 4 KiB at a time (the 2-core demo spent 7 of its 11 minutes
-in the kernel). glibc >= 2.35 can back those mappings with transparent huge pages
-(`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`): 512x fewer faults, measured 12.7 -> 17.2 clips/s
-for the pass-2 train step at batch 128. Tunables are read at process start, so the entry
-points re-execute themselves once with the setting; older glibc and other libcs ignore it.
+XLA's CPU runtime allocates each large buffer with glibc malloc, which serves it by mmap and
+returns it on free: every train step then page-faults its activations back in, 4 KiB at a
+time. glibc >= 2.35 can back those mappings with transparent huge pages
+(`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`; measurements: docs/speed.md). Tunables are read at
+process start, so the entry points re-execute themselves once with the setting; older glibc
+and other libcs ignore it.
 """
 
 from __future__ import annotations

@@ -30,8 +30,6 @@ _COMPILE_EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace",
                    "/jax/core/compile/backend_compile_duration": "backend"}
 _CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": "cache_hits",
                  "/jax/compilation_cache/cache_misses": "cache_misses"}
-STAGES = ("data", "features", "statistics", "training", "predict", "postprocess", "scoring",
-          "reporting")
 
 
 @dataclasses.dataclass

@@ -1,9 +1,8 @@
 """XLA flags sedjax sets for itself, in XLA_FLAGS, before JAX starts a backend.
 
 `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`: jaxlib 0.10's CPU backend
-hands each convolution to YNNPACK, which on the demo's step ran the CRNN's convolutions and
-their gradients 1.2-1.4x slower than XLA's own (Eigen) kernels (the first block's 1-channel
-conv and the 64-channel kernel gradient most; docs/speed.md). The flag only exists in some
+hands each convolution to YNNPACK, which ran the CRNN's convolutions and their gradients
+slower than XLA's own (Eigen) kernels (docs/speed.md). The flag only exists in some
 jaxlib releases, and XLA aborts on a flag it does not know, so it is set for the releases it
 was measured on (TESTED_JAXLIB) and left out elsewhere. Set in os.environ, so processes that
 sedjax starts compile with the same flags as their parent (the same numbers).

@@ -22,10 +22,7 @@ class PassCheckpoints:
     """
 
     def __init__(self, directory: pathlib.Path):
-        # Multi-process: synchronous saves. Two managers finishing async saves in background
-        # threads meet orbax's cross-process barriers in an order that can differ between
-        # processes; a 2-process job hung that way (tests/test_multiprocess.py). A save of
-        # this ~126 k-parameter state takes milliseconds.
+        # multi-process: synchronous saves, async ones can hang at orbax's barriers (docs/speed.md)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, enable_async_checkpointing=jax.process_count() == 1)
         self.managers = {kind: ocp.CheckpointManager(directory / "checkpoints" / kind,

@@ -84,10 +84,6 @@ class Runs:
     def count(self) -> int:
         return len(self.configs)
 
-    @property
-    def seeds(self) -> list[int]:
-        return [c.seed for c in self.configs]
-
     def state(self, make: Callable):
         """make(run config) -> a run's host state; returns them stacked on a run axis and
         replicated over the mesh."""
@@ -107,8 +103,7 @@ class Runs:
         """Each run's outputs on its own rows (rows of one length for every run).
 
         K runs share one batch of `batch_size` clips (batch_size // K each, rounded down to a
-        multiple of the device count): a step's activations grow with K, and the demo's
-        pass-1 prediction (128 clips) of 3 runs at 128 each needed 14 GB on a CPU.
+        multiple of the device count): a step's activations grow with K (docs/speed.md).
         """
         per_run = shared_batch_size(batch_size, self.count, sharding.num_shards(self.mesh))
         return list(loop.predict(eval_fn, state, batches, np.stack(rows), per_run))

@@ -53,7 +53,7 @@ def create_train_state(rng: jax.Array, model: nn.Module, optim_config, input_sha
     tx = adam(optim_config.learning_rate, b1=optim_config.adam_b1, b2=optim_config.adam_b2,
               eps=optim_config.adam_eps)
     if rampup_steps > 0:
-        if optim_config.get("step_timing", "sedjax") == "desed_task":
+        if optim_config.get("step_timing") == "desed_task":  # mean_teacher's only
             # DESED_task's ExponentialWarmup sets the rate only after the first update (which
             # runs at the optimizer's full rate), then reads step_num = n + 1 at update n + 1
             def schedule(n):

@@ -189,7 +189,7 @@ def build(base: dict, config, layout: layout_lib.Layout, classes: list[str], see
 
 
 def _checkpoint_note(config, layout: layout_lib.Layout) -> str:
-    metric = config.mean_teacher.get("checkpoint_metric", "event_f1")
+    metric = config.mean_teacher.checkpoint_metric
     sedjax_val = ("synthetic21_validation" if layout.test_source == "validation"
                   else "validation")
     return (f"checkpoint: DESED_task keeps the epoch of the best weak-clip F1 (its held-out 10 %) "

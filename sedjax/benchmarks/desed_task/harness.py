@@ -139,7 +139,7 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 # ---------------------------------------------------------------------------- sedjax
 # `python -m sedjax.main ARGS` in a process where `import torch` fails: sedjax's install has no
 # torch, but in an environment shared with DESED_task tensorboardX (sedjax's TensorBoard writer)
-# imports it when it can (+~800 MB resident, +~3 s). GLIBC_TUNABLES as sedjax.main's own
+# imports it when it can (memory and start-up: docs/speed.md). GLIBC_TUNABLES as sedjax.main's own
 # re-exec sets it (sedjax.runtime.host), which it then skips.
 WITHOUT_TORCH = """\
 import runpy, sys

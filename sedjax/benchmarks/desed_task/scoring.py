@@ -27,7 +27,10 @@ from sedjax.metrics import psds, sed_scores_inputs
 def _config(run_dir: pathlib.Path):
     import ml_collections
 
-    return ml_collections.ConfigDict(json.loads((run_dir / "config.json").read_text()))
+    from sedjax.config import config_files
+
+    return ml_collections.ConfigDict(
+        config_files.upgrade(json.loads((run_dir / "config.json").read_text())))
 
 
 def sedjax_median_filter(run_dir: pathlib.Path, config):
