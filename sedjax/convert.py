@@ -1,10 +1,11 @@
-"""Moves a CRNN between DESED_task (PyTorch) and sedjax.
+"""Moves a CRNN between DESED_task (PyTorch) and sedjax; converts BEATs checkpoints.
 
     python -m sedjax.convert desed_task CKPT --workdir=W [--which=student|teacher]
                              [--config=configs/desed_baseline.py] [--embeddings_dir=DIR]
     python -m sedjax.convert to_desed_task OUT.pt --workdir=W
     python -m sedjax.convert desed_task_config YAML [--out=configs/my_desed.py]
                              [--embeddings_dir=DIR]
+    python -m sedjax.convert beats CKPT OUT
 
 desed_task: a DESED_task checkpoint (its Lightning .ckpt, or a torch.save'd CRNN state dict)
 becomes a sedjax model folder, W/config.json and W/model/ (as a finished run leaves them), that
@@ -17,6 +18,10 @@ Both read or write .pt/.ckpt files with PyTorch (pip install -e '.[reference]').
 desed_task_config: a DESED_task recipe yaml (confs/default.yaml, pretrained.yaml) as a sedjax
 config file (printed, or written to --out): configs/desed_baseline.py plus every value of the
 yaml (sedjax.interop.desed_task_config); a value sedjax cannot reproduce is an error naming it.
+beats: a BEATs checkpoint (microsoft/unilm beats/ .pt: {'cfg', 'model'}, e.g.
+BEATs_iter3_plus_AS2M.pt, which DESED_task's embeddings come from) as sedjax.models.beats
+parameters: OUT (flax.serialization msgpack) and OUT with suffix .json (the BEATs cfg);
+sedjax.interop.beats_checkpoint.load reads them back.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from sedjax.runtime import cli, files
 DESED_CLASSES = ("Alarm_bell_ringing", "Blender", "Cat", "Dishes", "Dog",
                  "Electric_shaver_toothbrush", "Frying", "Running_water", "Speech",
                  "Vacuum_cleaner")
-COMMANDS = ("desed_task", "to_desed_task", "desed_task_config")
+COMMANDS = ("desed_task", "to_desed_task", "desed_task_config", "beats")
 
 FLAGS = flags.FlagValues()  # this command's own: importing it never clashes with another's
 flags.DEFINE_string("workdir", None, "The sedjax model folder to write (desed_task) or read "
@@ -232,6 +237,41 @@ def to_desed_task(workdir: str, out: str) -> dict[str, np.ndarray]:
     return state
 
 
+# ---------------------------------------------------------------------------- BEATs -> sedjax
+def from_beats(checkpoint: str, out: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """Writes `out` (sedjax.models.beats params) and its .json (the cfg) from a BEATs
+    checkpoint; returns both paths."""
+    from sedjax.interop import beats_checkpoint
+
+    try:
+        beats_checkpoint.config_path(out)  # an unusable OUT fails before the long read
+        config, params = beats_checkpoint.convert(checkpoint)
+    except beats_checkpoint.BeatsCheckpointError as e:
+        raise cli.UserError(str(e)) from None
+    _check_beats_params(config, params, checkpoint)
+    return beats_checkpoint.save(params, config, out)
+
+
+def _check_beats_params(config, params: dict, source: str) -> None:
+    """UserError unless params are exactly what sedjax's Beats of config initializes."""
+    import jax
+    import jax.numpy as jnp
+    from flax import traverse_util
+
+    from sedjax.models import beats
+
+    model = beats.Beats(config)
+    expected = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                 jnp.zeros((1, beats.SAMPLE_RATE))))["params"]
+    want = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(expected).items()}
+    have = {k: tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(params).items()}
+    if want != have:
+        diff = sorted("/".join(k) for k in set(want) ^ set(have)) or sorted(
+            f"{'/'.join(k)} {have[k]} != {want[k]}" for k in want if want[k] != have[k])
+        raise cli.UserError(f"{source}: its weights do not fit sedjax's BEATs of its cfg "
+                            f"(e.g. {', '.join(diff[:3])})")
+
+
 # ---------------------------------------------------------------------------- command line
 def _convert(argv: list[str]) -> int:
     args = argv[1:]
@@ -239,6 +279,12 @@ def _convert(argv: list[str]) -> int:
         raise cli.UserError(f"expected {', '.join(COMMANDS[:-1])} or {COMMANDS[-1]} first (see "
                             f"--help), got "
                             f"{' '.join(args) or 'nothing'}")
+    if args[0] == "beats":
+        if len(args) != 3:
+            raise cli.UserError(f"beats takes two files (CKPT OUT), got {len(args) - 1}")
+        weights, cfg_file = from_beats(args[1], args[2])
+        print(f"wrote {weights} and {cfg_file} (sedjax.models.beats) from {args[1]}")
+        return 0
     if len(args) != 2:
         what = {"desed_task": "CKPT", "to_desed_task": "OUT.pt"}.get(args[0], "YAML")
         raise cli.UserError(f"{args[0]} takes one file ({what}), got {len(args) - 1}")

@@ -203,10 +203,10 @@ def test_convert_help(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--workdir=w"], "expected desed_task, to_desed_task or desed_task_config first"),
+    (["--workdir=w"], "expected desed_task, to_desed_task, desed_task_config or beats first"),
     (["--workdir=w", "desed_task"], "desed_task takes one file (CKPT), got 0"),
-    (["--workdir=w", "to_desed", "x.pt"], "expected desed_task, to_desed_task or "
-                                          "desed_task_config first"),
+    (["--workdir=w", "to_desed", "x.pt"], "expected desed_task, to_desed_task, "
+                                          "desed_task_config or beats first"),
     (["desed_task", "x.ckpt"], "desed_task needs --workdir"),
     (["desed_task_config"], "desed_task_config takes one file (YAML), got 0"),
 ])

@@ -1,7 +1,8 @@
 """The models, found by `model.arch`: one module per architecture, each with a
 `from_config(model_config, num_classes, axis_name, ordered_reductions)`.
 
-A new architecture is one module here plus its name in ARCHS."""
+A new architecture is one module here plus its name in ARCHS. Not an architecture: beats.py,
+the BEATs encoder (frame embeddings for a CRNN), built by `beats.encoder_from_config`."""
 
 from __future__ import annotations
 
