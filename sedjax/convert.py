@@ -155,7 +155,6 @@ def _check_variables(config, variables: dict, source: str) -> None:
     """UserError unless variables are exactly what config's model initializes (names, shapes)."""
     import jax
     import jax.numpy as jnp
-    from flax import traverse_util
 
     from sedjax import models
 
@@ -167,14 +166,8 @@ def _check_variables(config, variables: dict, source: str) -> None:
         extra["embeddings"] = jnp.zeros((1, int(e.frames), int(e.size)))
     expected = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                                  jnp.zeros(shape), train=False, **extra))
-    want = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(
-        {c: expected[c] for c in ("params", "batch_stats")}).items()}
-    have = {k: tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(variables).items()}
-    if want != have:
-        diff = sorted("/".join(k) for k in set(want) ^ set(have)) or sorted(
-            f"{'/'.join(k)} {have[k]} != {want[k]}" for k in want if want[k] != have[k])
-        raise cli.UserError(f"{source}: its weights do not fit the model of --config "
-                            f"(e.g. {', '.join(diff[:3])})")
+    _check_shapes({c: expected[c] for c in ("params", "batch_stats")}, variables,
+                  f"{source}: its weights do not fit the model of --config")
 
 
 def from_desed_task(checkpoint: str, workdir: str, which: str = "student",
@@ -256,20 +249,26 @@ def _check_beats_params(config, params: dict, source: str) -> None:
     """UserError unless params are exactly what sedjax's Beats of config initializes."""
     import jax
     import jax.numpy as jnp
-    from flax import traverse_util
 
     from sedjax.models import beats
 
     model = beats.Beats(config)
     expected = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                                  jnp.zeros((1, beats.SAMPLE_RATE))))["params"]
+    _check_shapes(expected, params, f"{source}: its weights do not fit sedjax's BEATs of its cfg")
+
+
+def _check_shapes(expected, have_tree, message: str) -> None:
+    """UserError `message (e.g. ...)` unless `have_tree`'s arrays have `expected`'s paths and
+    shapes; the example names paths only one side has, else shapes that differ."""
+    from flax import traverse_util
+
     want = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(expected).items()}
-    have = {k: tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(params).items()}
+    have = {k: tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(have_tree).items()}
     if want != have:
         diff = sorted("/".join(k) for k in set(want) ^ set(have)) or sorted(
             f"{'/'.join(k)} {have[k]} != {want[k]}" for k in want if want[k] != have[k])
-        raise cli.UserError(f"{source}: its weights do not fit sedjax's BEATs of its cfg "
-                            f"(e.g. {', '.join(diff[:3])})")
+        raise cli.UserError(f"{message} (e.g. {', '.join(diff[:3])})")
 
 
 # ---------------------------------------------------------------------------- command line
