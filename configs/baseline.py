@@ -1,6 +1,7 @@
 """The DCASE2018 Task 4 baseline, value for value (its README and code), on the real dataset."""
 
 import ml_collections
+from ml_collections import config_dict
 
 CLASSES = (
     "Alarm_bell_ringing",
@@ -127,14 +128,19 @@ def get_config() -> ml_collections.ConfigDict:
     # 'xla' (lax.conv), 'im2col' (one matmul over 9 shifted inputs: the same numbers; faster on
     # CPU with jax < 0.10) or 'auto' (xla)
     m.conv_impl = "auto"
+    # The CPU kernels (sedjax.models.kernels): speed knobs, the same function to float
+    # rounding. 'auto' = on with the CPU backend, where they were measured faster
+    # (docs/speed.md); the plain Flax path on GPU and TPU. (Fields of type object: they take
+    # 'auto' or a value, in a config file and on the command line.)
     # training computes the first block's conv + BatchNorm as one conv whose kernel and bias
-    # fold in the batch's statistics, found from its input patches' moments (the same function
-    # to float rounding; sedjax.models.layers.folded_conv_and_norm): a speed knob
-    m.fold_batch_norm = True
-    # the first block's conv -> BatchNorm -> pool -> ReLU computed 100 frames of one clip at
-    # a time, BatchNorm folded into the conv, so its full-resolution output stays in cache
-    # (sedjax.models.conv_pool; the same function to float rounding): a speed knob, 0 = whole
-    m.first_block_chunk_frames = 100
+    # fold in the batch's statistics (sedjax.models.layers.folded_conv_and_norm): True/False
+    m.fold_batch_norm = config_dict.FieldReference("auto", field_type=object)
+    # the first block's conv -> BatchNorm -> pool -> ReLU computed this many frames of one clip
+    # at a time, so its full-resolution output stays in cache (sedjax.models.conv_pool; with
+    # the BatchNorm folded): a number of frames, 0 = whole ('auto': 100 on CPU)
+    m.first_block_chunk_frames = config_dict.FieldReference("auto", field_type=object)
+    # dropout masks: 'hash' (a counter hash, sedjax.models.dropout) or 'threefry' (flax's draw)
+    m.dropout_masks = "auto"
 
     # ---- training, shared by both passes ----------------------------------------------------
     def pass_config(batch_size: int) -> ml_collections.ConfigDict:

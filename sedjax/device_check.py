@@ -7,7 +7,8 @@ the check is killed):
 - environment: backend, device kind and count, library versions;
 - train_step: pass-2 train-step clips/s (and GFLOP/s per device, XLA's cost analysis) of the
   seed CRNN (configs/baseline.py) and of the DESED CRNN (configs/desed_baseline.py, the largest
-  model), float32 and bfloat16, per global batch size;
+  model), float32 and bfloat16, per global batch size, each with the plain Flax path and with
+  the CPU kernels (sedjax.models.kernels: what model.*'s 'auto' would gain here);
 - runs_per_program: one K-run program against K one-run programs, clips/s (sedjax.bench);
 - logmel: the jnp log-mel frontend on the device against librosa on all host cores;
 - pipeline: a synthetic run at the real DCASE2018 split sizes (configs/dcase_scale_synthetic.py)
@@ -47,6 +48,7 @@ from absl import flags
 
 from sedjax import bench
 from sedjax.config import config_files
+from sedjax.models import kernels
 from sedjax.runtime import cli, files
 
 say = bench.say
@@ -178,31 +180,37 @@ def model_config(arch: str, dtype: str, num_frames: int = 0):
 
 
 def train_section(sizes: Sizes, batch_sizes: Sequence[int], deadline: float) -> dict:
-    """Clips/s per (model, dtype, batch size); what the deadline leaves out is 'skipped'."""
+    """Clips/s per (model, dtype, kernels, batch size): each model with the plain Flax path
+    (what model.*'s 'auto' picks off the CPU) and with the CPU kernels (sedjax.models.kernels),
+    so the table shows whether the CPU kernels pay on this device; what the deadline leaves
+    out is 'skipped'."""
     rows, skipped = [], []
+    variants = (("plain", kernels.plain()), ("cpu kernels", kernels.cpu_kernels()))
     for arch in ("crnn", "desed_crnn"):
         for dtype in sizes.dtypes:
-            config = model_config(arch, dtype, sizes.num_frames[arch])
-            for b in batch_sizes:
-                name = f"{arch} {dtype} b{b}"
-                if time.monotonic() > deadline:
-                    skipped.append(name)
-                    continue
-                row = {"model": arch, "dtype": dtype, "batch_size": b,
-                       "num_frames": config.features.num_frames}
-                try:
-                    r = bench.sedjax_train_step(config, b, sizes.steps, sizes.warmup,
-                                                sizes.repeats)
-                    flops = r["flops_per_step_per_device"]
-                    row.update(clips_per_s=r["clips_per_s"], params=r["params"],
-                               seconds_per_step=r["seconds_per_step"],
-                               gflops_per_device=flops and flops / r["seconds_per_step"] / 1e9)
-                    say(f" {name:<28} {r['clips_per_s']:>10.1f} clips/s  "
-                        f"{bench._fmt(row['gflops_per_device'])} GFLOP/s")
-                except Exception as e:  # noqa: BLE001  (e.g. out of memory at the largest)
-                    row["error"] = f"{type(e).__name__}: {e}"[:2000]
-                    say(f" {name:<28} failed: {row['error'][:200]}")
-                rows.append(row)
+            for kind, settings in variants:
+                config = model_config(arch, dtype, sizes.num_frames[arch])
+                config.model.update(settings)
+                for b in batch_sizes:
+                    name = f"{arch} {dtype} {kind} b{b}"
+                    if time.monotonic() > deadline:
+                        skipped.append(name)
+                        continue
+                    row = {"model": arch, "dtype": dtype, "kernels": kind, "batch_size": b,
+                           "num_frames": config.features.num_frames}
+                    try:
+                        r = bench.sedjax_train_step(config, b, sizes.steps, sizes.warmup,
+                                                    sizes.repeats)
+                        flops = r["flops_per_step_per_device"]
+                        row.update(clips_per_s=r["clips_per_s"], params=r["params"],
+                                   seconds_per_step=r["seconds_per_step"],
+                                   gflops_per_device=flops and flops / r["seconds_per_step"] / 1e9)
+                        say(f" {name:<40} {r['clips_per_s']:>10.1f} clips/s  "
+                            f"{bench._fmt(row['gflops_per_device'])} GFLOP/s")
+                    except Exception as e:  # noqa: BLE001  (e.g. out of memory at the largest)
+                        row["error"] = f"{type(e).__name__}: {e}"[:2000]
+                        say(f" {name:<40} failed: {row['error'][:200]}")
+                    rows.append(row)
     return {"rows": rows, "skipped": skipped, "memory": peak_memory()}
 
 
@@ -210,9 +218,12 @@ def runs_section(sizes: Sizes, deadline: float, train: dict | None = None) -> di
     """sedjax.bench.runs_bench on the seed CRNN (float32); the one-run program's clips/s is
     the train-step section's when it measured the same batch size."""
     config = model_config("crnn", "float32", sizes.num_frames["crnn"])
+    # the train-step row of the kernels that 'auto' runs here
+    kind = "plain" if kernels.chosen(config.model) == kernels.plain() else "cpu kernels"
     separate = next((r["clips_per_s"] for r in (train or {}).get("rows", [])
-                     if (r["model"], r["dtype"], r["batch_size"]) == (
-                         "crnn", "float32", sizes.runs_batch_size) and "clips_per_s" in r), None)
+                     if (r["model"], r["dtype"], r.get("kernels"), r["batch_size"]) == (
+                         "crnn", "float32", kind, sizes.runs_batch_size)
+                     and "clips_per_s" in r), None)
 
     def row(k, rate, ratio):
         say(f" one-run program {rate:>10.1f} clips/s" if k is None else
@@ -376,7 +387,8 @@ def table(data: dict) -> str:
         r = e["results"]
         if name == "train_step":
             for row in r["rows"]:
-                what = f"{row['model']} {row['dtype']} batch {row['batch_size']}"
+                what = (f"{row['model']} {row['dtype']} {row.get('kernels', '')} "
+                        f"b{row['batch_size']}")
                 if "error" in row:
                     lines.append(f" {name:<18} {what:<44} FAILED {row['error'][:60]}")
                 else:

@@ -306,13 +306,15 @@ def test_an_older_workdirs_config_json_is_upgraded(exported, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(workdir, old)
     data = json.loads((old / "config.json").read_text())
-    for key in ("arch", "embeddings", "fold_batch_norm", "first_block_chunk_frames"):
+    for key in ("arch", "embeddings", "fold_batch_norm", "first_block_chunk_frames",
+                "dropout_masks"):
         del data["model"][key]
     del data["runtime"]["compilation_cache"]
     (old / "config.json").write_text(json.dumps(data))
     config = detect.load_config(old)
     assert config.model.arch == "crnn" and config.model.embeddings.dir == ""
-    assert config.model.fold_batch_norm and config.model.first_block_chunk_frames == 100
+    assert config.model.fold_batch_norm == config.model.first_block_chunk_frames == "auto"
+    assert config.model.dropout_masks == "auto"
     assert config.to_dict() == detect.load_config(workdir).to_dict()  # tiny's are baseline's
     assert detect.Detector.from_workdir(old).classes == list(c.data.classes)
 

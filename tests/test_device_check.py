@@ -16,7 +16,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def test_tiny_check_every_section(tmp_path, capsys):
     out = tmp_path / "dc.json"
     before = os.environ.get("XLA_FLAGS")
-    returned = device_check.run(str(out), tiny=True, budget_s=600, workdir=str(tmp_path / "wd"))
+    # the train-step section's share is not what this test measures: every row is run
+    returned = device_check.run(str(out), tiny=True, budget_s=900, workdir=str(tmp_path / "wd"),
+                                section_budgets={"train_step": 600})
     # the tiny flags reach its children only: later subprocesses of this session keep theirs
     assert os.environ.get("XLA_FLAGS") == before
     data = json.loads(out.read_text())
@@ -30,7 +32,15 @@ def test_tiny_check_every_section(tmp_path, capsys):
         (m, d) for m in ("crnn", "desed_crnn") for d in ("float32", "bfloat16")}
     assert rows and all(r["clips_per_s"] > 0 and r["gflops_per_device"] > 0 for r in rows)
     assert rows[0]["model"] == "crnn" and rows[0]["num_frames"] == 64
+    assert not s["train_step"]["results"]["skipped"]
+    # each model and dtype with both kernel paths, the plain one first
+    for m in ("crnn", "desed_crnn"):
+        assert [r["kernels"] for r in rows if (r["model"], r["dtype"]) == (m, "float32")] == [
+            "plain", "cpu kernels"]
     runs = s["runs_per_program"]["results"]
+    cpu_row = next(r for r in rows if r["kernels"] == "cpu kernels"
+                   and r["batch_size"] == device_check.TINY.runs_batch_size)
+    assert runs["separate_clips_per_s"] == cpu_row["clips_per_s"]  # 'auto' on the CPU
     assert set(runs["clips_per_s"]) | set(runs["skipped"]) == {"1", "2"}
     assert runs["separate_clips_per_s"] > 0 and all(v > 0 for v in runs["clips_per_s"].values())
     mel = s["logmel"]["results"]

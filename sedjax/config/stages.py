@@ -26,6 +26,7 @@ from typing import Any
 from absl import logging
 
 from sedjax.config import config_files
+from sedjax.models import kernels
 from sedjax.runtime import files
 
 # read only by post-processing choice and scoring
@@ -56,9 +57,23 @@ def _under(key: str, prefixes) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
+def _kernels_as_run(config: dict) -> dict:
+    """The config with the CPU kernels' settings as they run on this backend ('auto' resolved,
+    sedjax.models.kernels): 'auto' against the value it picks here is no change."""
+    model = config.get("model")
+    if not isinstance(model, dict):
+        return config
+    model = dict(model)
+    for field in kernels.FIELDS:
+        if field in model:
+            model[field] = kernels.choose(field, model[field])
+    return {**config, "model": model}
+
+
 def changed_values(old: dict, new: dict) -> dict[str, tuple]:
-    """{key: (old value, new value)} of every value that differs (absent: None)."""
-    a, b = flatten(old), flatten(new)
+    """{key: (old value, new value)} of every value that differs (absent: None); the CPU
+    kernels' settings compared as they run here."""
+    a, b = flatten(_kernels_as_run(old)), flatten(_kernels_as_run(new))
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 

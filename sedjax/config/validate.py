@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from sedjax import models, recipes
 from sedjax.data import split_roles
 from sedjax.metrics import tuning
-from sedjax.models import layers, time_grid
+from sedjax.models import dropout, kernels, layers, time_grid
 from sedjax.runtime.cli import ConfigError
 
 CHOICES = {  # field -> allowed values (config.recipe: any registered recipe, checked below)
@@ -159,13 +159,26 @@ def _check_model(config) -> None:
     if time_grid.output_frames(config.features.num_frames, model) < 1:
         raise ConfigError(f"model.pool_sizes: time pooling x{time_grid.time_pooling(model)} leaves "
                           f"no output frame of {config.features.num_frames} input frames")
-    chunk = _get(config, "model.first_block_chunk_frames")
-    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0:
-        raise ConfigError(f"model.first_block_chunk_frames: expected a number of frames >= 0 "
-                          f"(0: the first block whole), got {chunk!r}")
+    _check_kernels(config)
     if model.embeddings.dir and model.arch != "desed_crnn":
         raise ConfigError(f"model.embeddings.dir: pre-extracted embeddings need model.arch "
                           f"'desed_crnn', not {model.arch!r}")
+
+
+def _check_kernels(config) -> None:
+    # the CPU kernels' settings (sedjax.models.kernels): each takes 'auto'
+    fold = _get(config, "model.fold_batch_norm")
+    if not isinstance(fold, bool) and fold != kernels.AUTO:
+        raise ConfigError(f"model.fold_batch_norm: expected True, False or 'auto', got {fold!r}")
+    chunk = _get(config, "model.first_block_chunk_frames")
+    if chunk != kernels.AUTO and (not isinstance(chunk, int) or isinstance(chunk, bool)
+                                  or chunk < 0):
+        raise ConfigError(f"model.first_block_chunk_frames: expected a number of frames >= 0 "
+                          f"(0: the first block whole) or 'auto', got {chunk!r}")
+    masks = _get(config, "model.dropout_masks")
+    if masks not in (*dropout.MASKS, kernels.AUTO):
+        raise ConfigError(f"model.dropout_masks: unknown value {masks!r}; choose one of "
+                          f"{', '.join(map(repr, (*dropout.MASKS, kernels.AUTO)))}")
 
 
 def _check_resample_copy(config) -> None:

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sedjax.models import conv_pool
+from sedjax.models import conv_pool, kernels
 from sedjax.models.dropout import Dropout
 from sedjax.models.layers import ConvBlock, glorot, pool_frames
 
@@ -60,9 +60,11 @@ class CRNN(nn.Module):
     dtype: Any = jnp.float32
     axis_name: str | None = None
     ordered_reductions: bool = False  # see sedjax.runtime.sharding.device_mean
+    # the CPU kernels (sedjax.models.kernels; from_config resolves model.* 'auto'):
     fold_batch_norm: bool = True  # the first block's BatchNorm folded into its conv (training)
     # the first block's conv -> pool -> ReLU computed this many frames at a time (0: whole)
     first_block_chunk_frames: int = conv_pool.DEFAULT_CHUNK_FRAMES
+    dropout_masks: str = "hash"  # sedjax.models.dropout.MASKS
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -71,11 +73,12 @@ class CRNN(nn.Module):
             x = ConvBlock(features, self.conv_kernel, pool, self.conv_dropout, self.bn_momentum,
                           self.bn_epsilon, self.conv_impl, self.dtype, self.axis_name,
                           self.ordered_reductions, self.fold_batch_norm,
-                          self.first_block_chunk_frames)(x, train)
+                          self.first_block_chunk_frames, self.dropout_masks)(x, train)
         b, t, f, c = x.shape
         x = x.reshape(b, t, f * c)  # frequency pooled to 1: (B, T', 64)
         # Keras' GRU input dropout: one mask per sequence, shared by all time steps
-        x = Dropout(self.gru_input_dropout, broadcast_dims=(1,), deterministic=not train)(x)
+        x = Dropout(self.gru_input_dropout, broadcast_dims=(1,), deterministic=not train,
+                    masks=self.dropout_masks)(x)
         x = BiGRU(self.gru_units, self.gru_unroll, self.dtype)(x)
         logits = nn.Dense(self.num_classes, kernel_init=glorot, dtype=self.dtype)(x)
         frames = nn.sigmoid(logits.astype(jnp.float32))
@@ -101,5 +104,4 @@ def from_config(model_config, num_classes: int, axis_name: str | None = None,
                 gru_unroll=m.gru_unroll, pooling=m.pooling, conv_impl=m.conv_impl,
                 dtype=jnp.dtype(m.dtype), axis_name=axis_name,
                 ordered_reductions=ordered_reductions,
-                fold_batch_norm=m.fold_batch_norm,
-                first_block_chunk_frames=m.first_block_chunk_frames)
+                **kernels.chosen(m))

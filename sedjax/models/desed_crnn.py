@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sedjax.models import layers
+from sedjax.models import kernels, layers
 from sedjax.models.dropout import Dropout
 
 
@@ -73,7 +73,7 @@ class GatedConvBlock(layers.ConvBlock):
         gate = torch_uniform(self.features)
         x = nn.Dense(self.features, kernel_init=gate, bias_init=gate, dtype=self.dtype,
                      name="glu")(x) * nn.sigmoid(x)
-        x = Dropout(self.dropout, deterministic=not train)(x)
+        x = Dropout(self.dropout, deterministic=not train, masks=self.dropout_masks)(x)
         return avg_pool(x, tuple(self.pool))
 
 
@@ -144,6 +144,7 @@ class DesedCRNN(nn.Module):
     dtype: Any = jnp.float32
     axis_name: str | None = None
     ordered_reductions: bool = False
+    dropout_masks: str = "hash"  # sedjax.models.dropout.MASKS (sedjax.models.kernels)
 
     @nn.compact
     def __call__(self, x, train: bool = False, embeddings=None):
@@ -151,7 +152,8 @@ class DesedCRNN(nn.Module):
         for features, pool in zip(self.conv_features, self.pool_sizes):
             x = GatedConvBlock(features, self.conv_kernel, pool, self.conv_dropout,
                                self.bn_momentum, self.bn_epsilon, self.conv_impl, self.dtype,
-                               self.axis_name, self.ordered_reductions)(x, train)
+                               self.axis_name, self.ordered_reductions,
+                               dropout_masks=self.dropout_masks)(x, train)
         b, t, f, c = x.shape
         x = x.reshape(b, t, f * c)  # frequency pooled to 1: (B, T', channels)
         if embeddings is not None:
@@ -159,7 +161,8 @@ class DesedCRNN(nn.Module):
             e = jnp.einsum("ol,bld->bod", pool, embeddings.astype(self.dtype))
             x = jnp.concatenate([x, e], axis=-1)
             # DESED_task drops out the joined features before cat_tf (its one `dropout` module)
-            x = Dropout(self.head_dropout, deterministic=not train, name="embeddings_dropout")(x)
+            x = Dropout(self.head_dropout, deterministic=not train, masks=self.dropout_masks,
+                        name="embeddings_dropout")(x)
             init = torch_uniform(x.shape[-1])
             x = nn.Dense(f * c, kernel_init=init, bias_init=init, dtype=self.dtype,
                          name="embeddings_projection")(x)
@@ -168,7 +171,7 @@ class DesedCRNN(nn.Module):
                 [TorchGRU(self.gru_units, reverse, self.gru_unroll, self.dtype,
                           name=f"gru{layer}_{'backward' if reverse else 'forward'}")(x)
                  for reverse in (False, True)], axis=-1)
-        x = Dropout(self.head_dropout, deterministic=not train)(x)
+        x = Dropout(self.head_dropout, deterministic=not train, masks=self.dropout_masks)(x)
         init = torch_uniform(x.shape[-1])
         logits = nn.Dense(self.num_classes, kernel_init=init, bias_init=init, dtype=self.dtype,
                           name="dense")(x)
@@ -193,4 +196,5 @@ def from_config(model_config, num_classes: int, axis_name: str | None = None,
                      gru_layers=m.gru_layers, gru_unroll=m.gru_unroll,
                      head_dropout=m.head_dropout, pooling=m.pooling, conv_impl=m.conv_impl,
                      dtype=jnp.dtype(m.dtype), axis_name=axis_name,
-                     ordered_reductions=ordered_reductions)
+                     ordered_reductions=ordered_reductions,
+                     dropout_masks=kernels.choose("dropout_masks", m.dropout_masks))

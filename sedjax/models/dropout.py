@@ -1,4 +1,6 @@
-"""Dropout whose mask comes from a counter hash (the same rate, scaling and API as flax's).
+"""Dropout whose mask comes from a counter hash (the same rate, scaling and API as flax's), or
+from flax's own threefry draw (masks='threefry', what model.dropout_masks 'auto' picks off
+the CPU: sedjax.models.kernels).
 
 Why: threefry spends 20 rounds per 64 bits where a mask needs a comparison, a share of the
 CPU step for the first conv block's masks (student and teacher; docs/speed.md).
@@ -46,13 +48,18 @@ def keep_mask(key: jax.Array, keep: float, shape: Sequence[int]) -> jax.Array:
     return (halves < jnp.uint16(min(round(keep * _LEVELS), _LEVELS - 1))).reshape(shape)
 
 
+MASKS = ("hash", "threefry")
+
+
 class Dropout(nn.Module):
     """flax.linen.Dropout's interface: rate, broadcast_dims (axes sharing one mask value),
-    deterministic; randomness from the 'dropout' collection."""
+    deterministic; randomness from the 'dropout' collection. masks: 'hash' (keep_mask) or
+    'threefry' (jax.random.bernoulli, as flax.linen.Dropout draws it)."""
 
     rate: float
     broadcast_dims: Sequence[int] = ()
     deterministic: bool = False
+    masks: str = "hash"
 
     @nn.compact
     def __call__(self, x):
@@ -64,5 +71,11 @@ class Dropout(nn.Module):
         shape = list(x.shape)
         for d in self.broadcast_dims:
             shape[d] = 1
-        mask = keep_mask(self.make_rng("dropout"), keep, shape)
+        if self.masks == "threefry":
+            mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+        elif self.masks == "hash":
+            mask = keep_mask(self.make_rng("dropout"), keep, shape)
+        else:
+            raise ValueError(f"model.dropout_masks: unknown masks {self.masks!r}; choose one "
+                             f"of {MASKS}")
         return jnp.where(jnp.broadcast_to(mask, x.shape), x / keep, jnp.zeros_like(x))

@@ -252,6 +252,7 @@ class ConvBlock(nn.Module):
     ordered_reductions: bool = False
     fold_batch_norm: bool = False
     chunk_frames: int = 0
+    dropout_masks: str = "hash"  # sedjax.models.dropout.MASKS
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -267,7 +268,7 @@ class ConvBlock(nn.Module):
             else:
                 x = conv_and_norm(self, x, train)
             x = nn.relu(max_pool(x, tuple(self.pool)))
-        return Dropout(self.dropout, deterministic=not train)(x)
+        return Dropout(self.dropout, deterministic=not train, masks=self.dropout_masks)(x)
 
 
 def pool_frames(frames: jax.Array, pooling: str, weights: jax.Array | None = None) -> jax.Array:
