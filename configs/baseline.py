@@ -122,6 +122,24 @@ def get_config() -> ml_collections.ConfigDict:
     m.embeddings.dir = ""
     m.embeddings.size = 768  # BEATs
     m.embeddings.frames = 496  # BEATs: 62 time x 8 frequency patches of a 10-s clip
+    # where the embeddings come from: 'files' (the files in `dir`) or 'beats' (computed by
+    # sedjax's BEATs below, once, into <workdir>/features; sedjax/data/beats_embeddings.py)
+    m.embeddings.source = "files"
+    # sedjax's BEATs encoder, for embeddings.source 'beats' and `python -m sedjax.embed`
+    m.beats = ml_collections.ConfigDict()
+    # a converted checkpoint (python -m sedjax.convert beats CKPT OUT: OUT and OUT's .json);
+    # "" = random weights of `size`, which carry no learned information: demos and tests only
+    m.beats.checkpoint = ""
+    # the architecture: 'checkpoint' (the checkpoint's own), or for random weights 'tiny'
+    # (2 layers of 32: demos and tests) or 'base' (BEATs AS2M's 12 layers of 768)
+    m.beats.size = "checkpoint"
+    m.beats.seed = 0  # of the random weights (unused with a checkpoint)
+    # the zeros after a clip shorter than data.clip_seconds: 'none' (encoded as audio, as
+    # DESED_task's extract_embeddings.py does), 'beats' (masked by BEATs' own padding mask)
+    # or 'strict' (masked so that the valid tokens equal the clip alone's)
+    m.beats.padding_mask_rule = "none"
+    m.beats.dtype = "float32"  # of the patches and the transformer: 'float32' or 'bfloat16'
+    m.beats.batch_size = 16  # clips per encoder call
     # frames -> clip output: 'mean' (the seed), 'max', 'linear_softmax' or 'attention'
     m.pooling = "mean"
     m.dtype = "float32"  # compute dtype of matmuls/convs ('bfloat16' keeps float32 params)

@@ -206,9 +206,10 @@ class Detector:
             raise WorkdirError(f"{workdir}: no such workdir")
         config = load_config(workdir)
         _check_config(config, str(workdir / "config.json"))
-        if config.model.embeddings.dir:
-            raise WorkdirError(f"{workdir}: its model reads pre-extracted embeddings "
-                               "(model.embeddings), which new audio does not have")
+        from sedjax.data import embeddings
+        if embeddings.used(config.model):
+            raise WorkdirError(f"{workdir}: its model reads frame embeddings "
+                               "(model.embeddings), which sedjax.detect does not compute")
         tuned = workdir / checkpoint.MODEL_DIR / "postprocess.json"
         if tuned.is_file():  # the post-processing the run chose on validation
             try:

@@ -4,7 +4,9 @@ workdir/
   config.json                  the resolved config
   synthetic/                   generated dataset (data.dataset == 'synthetic')
   item_access_error.log.csv    clips listed in the metadata whose audio is missing
-  features/                    <split>-<hash>.npy log-mel memmaps, stats-<hash>.npy
+  features/                    <split>-<hash>.npy log-mel memmaps, stats-<hash>.npy;
+                               embeddings-<split>-<hash>.npy BEATs frame embeddings
+                               (model.embeddings.source 'beats')
   (the recipe's own folders)   e.g. pass1/, pass2/, pseudo_labels.npy for two_pass
   tensorboard/                 per-epoch scalars (losses, validation score, learning rate)
   model/                       the weights that predicted + normalization (sedjax.detect)
@@ -45,8 +47,8 @@ from absl import logging
 
 from sedjax import recipes
 from sedjax.config import stages, validate
-from sedjax.data import (dataset, embeddings, event_files, features, pipeline, resample,
-                         split_roles, synthetic)
+from sedjax.data import (beats_embeddings, dataset, embeddings, event_files, features,
+                         pipeline, resample, split_roles, synthetic)
 from sedjax.metrics import csebbs, detection, psds, tuning
 from sedjax.models import time_grid
 from sedjax.recipes import common
@@ -132,20 +134,25 @@ def load_features(config, workdir: pathlib.Path, splits: dict) -> tuple[dict, di
     primary = sharding.is_primary()
     arrays = {}
     source = audio_source(config, workdir)
+    e = config.model.embeddings
     for name, split in list(splits.items()):
         feats, frames, unreadable = features.extract_split(
             name, split.paths, split.filenames, config.features, workdir / "features",
             source=source)
+        extra = {}
+        if e.source == "beats":  # computed by sedjax's BEATs, cached beside the features
+            extra["embeddings"], _, not_encoded = beats_embeddings.extract_split(
+                name, split.paths, split.filenames, config, workdir / "features", source)
+            unreadable = {**not_encoded, **unreadable}
         if unreadable:  # the same rows on every process: each read every process's share
             split = splits[name] = dataset.drop_unreadable(
                 split, unreadable, workdir / dataset.ERROR_LOG, write_log=primary)
             keep = np.setdiff1d(np.arange(len(frames)), list(unreadable))
             feats, frames = pipeline.take_rows(feats, keep), frames[keep]
+            extra = {k: pipeline.take_rows(v, keep) for k, v in extra.items()}
         labels = split.weak if split.weak is not None else np.zeros(
             (len(split), len(config.data.classes)), np.float32)
-        extra = {}
-        if config.model.embeddings.dir:  # pre-extracted embeddings (DESED_task's BEATs)
-            e = config.model.embeddings
+        if e.source == "files" and e.dir:  # pre-extracted embeddings (DESED_task's BEATs)
             extra["embeddings"] = embeddings.load(e.dir, name, split.filenames, e.frames,
                                                   e.size)
         arrays[name] = pipeline.SplitArrays(feats, frames, labels, extra)

@@ -39,7 +39,7 @@ def test_an_older_config_json_gets_the_fields_added_since_as_their_defaults():
     del old["runtime"]["compilation_cache"]
     assert set(stages.changed_values(old, new)) == {
         "model.fold_batch_norm", "model.embeddings.dir", "model.embeddings.size",
-        "model.embeddings.frames", "runtime.compilation_cache"}
+        "model.embeddings.frames", "model.embeddings.source", "runtime.compilation_cache"}
     upgraded = config_files.upgrade(old)
     assert stages.changed_values(upgraded, new) == {}
     assert upgraded["model"]["embeddings"] == baseline.get_config().model.embeddings.to_dict()

@@ -35,7 +35,8 @@ SCORING_ONLY = ("postprocess.tune", "evaluation.psds")
 NO_EFFECT = ("runtime.piano_roll_clips", "runtime.log_every_epochs", "runtime.prefetch",
              "runtime.features_on_device", "runtime.device_memory_fraction",
              "runtime.compilation_cache",
-             "data.synthetic.num_workers", "features.num_workers", "features.batch_size")
+             "data.synthetic.num_workers", "features.num_workers", "features.batch_size",
+             "model.beats.batch_size")
 # workdir entries that are not training outputs: inputs, caches, this module's own
 REPLACED = "replaced"
 KEPT = ("config.json", "synthetic", "features", "item_access_error.log.csv", ".sedjax.lock",

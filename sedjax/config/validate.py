@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 
 from sedjax import models, recipes
-from sedjax.data import split_roles
+from sedjax.data import beats_embeddings, split_roles
 from sedjax.metrics import tuning
 from sedjax.models import dropout, kernels, layers, time_grid
 from sedjax.runtime.cli import ConfigError
@@ -28,9 +28,13 @@ CHOICES = {  # field -> allowed values (config.recipe: any registered recipe, ch
     "model.conv_impl": layers.CONV_IMPLS,
     "model.dtype": ("float32", "bfloat16", "float16"),
     "runtime.features_on_device": ("auto", "always", "never"),
+    "model.embeddings.source": beats_embeddings.SOURCES,
+    "model.beats.size": beats_embeddings.SIZES,
+    "model.beats.padding_mask_rule": beats_embeddings.PADDING_MASK_RULES,
+    "model.beats.dtype": beats_embeddings.DTYPES,
 }
 # batch sizes split over the devices (features.batch_size is the frontend's, not sharded)
-_NOT_SHARDED = ("features.batch_size",)
+_NOT_SHARDED = ("features.batch_size", "model.beats.batch_size")
 
 
 def _get(config, dotted: str):
@@ -160,9 +164,53 @@ def _check_model(config) -> None:
         raise ConfigError(f"model.pool_sizes: time pooling x{time_grid.time_pooling(model)} leaves "
                           f"no output frame of {config.features.num_frames} input frames")
     _check_kernels(config)
-    if model.embeddings.dir and model.arch != "desed_crnn":
+    if model.embeddings.source == "files" and model.embeddings.dir and (
+            model.arch != "desed_crnn"):
         raise ConfigError(f"model.embeddings.dir: pre-extracted embeddings need model.arch "
                           f"'desed_crnn', not {model.arch!r}")
+    _check_beats_fields(model.beats)
+    if model.embeddings.source == "beats":
+        check_beats(config)
+
+
+def _check_beats_fields(b) -> None:
+    if isinstance(b.seed, bool) or not isinstance(b.seed, int):
+        raise ConfigError(f"model.beats.seed: expected an integer, got {b.seed!r}")
+    if not isinstance(b.checkpoint, str):
+        raise ConfigError(f"model.beats.checkpoint: expected a file name or '', got "
+                          f"{b.checkpoint!r}")
+    _positive_int("model.beats.batch_size", b.batch_size)
+
+
+def check_beats(config, for_model: bool = True) -> None:
+    """The encoder of model.beats (its checkpoint file and architecture), when it is used:
+    for_model (model.embeddings.source 'beats': its tokens must also fit model.embeddings'
+    size and frames) or by `python -m sedjax.embed` (for_model=False)."""
+    b = config.model.beats
+    _check_beats_fields(b)
+    e = config.model.embeddings
+    if for_model:
+        if config.model.arch != "desed_crnn":
+            raise ConfigError(f"model.embeddings.source: frame embeddings need model.arch "
+                              f"'desed_crnn', not {config.model.arch!r}")
+        if e.dir:
+            raise ConfigError(f"model.embeddings.dir: {e.dir!r} is not read when "
+                              "model.embeddings.source is 'beats' (sedjax computes them); "
+                              "set one of the two")
+    try:
+        arch = beats_embeddings.architecture(b)
+    except beats_embeddings.BeatsSetupError as error:
+        raise ConfigError(str(error)) from None
+    tokens = beats_embeddings.num_tokens(config, arch)
+    if tokens < 1:
+        raise ConfigError(f"data.clip_seconds: {config.data.clip_seconds} s is too short for "
+                          f"one BEATs token row ({arch.input_patch_size} frames of 10 ms)")
+    if for_model and e.size != arch.encoder_embed_dim:
+        raise ConfigError(f"model.embeddings.size: BEATs ({b.checkpoint or b.size}) gives "
+                          f"{arch.encoder_embed_dim} values per token, not {e.size}")
+    if for_model and e.frames != tokens:
+        raise ConfigError(f"model.embeddings.frames: BEATs gives {tokens} tokens per clip of "
+                          f"data.clip_seconds = {config.data.clip_seconds} s, not {e.frames}")
 
 
 def _check_kernels(config) -> None:

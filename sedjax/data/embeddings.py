@@ -6,6 +6,10 @@ unlabel_in_domain, synthetic, validation, test, eval): `<split>.hdf5` as DESED_t
 or `<split>.npz` with the same two arrays. Rows are matched to the split's clips by file name
 without extension (DESED_task stores the wav stem); DESED_task's names map as weak_train ->
 weak, unlabeled_train -> unlabel_in_domain, synth_train -> synthetic, devtest -> validation.
+`python -m sedjax.embed` writes such files from sedjax's own BEATs.
+
+With `model.embeddings.source = 'beats'` a run computes the embeddings itself instead
+(sedjax.data.beats_embeddings); `used` says whether a model reads embeddings at all.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ import numpy as np
 from sedjax.data.dataset import AUDIO_EXTENSIONS, DatasetError
 
 
-def _stem(name: str) -> str:
+def used(model_config) -> bool:
+    """Whether config.model reads frame embeddings: computed by sedjax's BEATs
+    (embeddings.source 'beats') or read from files (source 'files' and a dir)."""
+    e = model_config.embeddings
+    return e.source == "beats" or bool(e.dir)
+
+
+def stem(name: str) -> str:
     """A clip's name without its audio extension ('Y1_0.000_10.000.wav' -> 'Y1_0.000_10.000')."""
     path = pathlib.Path(name)
     return path.stem if path.suffix.lower() in AUDIO_EXTENSIONS else path.name
@@ -55,12 +66,12 @@ def load(folder, split: str, filenames: Sequence[str], frames: int, size: int) -
         raise DatasetError(f"{path}: frame_embeddings of shape {values.shape} for "
                            f"{len(names)} filenames; expected (N, {size}, {frames}) "
                            "(model.embeddings.size, model.embeddings.frames)")
-    row = {_stem(n): i for i, n in enumerate(names)}
-    missing = [f for f in filenames if _stem(f) not in row]
+    row = {stem(n): i for i, n in enumerate(names)}
+    missing = [f for f in filenames if stem(f) not in row]
     if missing:
         raise DatasetError(f"{path}: no embeddings for {len(missing)} clips of split "
                            f"{split!r}, e.g. {missing[0]}")
-    index = [row[_stem(f)] for f in filenames]
+    index = [row[stem(f)] for f in filenames]
     out = np.ascontiguousarray(np.asarray(values[index], np.float32).transpose(0, 2, 1))
     bad = np.flatnonzero(~np.isfinite(out).all(axis=(1, 2)))
     if len(bad):  # a NaN would reach every weight through the GRU

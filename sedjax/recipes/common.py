@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax.data import dataset, pipeline
+from sedjax.data import dataset, embeddings, pipeline
 from sedjax.metrics import detection, sed_eval_scores
 from sedjax import models
 from sedjax.models import time_grid
@@ -144,9 +144,10 @@ def init_state(config, section: str, *, rampup_steps: int = 0) -> state_lib.Trai
                              ordered_reductions=ordered_reductions(config))
     rng = streams.key(config.seed, config.recipe, section, "init")
     e = config.model.embeddings
+    embeddings_shape = (e.frames, e.size) if embeddings.used(config.model) else None
     state = state_lib.create_train_state(rng, model, config[section],
                                          (config.features.num_frames, config.features.n_mels),
-                                         rampup_steps, (e.frames, e.size) if e.dir else None)
+                                         rampup_steps, embeddings_shape)
     logging.info("%s model: %d parameters", section, models.count_params(state.params))
     return state
 
