@@ -103,7 +103,7 @@ def main(argv) -> int:
                                 "--format=npz)") from None
     import numpy as np
 
-    from sedjax import run
+    from sedjax.data import prepare
     from sedjax.config import validate
     from sedjax.data import beats_embeddings
     from sedjax.runtime import workdir_lock
@@ -115,8 +115,8 @@ def main(argv) -> int:
     out = pathlib.Path(FLAGS.out) if FLAGS.out else workdir / "embeddings"
     workdir.mkdir(parents=True, exist_ok=True)
     with workdir_lock.hold(workdir):
-        splits = run.list_data(config, workdir)
-        source = run.audio_source(config, workdir)
+        splits = prepare.list_data(config, workdir)
+        source = prepare.audio_source(config, workdir)
         for name, split in splits.items():
             tokens, valid, errors = beats_embeddings.extract_split(
                 name, split.paths, split.filenames, config, workdir / "features", source)

@@ -30,7 +30,7 @@ import soundfile
 
 from configs import tiny, tiny_desed
 from sedjax import detect, run
-from sedjax.data import dataset, embeddings, synthetic
+from sedjax.data import dataset, embeddings, prepare, synthetic
 from sedjax.runtime import cli
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -100,7 +100,7 @@ def templates(tmp_path_factory):
         config = _tiny_config(layout)
         synthetic.ensure_dataset(config.data, base / "data")
         config = _real(config, base / "data")
-        run.load_data(config, base / "work")
+        prepare.load_data(config, base / "work")
         out[layout] = base / "data", base / "work"
     return out
 
@@ -220,7 +220,7 @@ def test_a_corrupt_metadata_file_runs_or_names_its_line(templates, tmp_path, lay
     config, root, work = _copy(templates, layout, tmp_path)
     path = root / (STRONG if kind == "strong" else WEAK)[layout]
     path.write_bytes(change(path.read_bytes()))
-    outcome = attempt("metadata", lambda: run.load_data(config, work), work)
+    outcome = attempt("metadata", lambda: prepare.load_data(config, work), work)
     _check(outcome, expected, path, caplog.text)
 
 
@@ -246,9 +246,9 @@ def test_durations_file_missing_a_listed_clip(templates, tmp_path):
     durations = root / dataset.DURATIONS["validation"]
     listed = _lines(root / STRONG["desed"])[_row(_lines(root / STRONG["desed"]))].split("\t")[0]
     _edit(durations, lambda ls: [line for line in ls if not line.startswith(listed)])
-    outcome = attempt("metadata", lambda: run.load_data(config, work), work)
+    outcome = attempt("metadata", lambda: prepare.load_data(config, work), work)
     assert outcome.kind == "ran"
-    splits, _ = run.load_data(config, work)
+    splits, _ = prepare.load_data(config, work)
     assert listed in splits["validation"].filenames
 
 
@@ -286,7 +286,7 @@ def test_mutated_metadata_runs_or_stops_with_one_line(templates, tmp_path_factor
         config, root, work = _copy(templates, layout, tmp_path_factory.mktemp("case"))
         path = root / (STRONG if kind == "strong" else WEAK)[layout]
         path.write_bytes(_mutate(path.read_bytes(), mutations))
-        outcome = attempt("generated", lambda: run.load_data(config, work), work)
+        outcome = attempt("generated", lambda: prepare.load_data(config, work), work)
         if outcome.kind == "error":  # names the file it could not read (or the split's)
             assert str(root) in outcome.message, outcome.message
     one()
@@ -337,11 +337,11 @@ def test_bad_audio_is_read_or_skipped_and_logged(templates, tmp_path, case):
     write(root / "audio" / "test" / name)
     meta = root / STRONG["dcase2018"]
     _edit(meta, lambda ls: ls + [f"{name}\t0.5\t1.5\tDog"])
-    outcome = attempt("audio", lambda: run.load_data(config, work), work)
+    outcome = attempt("audio", lambda: prepare.load_data(config, work), work)
     assert outcome.kind == "ran", outcome.message
     log = (work / dataset.ERROR_LOG)
     logged = [r for r in log.read_text().splitlines() if r.startswith(name)] if log.exists() else []
-    splits, arrays = run.load_data(config, work)
+    splits, arrays = prepare.load_data(config, work)
     if expected == "ran":
         assert not logged and name in splits["test"].filenames
         row = splits["test"].filenames.index(name)

@@ -137,7 +137,7 @@ def test_score_is_computed_and_consistent(workdir):
 def test_pseudo_labels_are_the_kept_pass1_models_decisions(workdir):
     """pseudo_labels.npy: the best pass-1 checkpoint's clip probabilities on the unlabelled
     clips, recomputed here from that checkpoint, at the thresholds results.json reports."""
-    from sedjax import run
+    from sedjax.data import prepare
     from sedjax.config import config_files
     from sedjax.data import dataset, pipeline
     from sedjax.recipes import common
@@ -149,8 +149,8 @@ def test_pseudo_labels_are_the_kept_pass1_models_decisions(workdir):
     mesh = sharding.make_mesh()
     splits = dataset.load_dataset(path / "synthetic", config.data.classes, path,
                                   write_log=False)
-    splits, arrays = run.load_features(config, path, splits)  # the run's cached features
-    stats = run.normalization_stats(config, splits, arrays, path)
+    splits, arrays = prepare.load_features(config, path, splits)  # the run's cached features
+    stats = prepare.normalization_stats(config, splits, arrays, path)
     unlabelled = pipeline.Batches(arrays["unlabel_in_domain"], mesh, stats, config.runtime)
     runs = runs_lib.Runs(config, mesh)
     ckpts = checkpoint.PassCheckpoints(path / "pass1")

@@ -9,6 +9,7 @@ import pytest
 from configs import baseline, tiny
 from sedjax import run
 from sedjax.config import config_files, stages
+from sedjax.data import prepare
 
 
 def test_values_are_sorted_into_the_stages_they_feed():
@@ -138,11 +139,11 @@ def test_feature_caches_are_keyed_by_where_the_audio_came_from(tmp_path):
     sources = []
     for root in ("a", "b"):
         config.data.root = str(tmp_path / root)
-        sources.append(run.audio_source(config, tmp_path / "workdir"))
+        sources.append(prepare.audio_source(config, tmp_path / "workdir"))
     assert sources[0] != sources[1]
     config.data.dataset = "synthetic"
     for seed, folder in ((1, "one"), (2, "two")):
         (tmp_path / folder / "synthetic").mkdir(parents=True)
         (tmp_path / folder / "synthetic" / ".complete").write_text(f"seed={seed}")
-    one, two = (run.audio_source(config, tmp_path / f) for f in ("one", "two"))
+    one, two = (prepare.audio_source(config, tmp_path / f) for f in ("one", "two"))
     assert one != two

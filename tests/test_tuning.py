@@ -66,12 +66,12 @@ def test_apply_puts_per_class_lengths_into_a_copy_even_of_an_int_typed_field():
 
 
 def test_a_rerun_without_tuning_removes_the_stale_tuned_lengths(tmp_path):
-    from sedjax import run
+    from sedjax.recipes import scoring
 
     for folder in (tmp_path, tmp_path / "model"):
         folder.mkdir(exist_ok=True)
         (folder / "postprocess.json").write_text('{"median_filter": [3, 1, 1]}')
-    config, tuned = run.choose_postprocess(_config(grid=()), tmp_path, {}, {})
+    config, tuned = scoring.choose_postprocess(_config(grid=()), tmp_path, {}, {})
     assert tuned is None and config.postprocess.median_filter == 1
     assert not list(tmp_path.rglob("postprocess.json"))  # sedjax.detect would use them
 

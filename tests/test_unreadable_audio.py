@@ -12,7 +12,7 @@ import pytest
 import soundfile
 
 from configs import tiny
-from sedjax import run
+from sedjax.data import prepare
 from sedjax.data import audio, dataset, features, pipeline
 from sedjax.runtime import files, sharding
 
@@ -254,7 +254,7 @@ def read_log(workdir: pathlib.Path) -> list[list[str]]:
 def test_load_data_drops_the_bad_clips_logs_them_and_keeps_the_good_features(tmp_path):
     config = data_config(dcase_folder(tmp_path / "dcase", ORDER + ["gone.wav"], ["mono.wav"],
                                       ["three_s.wav"]))
-    splits, arrays = run.load_data(config, tmp_path / "work")
+    splits, arrays = prepare.load_data(config, tmp_path / "work")
     good = [n for n in ORDER if n in GOOD]
     weak = splits["weak"]
     assert weak.filenames == good and [p.name for p in weak.paths] == good
@@ -272,7 +272,7 @@ def test_load_data_drops_the_bad_clips_logs_them_and_keeps_the_good_features(tmp
     np.testing.assert_array_equal(arrays["weak"].frames, alone_frames)
     np.testing.assert_array_equal(np.asarray(arrays["weak"].features), alone)
     # normalization statistics read the view like a memmap
-    stats = run.normalization_stats(config, splits, arrays, tmp_path / "work")
+    stats = prepare.normalization_stats(config, splits, arrays, tmp_path / "work")
     assert np.isfinite(stats).all()
 
 
@@ -282,7 +282,7 @@ def test_a_split_with_nothing_readable_is_a_dataset_error(tmp_path):
     with pytest.raises(dataset.DatasetError,
                        match=r"audio/train/unlabel_in_domain: none of the 2 audio files of split "
                              r"'unlabel_in_domain' can be read \(e.g. corrupt.wav: cannot "):
-        run.load_data(data_config(root), tmp_path / "work")
+        prepare.load_data(data_config(root), tmp_path / "work")
     assert [row[0] for row in read_log(tmp_path / "work")[1:]] == ["corrupt.wav",
                                                                    "zero_bytes.wav"]
 
@@ -291,7 +291,7 @@ def test_only_the_primary_process_writes_the_error_log(tmp_path, monkeypatch):
     root = dcase_folder(tmp_path / "dcase", ["mono.wav", "corrupt.wav", "gone.wav"],
                         ["mono.wav"], ["mono.wav"])
     monkeypatch.setattr(sharding, "is_primary", lambda: False)
-    splits, _ = run.load_data(data_config(root), tmp_path / "work")
+    splits, _ = prepare.load_data(data_config(root), tmp_path / "work")
     assert splits["weak"].filenames == ["mono.wav"]
     assert not (tmp_path / "work" / dataset.ERROR_LOG).exists()
 
