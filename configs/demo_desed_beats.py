@@ -7,8 +7,8 @@ through sedjax.models.beats once, and the tokens are cached in <workdir>/feature
 32, 4 heads) with RANDOM weights, so that the whole pipeline runs on a 2-core CPU in minutes:
 its embeddings carry no learned information, and scores show the pipeline, not what BEATs
 brings. For that, convert a BEATs checkpoint (python -m sedjax.convert beats CKPT OUT) and run
-configs/desed_baseline.py with --config.model.embeddings.source=beats
---config.model.beats.checkpoint=OUT (docs/desed.md).
+configs/desed_beats.py (DESED_task's BEATs system) with --config.model.beats.checkpoint=OUT
+(docs/desed.md).
 
 The data and the schedule are smaller than demo_desed.py's (fewer clips, 60 steps), for a run
 of a few minutes; `:tiny` is tiny_desed.py's sizes (8 clips per split of 2 s, 4 steps), what

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# What one accelerator gives sedjax, in under 8 minutes (after `pip install -e .`): train-step
+# What one accelerator gives sedjax, in about 8 minutes (after `pip install -e .`): train-step
 # clips/s of the seed and DESED CRNNs (float32, bfloat16, batch 24-512), K runs per program,
-# log-mel on the device against librosa, a DCASE-scale synthetic run of each recipe with the
-# full schedule extrapolated, device kind and peak memory. One table on stdout; the JSON goes to
-# ./device_check.json (rewritten after every section) unless --json=PATH is given.
+# log-mel on the device against librosa, the BEATs encoder (float32, bfloat16), a DCASE-scale
+# synthetic run of each recipe with the full schedule extrapolated, device kind and peak
+# memory. One table on stdout; the JSON goes to ./device_check.json (rewritten after every
+# section) unless --json=PATH is given.
 #   launch/device_check.sh                     # on the GPU / TPU host
 #   launch/device_check.sh --json=/tmp/dc.json --tiny   # the same code at tiny sizes (CPU)
 # Any other flag goes to `python -m sedjax.device_check` (--budget_s, --batch_sizes, --sections).

@@ -1,5 +1,5 @@
 """Speed bench (python -m sedjax.bench): train step vs PyTorch, roofline, runs per program, log-mel
-vs librosa, stages.
+vs librosa, stages; with --beats, the BEATs encoder against the reference PyTorch BEATs.
 
 The default (no flags) is sized to finish in a few minutes on a 2-core CPU: one small batch
 size, the seed CRNN against PyTorch, the roofline line, log-mel on a few clips. `--full` gives
@@ -16,6 +16,7 @@ if __name__ == "__main__":  # before the heavy imports; both models then share t
     host.reexec_with_huge_pages("sedjax.bench")
 
 import concurrent.futures as futures
+import dataclasses
 import functools
 import json
 import multiprocessing
@@ -100,6 +101,23 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                       flag_values=fv)
     flags.DEFINE_bool("skip_pipeline", False, "No pipeline timing, even with --full.",
                       flag_values=fv)
+    flags.DEFINE_bool("beats", False, "Only the BEATs encoder: embeddings/s of sedjax's JAX "
+                      "BEATs against the reference PyTorch BEATs module (DESED_task's "
+                      "local/beats, from --desed_task) with the same random weights, float32, "
+                      "after checking that both give the same embeddings.", flag_values=fv)
+    flags.DEFINE_integer("beats_clips", 4, "Clips per encoder call of --beats.", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_float("beats_seconds", 10.0, "Seconds per clip of --beats.", lower_bound=0.2,
+                       flag_values=fv)
+    flags.DEFINE_enum("beats_size", "base", list(BEATS_SIZES), "--beats' architecture: 'base' "
+                      "(BEATs AS2M's: 12 layers x 768) or 'tiny' (2 layers x 32: tests).",
+                      flag_values=fv)
+    flags.DEFINE_integer("beats_repeats", 5, "Timed calls of --beats per encoder; the median "
+                         "is reported (after --warmup untimed calls).", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_string("desed_task", None, "A DESED_task checkout, whose recipes/"
+                        "dcase2023_task4_baseline/local/beats is --beats' reference (default: "
+                        "$SEDJAX_DESED_TASK).", flag_values=fv)
 
 
 def _torch_reference():
@@ -389,6 +407,221 @@ def pipeline_bench(config) -> dict:
             "test_event_f1_macro": summary["test"]["event_based"]["f_measure_macro"]}
 
 
+# ---------------------------------------------------------------------------- BEATs
+# |sedjax - reference| of the bench's embeddings, float32: 99.9 % of the values within
+# BEATS_TOL, every value within BEATS_TOL_MAX. Both are float32 computations of the same
+# function; now and then a value goes further than 1e-4 apart (up to ~3e-4, |embedding| up to
+# ~4), where either one's rounding is as far from a float64 computation (measured with torch in
+# float64). A wrong weight or layer moves most values by far more.
+BEATS_TOL, BEATS_TOL_MAX = 1e-4, 1e-3
+BEATS_SIZES = ("base", "tiny")  # AS2M's architecture (12 layers x 768) or BeatsConfig.tiny
+BEATS_RECIPE_DIR = os.path.join("recipes", "dcase2023_task4_baseline", "local", "beats")
+
+
+class BeatsMismatchError(RuntimeError):
+    """sedjax's BEATs and the reference give different embeddings: the bench would time two
+    different models."""
+
+
+def beats_architecture(size: str, dtype: str = "float32"):
+    """sedjax.models.beats.BeatsConfig of `size` ('base': AS2M's, 'tiny') with `dtype`."""
+    from sedjax.models import beats
+
+    if size not in BEATS_SIZES:
+        raise cli.UserError(f"BEATs size {size!r}: use one of {BEATS_SIZES}")
+    config = beats.BeatsConfig() if size == "base" else beats.BeatsConfig.tiny()
+    return dataclasses.replace(config, dtype=dtype)
+
+
+def beats_params(config, seed: int = 0):
+    """Random parameters of sedjax's Beats(config), drawn from `seed` (shapes do not depend on
+    the input's length: a 20-frame input draws them)."""
+    from sedjax.models import beats
+
+    dummy = np.zeros((1, beats.FRAME_LENGTH + 19 * beats.FRAME_SHIFT), np.float32)
+    return jax.jit(beats.Beats(config).init)(jax.random.PRNGKey(seed), dummy)["params"]
+
+
+def noise_clips(n: int, samples: int, seed: int = 0) -> np.ndarray:
+    """(n, samples) float32 Gaussian noise, each clip at its own level (std 0.05-0.2). The
+    encoders' cost does not depend on what the clips hold; on noise, unlike on pure tones, no
+    fbank band lies 50-60 dB below its frame's peak, where float32 FFT rounding differs."""
+    rng = np.random.default_rng(seed)
+    levels = rng.uniform(0.05, 0.2, (n, 1))
+    return (rng.standard_normal((n, samples)) * levels).astype(np.float32)
+
+
+def beats_reference(root: str | None = None):
+    """(the reference's `BEATs` module, None) from DESED_task's local/beats (root: a DESED_task
+    checkout, default $SEDJAX_DESED_TASK), or (None, why not)."""
+    root = root or os.environ.get("SEDJAX_DESED_TASK")
+    if not root:
+        return None, ("SEDJAX_DESED_TASK is not set (a DESED_task checkout holds the reference "
+                      "BEATs module)")
+    folder = os.path.join(os.path.expanduser(root), BEATS_RECIPE_DIR)
+    if not os.path.isfile(os.path.join(folder, "BEATs.py")):
+        return None, f"{root}: no {os.path.join(BEATS_RECIPE_DIR, 'BEATs.py')}"
+    if _torch_reference() is None:
+        return None, "torch is not installed (pip install -e '.[reference]')"
+    import importlib
+    import importlib.util
+    import sys
+
+    # the checkout's local/beats as a package of its own name: nothing on sys.path changes
+    name = "_sedjax_reference_beats"
+    try:
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(
+                name, os.path.join(folder, "__init__.py"), submodule_search_locations=[folder])
+            package = importlib.util.module_from_spec(spec)
+            sys.modules[name] = package
+            spec.loader.exec_module(package)
+        return importlib.import_module(f"{name}.BEATs"), None
+    except Exception as e:  # noqa: BLE001  (torchaudio missing, ...: the JAX side still runs)
+        sys.modules.pop(name, None)
+        return None, f"cannot import {folder}/BEATs.py ({type(e).__name__}: {e})"
+
+
+def torch_beats(module, config, params):
+    """The reference BEATs(BEATsConfig(cfg)) of `config` with sedjax's `params` (converted by
+    sedjax.interop.beats_checkpoint, loaded strictly), in eval mode."""
+    import torch
+
+    from sedjax.interop import beats_checkpoint
+
+    import logging as std_logging
+    import warnings
+
+    cfg = {**config.beats_cfg(), "finetuned_model": False}
+    std_logging.getLogger(module.__name__).setLevel(std_logging.WARNING)  # its config dump
+    with warnings.catch_warnings():  # torch.nn.utils.weight_norm's deprecation
+        warnings.simplefilter("ignore", FutureWarning)
+        model = module.BEATs(module.BEATsConfig(cfg)).eval()
+    state = beats_checkpoint.state_dict_from_params(params, cfg)
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    return model
+
+
+def beats_bench(clips: int = 4, seconds: float = 10.0, size: str = "base",
+                dtype: str = "float32", warmup: int = 1, repeats: int = 5, seed: int = 0,
+                reference: bool | str = True, desed_task: str | None = None,
+                on_line: Callable | None = None) -> dict:
+    """Embeddings/s (clips/s) of sedjax's jitted BEATs encoder and of the reference PyTorch
+    BEATs module (DESED_task's local/beats: BEATs.extract_features, as its
+    extract_embeddings.py calls it, in torch.inference_mode) on one batch of `clips` noise
+    clips (noise_clips) of `seconds` at 16 kHz, with the same random weights (sedjax's init
+    from `seed`, converted); each after `warmup` untimed calls, the median of `repeats` timed
+    calls.
+
+    Before timing, both encoders' embeddings of the batch must agree (float32: 99.9 % of the
+    values within BEATS_TOL, all within BEATS_TOL_MAX; BeatsMismatchError otherwise). Without
+    the reference (`reference` False or a string saying why, no torch, no checkout at
+    desed_task / $SEDJAX_DESED_TASK, or dtype bfloat16): the JAX side alone, and
+    'reference_note' says why. on_line(text) gets each printed line."""
+    from sedjax.models import beats
+
+    say_line = on_line or (lambda text: None)
+    config = beats_architecture(size, dtype)
+    params = beats_params(config, seed)
+    waves = noise_clips(clips, int(round(seconds * beats.SAMPLE_RATE)), seed)
+    module, note = (beats_reference(desed_task) if reference is True else
+                    (None, reference or "not asked for"))
+    if module is not None and dtype != "float32":
+        module, note = None, f"the reference runs float32 only (sedjax {dtype})"
+    tokens = beats.num_tokens(waves.shape[1], config.input_patch_size)
+    out = {"size": size, "layers": config.encoder_layers, "width": config.encoder_embed_dim,
+           "heads": config.encoder_attention_heads, "params": models.count_params(params),
+           "clips": clips, "seconds": seconds, "tokens": tokens, "dtype": dtype, "seed": seed,
+           "warmup": warmup, "repeats": repeats, "clips_per_s": {"sedjax": None, "torch": None},
+           "speedup": None, "max_abs_diff": None, "abs_diff_999": None,
+           "tolerance": {"abs_diff_999": BEATS_TOL, "max_abs_diff": BEATS_TOL_MAX},
+           "reference": None, "reference_note": note, "torch_threads": None}
+    encode = jax.jit(lambda p, x: beats.Beats(config).apply({"params": p}, x)[0]
+                     .astype(jnp.float32))
+    x = jnp.asarray(waves)
+    ours = np.asarray(encode(params, x))  # also compiles: never timed
+    say_line(f" BEATs {size}: {config.encoder_layers} layers x {config.encoder_embed_dim} "
+             f"({out['params']:,} parameters, random weights, seed {seed}), {clips} clips of "
+             f"{seconds:g} s ({tokens} tokens each), {dtype}")
+    if module is not None:
+        import torch
+
+        model = torch_beats(module, config, params)
+        source = torch.from_numpy(waves)
+
+        def torch_encode():
+            with torch.inference_mode():
+                return model.extract_features(source)[0]
+        theirs = torch_encode().numpy()
+        if theirs.shape != ours.shape:
+            raise BeatsMismatchError(f"BEATs bench: sedjax's embeddings are {ours.shape}, the "
+                                     f"reference's {theirs.shape}: nothing timed")
+        diff = np.abs(ours.astype(np.float64) - theirs)
+        out.update(max_abs_diff=float(diff.max()),
+                   abs_diff_999=float(np.percentile(diff, 99.9)),
+                   reference=os.path.dirname(module.__file__),
+                   torch_threads=torch.get_num_threads())
+        say_line(f" reference: {out['reference']}/BEATs.py (torch {torch.__version__}, "
+                 f"{out['torch_threads']} threads)\n"
+                 f" |sedjax - reference| over the batch's embeddings (up to "
+                 f"{np.abs(theirs).max():.1f}): max {out['max_abs_diff']:.2e}, 99.9th "
+                 f"percentile {out['abs_diff_999']:.2e}")
+        if not (out["abs_diff_999"] <= BEATS_TOL and out["max_abs_diff"] <= BEATS_TOL_MAX):
+            raise BeatsMismatchError(
+                f"BEATs bench: sedjax's and the reference's embeddings differ (99.9th "
+                f"percentile {out['abs_diff_999']:.2e}, max {out['max_abs_diff']:.2e}; "
+                f"allowed {BEATS_TOL:g}, {BEATS_TOL_MAX:g}): not the same model, nothing timed")
+    else:
+        say_line(f" reference: none, {note}: sedjax alone")
+
+    def run_jax(n):
+        for _ in range(n):
+            y = encode(params, x)
+        y.block_until_ready()
+
+    out["clips_per_s"]["sedjax"] = _rate(run_jax, clips, 1, warmup, repeats)
+    rate = out["clips_per_s"]["sedjax"]
+    say_line(f" {'sedjax (jax.jit)':<24} {rate:>9.2f} clips/s  ({clips / rate:.2f} s a batch)")
+    if module is not None:
+        def run_torch(n):
+            for _ in range(n):
+                torch_encode()
+
+        theirs_rate = _rate(run_torch, clips, 1, warmup, repeats)
+        out["clips_per_s"]["torch"] = theirs_rate
+        out["speedup"] = rate / theirs_rate
+        say_line(f" {'reference (torch)':<24} {theirs_rate:>9.2f} clips/s  "
+                 f"({clips / theirs_rate:.2f} s a batch)\n"
+                 f" sedjax/torch {out['speedup']:.2f}x")
+    return out
+
+
+def run_beats(clips: int = 4, seconds: float = 10.0, size: str = "base", warmup: int = 1,
+              repeats: int = 5, json_path: str | None = None, skip_torch: bool = False,
+              desed_task: str | None = None) -> dict:
+    """`--beats`: the environment and beats_bench (float32), printed; returns (and optionally
+    writes) the figures."""
+    started = time.monotonic()
+    env = environment()
+    v = env["versions"]
+    say(f"== environment\n backend {env['backend']}: {env['device_count']} x "
+        f"{env['device_kind']} | jax {v['jax']}  flax {v['flax']}  "
+        f"torch {v['torch'] or 'not installed'} | {env['cpu_count']} CPUs")
+    say(f"== BEATs encoder, embeddings of {clips} clips of {seconds:g} s a call, clips/s "
+        f"(median of {repeats} calls after {max(warmup, 1)} untimed)")
+    result = {**env, "beats": beats_bench(clips, seconds, size, "float32", warmup, repeats,
+                                          reference=not skip_torch or "skipped (--skip_torch)",
+                                          desed_task=desed_task,
+                                          on_line=say)}
+    result["beats_speedup_vs_torch"] = result["beats"]["speedup"]
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    say(f"== {result['wall_s']:.0f} s in all")
+    if json_path:
+        files.write_text(json_path, json.dumps(result, indent=2))
+        say(f"-> {json_path}")
+    return result
+
+
 def _fmt(x, spec: str = ".1f") -> str:
     return "n/a" if x is None else format(x, spec)
 
@@ -557,6 +790,12 @@ def resolved(fv: flags.FlagValues, name: str):
 def run_with_flags(fv: flags.FlagValues = flags.FLAGS) -> dict:
     """`run` with the parsed values of define_flags' flags (and --full's)."""
     g = functools.partial(resolved, fv)
+    if fv.beats:
+        if fv.dtype != "float32":
+            raise cli.UserError("--beats times float32, the reference's dtype (sedjax's "
+                                "bfloat16 BEATs: python -m sedjax.device_check)")
+        return run_beats(fv.beats_clips, fv.beats_seconds, fv.beats_size, g("warmup"),
+                         fv.beats_repeats, fv.json, fv.skip_torch, fv.desed_task)
     pipeline = g("pipeline") and not fv.skip_pipeline
     return run([int(b) for b in g("batch_sizes")], g("steps"), g("warmup"), g("repeats"),
                g("logmel_clips"), fv.config if pipeline else None, fv.dtype, fv.json,

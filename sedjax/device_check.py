@@ -11,6 +11,8 @@ the check is killed):
   the CPU kernels (sedjax.models.kernels: what model.*'s 'auto' would gain here);
 - runs_per_program: one K-run program against K one-run programs, clips/s (sedjax.bench);
 - logmel: the jnp log-mel frontend on the device against librosa on all host cores;
+- beats: sedjax's BEATs encoder (AS2M's architecture, random weights), float32 and bfloat16,
+  embeddings (clips/s) of a batch of 10-s clips (sedjax.bench.beats_bench, the JAX side only);
 - pipeline: a synthetic run at the real DCASE2018 split sizes (configs/dcase_scale_synthetic.py)
   for a few epochs of each recipe (two_pass, mean_teacher), each in a child process killed at
   its budget: wall time per stage, seconds per epoch, and the full schedule extrapolated
@@ -66,6 +68,7 @@ class Sizes:
     run_counts: Sequence[int]
     runs_batch_size: int
     logmel_clips: int
+    beats: dict  # size, clips per call and seconds per clip of the BEATs section
     epochs: int  # of every training stage of the pipeline runs
     num_frames: dict  # model arch -> input frames of the train-step section (0: the config's)
     pipeline_configs: dict  # recipe -> config file name (configs/<name>.py)
@@ -74,19 +77,23 @@ class Sizes:
 
 FULL = Sizes(batch_sizes=(24, 64, 128, 256, 512), dtypes=("float32", "bfloat16"), steps=10,
              warmup=2, repeats=3, run_counts=(1, 8, 32, 64), runs_batch_size=24,
-             logmel_clips=128, epochs=2, num_frames={"crnn": 0, "desed_crnn": 0},
+             logmel_clips=128, beats={"size": "base", "clips": 16, "seconds": 10.0}, epochs=2,
+             num_frames={"crnn": 0, "desed_crnn": 0},
              pipeline_configs={"two_pass": "dcase_scale_synthetic", "mean_teacher": "mean_teacher"},
-             budgets_s={"train_step": 130, "runs_per_program": 60, "logmel": 40,
+             budgets_s={"train_step": 130, "runs_per_program": 60, "logmel": 40, "beats": 40,
                         "pipeline": 200})
 TINY = Sizes(batch_sizes=(4,), dtypes=("float32", "bfloat16"), steps=1, warmup=1, repeats=1,
-             run_counts=(1, 2), runs_batch_size=4, logmel_clips=2, epochs=1,
+             run_counts=(1, 2), runs_batch_size=4, logmel_clips=2,
+             beats={"size": "tiny", "clips": 2, "seconds": 2.0}, epochs=1,
              num_frames={"crnn": 64, "desed_crnn": 32},
              pipeline_configs={"two_pass": "tiny", "mean_teacher": "tiny_mean_teacher"},
-             budgets_s={"train_step": 60, "runs_per_program": 30, "logmel": 30, "pipeline": 120})
+             budgets_s={"train_step": 60, "runs_per_program": 30, "logmel": 30, "beats": 30,
+                        "pipeline": 120})
 # --tiny's XLA flags (the command's before its backend starts; the pipeline's child processes'):
 # less compile time for a slower step (docs/speed.md)
 FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
-SECTIONS = ("environment", "train_step", "runs_per_program", "logmel", "pipeline", "memory")
+SECTIONS = ("environment", "train_step", "runs_per_program", "logmel", "beats", "pipeline",
+            "memory")
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -95,16 +102,16 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                         "every section).", flag_values=fv)
     flags.DEFINE_bool("tiny", False, "Tiny sizes (CPU): the same code path in a minute or two.",
                       flag_values=fv)
-    flags.DEFINE_float("budget_s", None, "Seconds for the whole check (default: 450, tiny: "
-                       "240); a section starts nothing new past its share or past this.",
+    flags.DEFINE_float("budget_s", None, "Seconds for the whole check (default: 480, tiny: "
+                       "270); a section starts nothing new past its share or past this.",
                        flag_values=fv)
     flags.DEFINE_list("batch_sizes", None, "Global train batch sizes (default: 24,64,128,256,"
                       "512; tiny: 4).", flag_values=fv)
     flags.DEFINE_list("sections", list(SECTIONS[1:-1]), "Sections to run (environment and "
                       "memory always).", flag_values=fv)
     flags.DEFINE_list("section_budgets", [], "Seconds of single sections, e.g. pipeline=1800 "
-                      "(defaults: train_step 130, runs_per_program 60, logmel 40, pipeline 200; "
-                      "tiny: 60, 30, 30, 120).", flag_values=fv)
+                      "(defaults: train_step 130, runs_per_program 60, logmel 40, beats 40, "
+                      "pipeline 200; tiny: 60, 30, 30, 30, 120).", flag_values=fv)
     flags.DEFINE_string("workdir", None, "Folder of the pipeline runs (default: a temporary "
                         "one, removed after).", flag_values=fv)
     flags.DEFINE_string("pipeline_child", None, "(internal) run one pipeline recipe: JSON "
@@ -238,6 +245,27 @@ def logmel_section(sizes: Sizes, deadline: float) -> dict:
     config = config_files.load(config_files.default_path("baseline")).features
     return bench.logmel_bench(sizes.logmel_clips, config, sizes.repeats,
                               on_rate=lambda k, r: say(f" {k:<20} {r:>10.1f} clips/s"))
+
+
+def beats_section(sizes: Sizes, deadline: float) -> dict:
+    """sedjax.bench.beats_bench per dtype (float32, bfloat16): the JAX encoder alone, random
+    weights of sizes.beats['size'] ('base': AS2M's 12 layers x 768); what the deadline leaves
+    out is 'skipped'."""
+    b = sizes.beats
+    rows, skipped = [], []
+    for dtype in sizes.dtypes:
+        name = f"BEATs {b['size']} {dtype}"
+        if time.monotonic() > deadline:
+            skipped.append(name)
+            continue
+        r = bench.beats_bench(b["clips"], b["seconds"], b["size"], dtype, sizes.warmup,
+                              sizes.repeats, reference=False)
+        rows.append({k: r[k] for k in ("size", "dtype", "layers", "width", "params", "clips",
+                                       "seconds", "tokens")}
+                    | {"clips_per_s": r["clips_per_s"]["sedjax"]})
+        say(f" {name:<24} {r['clips_per_s']['sedjax']:>10.2f} clips/s ({b['clips']} clips of "
+            f"{b['seconds']:g} s a call)")
+    return {"rows": rows, "skipped": skipped, "memory": peak_memory()}
 
 
 def pipeline_config(name: str, recipe: str, epochs: int | None, synthetic: dict | None = None):
@@ -404,6 +432,11 @@ def table(data: dict) -> str:
             add(name, "jnp frontend on the device", rates["jax"], "clips/s")
             add(name, f"librosa, {r['workers']} processes", rates["librosa_all_cores"],
                 f"clips/s (device {rates['jax'] / rates['librosa_all_cores']:.2f}x)")
+        elif name == "beats":
+            for row in r["rows"]:
+                add(name, f"BEATs {row['size']} {row['dtype']}, {row['clips']} x "
+                    f"{row['seconds']:g} s clips", row["clips_per_s"], "clips/s (embeddings)",
+                    ".2f")
         elif name == "pipeline":
             for recipe, p in r.items():
                 if "error" in p:
@@ -434,7 +467,7 @@ def run(json_path: str = "device_check.json", tiny: bool = False,
 
     section_budgets: seconds per section name, replacing the defaults (Sizes.budgets_s)."""
     sizes = TINY if tiny else FULL
-    budget_s = budget_s or (240.0 if tiny else 450.0)
+    budget_s = budget_s or (270.0 if tiny else 480.0)
     batch_sizes = list(batch_sizes or sizes.batch_sizes)
     report = Report(json_path, tiny, budget_s)
     env = bench.environment()
@@ -450,6 +483,7 @@ def run(json_path: str = "device_check.json", tiny: bool = False,
         "runs_per_program": lambda d: runs_section(
             sizes, d, report.data["sections"].get("train_step", {}).get("results")),
         "logmel": lambda d: logmel_section(sizes, d),
+        "beats": lambda d: beats_section(sizes, d),
     }
     for name, fn in chosen.items():
         if name in sections:

@@ -266,3 +266,118 @@ def test_bench_without_torch(tmp_path, monkeypatch, capsys):
     # K runs in one program against K one-run programs: the ratio of their clips/s
     assert result["runs_per_program"]["separate_clips_per_s"] == 10.0
     assert result["runs_per_program"]["speedup_vs_separate"] == {"1": 1.0, "2": 3.0}
+
+
+# ---------------------------------------------------------------------------- --beats
+BEATS_TINY = ["bench", "--beats", "--beats_size=tiny", "--beats_clips=2", "--beats_seconds=2",
+              "--beats_repeats=2", "--warmup=1"]
+
+
+def run_beats(tmp_path, *extra):
+    fv = flags.FlagValues()
+    bench.define_flags(fv)
+    out = tmp_path / "beats.json"
+    fv([*BEATS_TINY, f"--json={out}", *extra])
+    returned = bench.run_with_flags(fv)
+    written = json.loads(out.read_text())
+    assert written == json.loads(json.dumps(returned))
+    return written
+
+
+def beats_reference_or_skip():
+    module, why = bench.beats_reference()
+    if module is None:
+        pytest.skip(f"the reference BEATs: {why}")
+    return module
+
+
+def timed_rates(monkeypatch) -> list:
+    """Every bench._rate call's (clips per call, calls, warmup, repeats, clips/s)."""
+    timed, real_rate = [], bench._rate
+
+    def rate(run, clips_per_call, calls, warmup, repeats):
+        r = real_rate(run, clips_per_call, calls, warmup, repeats)
+        timed.append((clips_per_call, calls, warmup, repeats, r))
+        return r
+    monkeypatch.setattr(bench, "_rate", rate)
+    return timed
+
+
+def test_beats_bench_against_the_reference(tmp_path, capsys, monkeypatch):
+    """Both encoders (tiny, the same random weights) give the same embeddings of the bench's
+    batch, then each is timed: two clips a call, 2 repeats after 1 warm-up; the ratio is
+    sedjax's clips/s over the reference's, printed as computed."""
+    beats_reference_or_skip()
+    timed = timed_rates(monkeypatch)
+    result = run_beats(tmp_path)
+    out = capsys.readouterr().out
+    b = result["beats"]
+    assert (b["size"], b["layers"], b["width"], b["clips"], b["seconds"], b["dtype"]) == (
+        "tiny", 2, 32, 2, 2.0, "float32")
+    assert b["tokens"] == 12 * 8  # 198 fbank frames of 2 s: 12 patch rows x 8 band groups
+    assert b["reference"].endswith("recipes/dcase2023_task4_baseline/local/beats")
+    assert b["reference_note"] is None and b["torch_threads"] >= 1
+    # the agreement checked before timing (float32)
+    assert b["abs_diff_999"] <= bench.BEATS_TOL and b["max_abs_diff"] <= bench.BEATS_TOL_MAX
+    assert 0 < b["abs_diff_999"] <= b["max_abs_diff"]  # two computations, not one copied
+    assert [t[:4] for t in timed] == [(2, 1, 1, 2), (2, 1, 1, 2)]  # sedjax, then torch
+    ours, theirs = timed[0][4], timed[1][4]
+    assert b["clips_per_s"] == {"sedjax": ours, "torch": theirs}
+    assert b["speedup"] == result["beats_speedup_vs_torch"] == ours / theirs
+    assert f" sedjax/torch {ours / theirs:.2f}x" in out
+    assert f"{ours:>9.2f} clips/s" in out and f"{theirs:>9.2f} clips/s" in out
+    assert out.index("max ") < out.index("sedjax (jax.jit)")  # checked, then timed
+    assert "== train step" not in out  # --beats runs its section alone
+
+
+def test_beats_bench_of_a_wrong_model_fails(monkeypatch):
+    """One bias of the reference changed by 0.01 after loading (one channel: the same shift of
+    every channel would vanish in the post-LN layer norm): the embeddings differ, the bench
+    stops before timing anything."""
+    beats_reference_or_skip()
+    import torch
+    real = bench.torch_beats
+
+    def wrong(module, config, params):
+        model = real(module, config, params)
+        with torch.no_grad():
+            model.encoder.layers[1].fc2.bias[0] += 0.01
+        return model
+    monkeypatch.setattr(bench, "torch_beats", wrong)
+    timed = timed_rates(monkeypatch)
+    with pytest.raises(bench.BeatsMismatchError, match="not the same model"):
+        bench.beats_bench(2, 2.0, "tiny", repeats=1)
+    assert timed == []
+
+
+def test_beats_bench_without_the_reference(tmp_path, capsys, monkeypatch):
+    """No checkout named: sedjax's side alone, one line saying why; no torch: the same."""
+    monkeypatch.delenv("SEDJAX_DESED_TASK", raising=False)
+    timed = timed_rates(monkeypatch)
+    result = run_beats(tmp_path)
+    out = capsys.readouterr().out
+    b = result["beats"]
+    assert b["clips_per_s"]["torch"] is None and b["speedup"] is None
+    assert b["max_abs_diff"] is None and result["beats_speedup_vs_torch"] is None
+    assert b["clips_per_s"]["sedjax"] == timed[0][4] and len(timed) == 1
+    assert b["reference_note"].startswith("SEDJAX_DESED_TASK is not set")
+    assert [line for line in out.splitlines() if "reference" in line] == [
+        f" reference: none, {b['reference_note']}: sedjax alone"]
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    module, why = bench.beats_reference(str(tmp_path))
+    assert module is None and why.endswith("no recipes/dcase2023_task4_baseline/local/beats/"
+                                           "BEATs.py")
+    beats_dir = tmp_path / "recipes" / "dcase2023_task4_baseline" / "local" / "beats"
+    beats_dir.mkdir(parents=True)
+    (beats_dir / "BEATs.py").write_text("")
+    assert bench.beats_reference(str(tmp_path)) == (
+        None, "torch is not installed (pip install -e '.[reference]')")
+
+
+def test_beats_bench_is_float32():
+    fv = flags.FlagValues()
+    bench.define_flags(fv)
+    fv([*BEATS_TINY, "--dtype=bfloat16"])
+    from sedjax.runtime import cli
+    with pytest.raises(cli.UserError, match="--beats times float32"):
+        bench.run_with_flags(fv)

@@ -45,6 +45,10 @@ def test_tiny_check_every_section(tmp_path, capsys):
     assert runs["separate_clips_per_s"] > 0 and all(v > 0 for v in runs["clips_per_s"].values())
     mel = s["logmel"]["results"]
     assert all(v > 0 for v in mel["clips_per_s"].values()) and mel["max_abs_diff"] < 1e-4
+    beats_rows = s["beats"]["results"]["rows"]
+    assert [(r["size"], r["dtype"]) for r in beats_rows] == [("tiny", "float32"),
+                                                              ("tiny", "bfloat16")]
+    assert all(r["clips_per_s"] > 0 for r in beats_rows)
     pipe = s["pipeline"]["results"]
     assert set(pipe) == {"two_pass", "mean_teacher"}
     configured = {"pass1": 2, "pass2": 1, "mean_teacher": 2}  # tiny.py, tiny_mean_teacher.py
@@ -87,12 +91,18 @@ def stub_sections(monkeypatch, calls: list, path: pathlib.Path):
         return {"clips": 2, "batch_size": 2, "workers": 2, "max_abs_diff": 0.0,
                 "clips_per_s": {"jax": 4.0, "librosa_serial": 1.0, "librosa_all_cores": 2.0}}
 
+    def beats(sizes, deadline):
+        calls.append("beats")
+        return {"rows": [{"size": "tiny", "dtype": "float32", "clips": 2, "seconds": 2.0,
+                          "clips_per_s": 12.5}], "skipped": []}
+
     def pipeline(sizes, workdir, deadline):
         calls.append("pipeline")
         return {"two_pass": {"error": "exit status 1", "log_tail": "boom"}}
     monkeypatch.setattr(device_check, "train_section", train)
     monkeypatch.setattr(device_check, "runs_section", runs)
     monkeypatch.setattr(device_check, "logmel_section", logmel)
+    monkeypatch.setattr(device_check, "beats_section", beats)
     monkeypatch.setattr(device_check, "pipeline_section", pipeline)
 
 
@@ -100,18 +110,21 @@ def test_failed_section_is_recorded_and_the_others_run(tmp_path, monkeypatch, ca
     out, calls = tmp_path / "dc.json", []
     stub_sections(monkeypatch, calls, out)
     data = device_check.run(str(out), tiny=True, budget_s=100)
-    assert calls == ["train_step", "runs_per_program", "logmel", "pipeline"]
+    assert calls == ["train_step", "runs_per_program", "logmel", "beats", "pipeline"]
     s = json.loads(out.read_text())["sections"]
     assert s["train_step"]["status"] == "error"
     assert "RuntimeError: out of memory (stub)" in s["train_step"]["error"]
     assert "Traceback" in s["train_step"]["traceback"]
     assert s["runs_per_program"]["status"] == "partial"  # K=2 skipped
     assert s["logmel"]["status"] == "ok" and s["pipeline"]["status"] == "partial"
+    assert s["beats"]["status"] == "ok"
     assert s["memory"]["status"] == "ok"
     assert data["wall_s"] >= 0
     table = capsys.readouterr().out
     assert "train_step         ERROR: RuntimeError: out of memory (stub)" in table
     assert "device 2.00x" in table and "two_pass: exit status 1" in table
+    assert " beats              BEATs tiny float32, 2 x 2 s clips" in table
+    assert "12.50  clips/s (embeddings)" in table
 
 
 def test_spent_budget_skips_sections_but_not_memory(tmp_path, monkeypatch):
@@ -122,6 +135,24 @@ def test_spent_budget_skips_sections_but_not_memory(tmp_path, monkeypatch):
     s = data["sections"]
     assert all(s[n]["status"] == "skipped" for n in device_check.SECTIONS[1:-1])
     assert s["memory"]["status"] == "ok"
+
+
+def test_beats_section(monkeypatch):
+    """The tiny BEATs per dtype, the JAX side only (never the reference, even where a
+    checkout is set); a spent deadline skips what is left."""
+    def no_reference(*args):
+        raise AssertionError("the device check looked for the PyTorch reference")
+    monkeypatch.setattr(device_check.bench, "beats_reference", no_reference)
+    sizes = device_check.TINY
+    r = device_check.beats_section(sizes, deadline=float("inf"))
+    assert [(row["dtype"], row["clips"], row["seconds"]) for row in r["rows"]] == [
+        ("float32", 2, 2.0), ("bfloat16", 2, 2.0)]
+    assert all(row["clips_per_s"] > 0 and row["tokens"] == 12 * 8 and row["width"] == 32
+               for row in r["rows"])
+    assert r["skipped"] == []
+    spent = device_check.beats_section(sizes, deadline=0.0)
+    assert spent["rows"] == [] and spent["skipped"] == ["BEATs tiny float32",
+                                                        "BEATs tiny bfloat16"]
 
 
 def test_launch_script(tmp_path):
