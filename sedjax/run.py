@@ -41,6 +41,7 @@ DESED_task's: validation = its synthetic validation set, test = its validation s
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import jax
@@ -54,7 +55,7 @@ from sedjax.recipes import common, scoring
 from sedjax.reporting import run_report, summary, tensorboard
 from sedjax.runtime import (compilation_cache, files, preemption, sharding, timings,
                             workdir_lock)
-from sedjax.train import checkpoint, loop
+from sedjax.train import checkpoint, loop, runs as runs_lib
 
 SCORED_SPLITS = ("validation", "test", "eval")  # predicted and scored, in this order
 
@@ -146,14 +147,14 @@ def train_and_predict(recipe, inputs: common.Inputs, scored: list
                      " ".join(str(d / "predictions") for d in dirs))
         return training
     primary = sharding.is_primary()
-    if primary:  # scalars per epoch for `tensorboard --logdir WORKDIR`, from process 0 only
-        inputs.writer = tensorboard.SummaryWriter(workdir / "tensorboard")
+    # scalars per epoch for `tensorboard --logdir WORKDIR`, from process 0 only
+    writer = tensorboard.SummaryWriter(workdir / "tensorboard") if primary else None
     with timings.stage("training"):
         try:
-            trained = recipe.train(inputs)
+            trained = recipe.train(dataclasses.replace(inputs, writer=writer))
         finally:
-            if inputs.writer is not None:
-                inputs.writer.close()
+            if writer is not None:
+                writer.close()
     with timings.stage("predict"):
         for name in scored:  # every process predicts (a collective); one writes
             for d, probs in zip(dirs, predict_frames(inputs, trained.state, name)):
@@ -163,6 +164,6 @@ def train_and_predict(recipe, inputs: common.Inputs, scored: list
     training = runs.label(trained.summaries)
     if primary:
         for k, d in enumerate(dirs):
-            checkpoint.save_model(d, runs.take(trained.state, k), inputs.stats)
+            checkpoint.save_model(d, runs_lib.take(trained.state, k), inputs.stats)
         run_report.write_training(workdir, dirs, training, runs.configs)
     return training

@@ -36,7 +36,7 @@ def _fit(tmp_path, scores, num_epochs, calls):
     """A tiny 'model': a counter that each epoch adds 1 to; the score follows `scores`."""
     state = sharding.replicate({"w": jnp.zeros((1, 3))}, sharding.make_mesh(jax.devices()[:1]))
 
-    def train_epoch(state, epoch):
+    def train_epoch(state, epoch, resume):
         calls.append(epoch)
         return {"w": state["w"] + 1}, {"loss_sum": np.float32([2.0 * (epoch + 1)]),
                                        "count": np.float32([2.0])}
@@ -80,7 +80,7 @@ def test_a_killed_loop_resumes_after_its_last_finished_epoch(tmp_path):
     state = sharding.replicate({"w": jnp.zeros((1, 3))}, sharding.make_mesh(jax.devices()[:1]))
     with pytest.raises(Killed):
         loop.fit("tiny", state, 5, _stopping(),
-                 lambda s, e: (calls.append(e) or {"w": s["w"] + 1}, {"count": np.ones(1)}),
+                 lambda s, e, resume: (calls.append(e) or {"w": s["w"] + 1}, {"count": np.ones(1)}),
                  lambda s: killer(s, None), tmp_path)
     calls.clear()
     best, progress = _fit(tmp_path, scores, 5, calls)

@@ -140,6 +140,13 @@ def _start_job(launch: list, env: dict, workdir: pathlib.Path, ready=None,
     return job, pid
 
 
+def _write_log(writes: pathlib.Path) -> dict:
+    """Environment for a job whose processes record each completed atomic write in `writes`
+    (tests/write_log/sitecustomize.py; the repository on the path for it to import sedjax)."""
+    path = [str(ROOT / "tests" / "write_log"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    return {"SEDJAX_WRITE_LOG": str(writes), "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """configs/tiny.py alone on 4 devices, and as 2 processes x 2 devices: process 1 killed
@@ -150,7 +157,7 @@ def runs(tmp_path_factory):
                     f"--workdir={single}"], cwd=ROOT, env=_env(4), check=True,
                    capture_output=True, timeout=900)
     launch = _launch(multi)
-    env = _env(2, SEDJAX_WRITE_LOG=str(writes), SEDJAX_DEVICES_PER_PROCESS="2")
+    env = _env(2, SEDJAX_DEVICES_PER_PROCESS="2", **_write_log(writes))
     job, pid = _start_job(launch, env, multi)
     os.kill(pid, signal.SIGKILL)  # one worker lost mid-run, as a preempted node
     killed_output, _ = job.communicate(timeout=600)

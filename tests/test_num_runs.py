@@ -52,7 +52,7 @@ def _runs_fit(directory, scores, num_epochs, calls, killer=None):
     k = len(scores)
     state = sharding.replicate({"w": jnp.zeros((k, 3))}, sharding.make_mesh(jax.devices()[:1]))
 
-    def train_epoch(state, epoch):
+    def train_epoch(state, epoch, resume):
         calls.append(epoch)
         return {"w": state["w"] + 1}, {"loss_sum": np.full(k, 2.0 * (epoch + 1), np.float32),
                                        "count": np.full(k, 2.0, np.float32)}
@@ -219,7 +219,7 @@ def test_k_runs_of_the_steps_equal_the_single_runs_of_their_seeds(tmp_path, mode
         sums = []
         for epoch in range(2):
             orders = [np.random.default_rng([c.seed, epoch]).permutation(n) for c in r.configs]
-            state, s = r.run_epoch(fn, batches, orders, 8, state)
+            state, s = r.run_epoch(fn, batches, orders, 8, state, resume=None)
             sums.append(s["loss_sum"])
         probs = r.predict(common.eval_fn("frame", batches), state, batches,
                           [np.arange(n)] * r.count, 8)

@@ -45,10 +45,10 @@ def train(inputs: common.Inputs) -> common.Trained:
     rows = np.arange(len(batches.arrays))
     step_fn = runs.train_step_fn(train_step, batches)
 
-    def train_epoch(state, epoch):
+    def train_epoch(state, epoch, resume):
         orders = [streams.numpy_rng(c.seed, NAME, "order", counter=epoch).permutation(rows)
                   for c in runs.configs]
-        return runs.run_epoch(step_fn, batches, orders, section.batch_size, state)
+        return runs.run_epoch(step_fn, batches, orders, section.batch_size, state, resume)
 
     def validate_clips(state):  # the weak clips themselves: a throwaway rule
         probs = runs.predict(common.eval_fn("clip", batches), state, batches,
@@ -56,7 +56,7 @@ def train(inputs: common.Inputs) -> common.Trained:
         return [clip_scores.macro_f1(p, batches.arrays.labels, 0.5) for p in probs]
 
     state = runs.state(lambda c: common.init_state(c, NAME))
-    state, records = runs.fit(NAME, state, section.num_epochs, loop.EarlyStopping(5, 0.0, 0),
+    state, records = loop.fit(NAME, state, section.num_epochs, loop.EarlyStopping(5, 0.0, 0),
                               train_epoch, validate_clips, inputs.workdir / NAME, inputs.writer)
     for d, r in zip(inputs.run_dirs, records):
         if sharding.is_primary():

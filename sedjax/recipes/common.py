@@ -19,9 +19,10 @@ from sedjax.runtime import sharding
 from sedjax.train import parallel, runs as runs_lib, state as state_lib, streams
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Inputs:
-    """The shared stages' outputs a recipe trains from.
+    """The shared stages' outputs a recipe trains from, complete once built (frozen: another
+    value, e.g. the writer, is a dataclasses.replace copy).
 
     runs: the config's runs (sedjax.train.runs; config.num_runs); each run writes its own
     results into run_dirs[k] (the workdir itself for one run), shared checkpoints stay in
@@ -39,13 +40,13 @@ class Inputs:
     runs: Any = None  # sedjax.train.runs.Runs; built from config and mesh when None
 
     def __post_init__(self):
-        if self.runs is None:
-            self.runs = runs_lib.Runs(self.config, self.mesh)
+        if self.runs is None:  # derived once, while building (frozen: hence object.__setattr__)
+            object.__setattr__(self, "runs", runs_lib.Runs(self.config, self.mesh))
 
     @property
     def run_dirs(self) -> list[pathlib.Path]:
         """Where each run's own outputs go: [workdir] for one run, else workdir/run{k}."""
-        return self.runs.dirs(self.workdir)
+        return runs_lib.run_dirs(self.workdir, self.runs.count)
 
     def run_batches(self, name: str, labels: list | None = None) -> pipeline.Batches:
         """Batches of split `name` for the runs; labels: one target array per run replacing

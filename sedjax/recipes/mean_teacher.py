@@ -359,11 +359,11 @@ def train(inputs: common.Inputs) -> common.Trained:
                  "steps", steps, batch_size, settings.rampup_steps)
     predict_with = mt.predict_with
 
-    def train_epoch(state, epoch):
+    def train_epoch(state, epoch, resume):
         orders = [mixed_order(streams.numpy_rng(c.seed, NAME, "order", counter=epoch), t.parts,
                               steps)
                   for c, t in zip(runs.configs, trainings)]
-        return runs.run_epoch(train_fn, batches, orders, batch_size, state)
+        return runs.run_epoch(train_fn, batches, orders, batch_size, state, resume)
 
     def validate(state):
         return validation_score(inputs, trainings, _predictor(state, predict_with))
@@ -371,7 +371,7 @@ def train(inputs: common.Inputs) -> common.Trained:
     # DESED_task ramps the learning rate up as the consistency weight (share of all steps)
     lr_rampup = int(round(mt.learning_rate_rampup * steps * mt.num_epochs))
     state = runs.state(functools.partial(init_state, rampup_steps=lr_rampup))
-    state, progress = runs.fit(NAME, state, mt.num_epochs, loop.EarlyStopping.from_config(mt),
+    state, progress = loop.fit(NAME, state, mt.num_epochs, loop.EarlyStopping.from_config(mt),
                                train_epoch, validate, inputs.workdir / NAME, inputs.writer,
                                [{"learning_rate": c.mean_teacher.learning_rate}
                                 for c in runs.configs])

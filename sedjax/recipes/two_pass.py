@@ -62,11 +62,11 @@ def _fit(name: str, inputs: common.Inputs, state, output: str, train, train_rows
     train_fn = runs.train_step_fn(step, train)
     predict_fn = common.eval_fn(output, val)
 
-    def train_epoch(state, epoch):
+    def train_epoch(state, epoch, resume):
         orders = [streams.numpy_rng(c.seed, RECIPE_NAME, name, "order", counter=epoch
                                     ).permutation(rows)
                   for c, rows in zip(runs.configs, train_rows)]
-        return runs.run_epoch(train_fn, train, orders, section.batch_size, state)
+        return runs.run_epoch(train_fn, train, orders, section.batch_size, state, resume)
 
     def macro_f1(state):
         probs = runs.predict(predict_fn, state, val, val_rows, section.eval_batch_size)
@@ -74,7 +74,7 @@ def _fit(name: str, inputs: common.Inputs, state, output: str, train, train_rows
                 for k, p in enumerate(probs)]
 
     validate = validate or macro_f1
-    return runs.fit(name, state, section.num_epochs, loop.EarlyStopping.from_config(section),
+    return loop.fit(name, state, section.num_epochs, loop.EarlyStopping.from_config(section),
                     train_epoch, validate, inputs.workdir / name, inputs.writer,
                     [{"learning_rate": c[name].learning_rate} for c in runs.configs])
 

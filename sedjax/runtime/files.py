@@ -45,7 +45,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
         try:
             yield pathlib.Path(tmp)
             os.replace(tmp, path)
-            _record_write(path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
@@ -65,15 +64,6 @@ def naming_disk_full(path: str | os.PathLike) -> Iterator[None]:
             raise
         # a failed write() names no file, and a temporary name would mean nothing to the user
         raise DiskFullError(e.errno, e.strerror, os.fspath(path)) from e
-
-
-def _record_write(path: pathlib.Path) -> None:
-    # SEDJAX_WRITE_LOG=FILE: every completed write appends "<process id><TAB>path" (the
-    # multi-process test checks that each output file has one writer).
-    log = os.environ.get("SEDJAX_WRITE_LOG")
-    if log:
-        with open(log, "a") as f:
-            f.write(f"{os.environ.get('SEDJAX_PROCESS_ID', '0')}\t{path.resolve()}\n")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -1,20 +1,21 @@
 """The one epoch loop every recipe shares: epochs, validation scores, early stopping, checkpoints.
 
 The state carries a leading run axis (config.num_runs = K; one run is K = 1, see
-sedjax.train.runs). A recipe gives the loop two functions: `train_epoch(state, epoch) ->
-(state, metric sums, (K,) per key)` and `validate(state) -> one score per run` (higher is
-better). Each run stops early on its own, as the seed's Keras callback did (patience,
-min_delta, not before a start epoch): once its patience ran out, later epochs still compute for
-it (one program) but change neither its best state nor its record. The loop ends when every run
-stopped or at num_epochs. `latest` is saved after every epoch, so a killed run resumes after
-its last finished epoch; `best` holds each run's best state. Their meta is
-{'epoch': the last finished epoch, 'runs': [LoopState of each run]}.
+sedjax.train.runs). A recipe gives the loop two functions: `train_epoch(state, epoch, resume)
+-> (state, metric sums, (K,) per key)`, which hands `resume` on to run_epoch, and
+`validate(state) -> one score per run` (higher is better). Each run stops early on its own, as
+the seed's Keras callback did (patience, min_delta, not before a start epoch): once its patience
+ran out, later epochs still compute for it (one program) but change neither its best state nor
+its record. The loop ends when every run stopped or at num_epochs. `latest` is saved after
+every epoch, so a killed run resumes after its last finished epoch; `best` holds each run's
+best state. Their meta is {'epoch': the last finished epoch, 'runs': [LoopState of each run]}.
 
 Stopping on purpose (sedjax.runtime.preemption): a SIGTERM or SIGINT during an epoch ends it
 after the current step; `latest` then also records {'partial': {'epoch', 'steps', 'sums'}},
-the steps done and their metric sums, and `Preempted` is raised. The rerun restores that state
-and skips the epoch's first `steps` batches (the batch order is a function of seed and epoch),
-so it ends where an uninterrupted run ends, bit for bit on one device.
+the steps done and their metric sums, and `Preempted` is raised. The rerun restores that state;
+fit passes the position to train_epoch as `resume`, and run_epoch skips the epoch's first
+`steps` batches (the batch order is a function of seed and epoch), so it ends where an
+uninterrupted run ends, bit for bit on one device.
 
 Divergence: a loss that is not finite on any step ends the stage at the end of that epoch with
 `Diverged`, naming the epoch and the first bad step; the checkpoints keep the last good epoch.
@@ -22,7 +23,6 @@ Divergence: a loss that is not finite on any step ends the stage at the end of t
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import pathlib
 import time
@@ -82,11 +82,6 @@ class _Interrupted(Exception):
         self.state, self.position = state, position
 
 
-# fit hands the position of an interrupted epoch to the run_epoch its train_epoch calls
-_resume: contextvars.ContextVar[EpochPosition | None] = contextvars.ContextVar(
-    "resume", default=None)
-
-
 @dataclasses.dataclass
 class LoopState:
     """Where one run's loop stands; saved as JSON beside every checkpoint."""
@@ -129,15 +124,16 @@ class EarlyStopping:
         return improved
 
 
-def run_epoch(step_fn, batches: pipeline.Batches, rows: np.ndarray, batch_size: int, state):
+def run_epoch(step_fn, batches: pipeline.Batches, rows: np.ndarray, batch_size: int, state,
+              resume: EpochPosition | None):
     """One pass of `step_fn` over rows (K, n) (full batches); (state, metric sums on host).
 
-    Resumes an interrupted epoch (fit's position: its first steps skipped, its sums carried);
-    stops after the current step when preemption.should_stop(); one call per train_epoch.
+    resume: the `resume` fit gave train_epoch: None starts the epoch, an EpochPosition goes on
+    from an interrupted one (its first steps skipped, its sums carried). Stops after the
+    current step when preemption.should_stop(); one call per train_epoch.
     """
-    position = _resume.get()
-    start = position.steps if position is not None else 0
-    total = position.sums if position is not None else None
+    start = resume.steps if resume is not None else 0
+    total = resume.sums if resume is not None else None
     first_bad = None  # per run: the first step whose metrics are not finite, else -1
     steps = start
     for args in batches(rows[:, start * batch_size:], batch_size, drop_remainder=True):
@@ -197,6 +193,9 @@ def fit(name: str, state, num_epochs: int, stopping: EarlyStopping, train_epoch:
         constants: Sequence[dict] | None = None) -> tuple:
     """Trains the run-axis `state`; returns (best state, [LoopState per run]). Resumes from
     `latest`, also inside an epoch; raises Preempted or Diverged (module docstring).
+
+    train_epoch(state, epoch, resume) -> (state, metric sums): one epoch through run_epoch,
+    given `resume` as it is (None, or where an interrupted epoch stopped).
 
     writer: a sedjax.reporting.tensorboard.SummaryWriter that gets every epoch's metrics,
     validation score and constants[k] (e.g. run k's learning rate) under `<name>/` (one run)
@@ -272,18 +271,15 @@ def _restore(ckpt: checkpoint.PassCheckpoints, state, name: str) -> tuple:
 
 def _epoch(name: str, train_epoch: Callable, state, epoch: int, position, save_partial,
            directory: pathlib.Path) -> tuple:
-    """train_epoch(state, epoch), resuming `position` (None: from its start); stopped by a
-    signal, it saves how far it got (save_partial) and raises Preempted."""
-    token = _resume.set(position)
+    """train_epoch(state, epoch, position), resuming `position` (None: from its start);
+    stopped by a signal, it saves how far it got (save_partial) and raises Preempted."""
     try:
-        return train_epoch(state, epoch)
+        return train_epoch(state, epoch, position)
     except _Interrupted as stop:
         stop.position.epoch = epoch
         save_partial(stop.state, stop.position)
         raise _preempted(name, f"at epoch {epoch + 1}, step {stop.position.steps}",
                          directory) from None
-    finally:
-        _resume.reset(token)
 
 
 def _preempted(name: str, where: str, directory: pathlib.Path) -> Preempted:

@@ -75,7 +75,8 @@ def run_dirs(workdir: pathlib.Path, count: int) -> list[pathlib.Path]:
 
 
 class Runs:
-    """The K runs of a config: per-run configs, and the calls a recipe trains through."""
+    """The K runs of a config: per-run configs, and the run-axis state, steps, epochs and
+    predictions a recipe builds from; it trains them with sedjax.train.loop.fit."""
 
     def __init__(self, config, mesh):
         self.configs, self.mesh = run_configs(config), mesh
@@ -94,9 +95,10 @@ class Runs:
         return parallel.train_step_fn(step, batches.mesh, batches.resident, runs=True)
 
     def run_epoch(self, step_fn, batches: pipeline.Batches, orders: Sequence[np.ndarray],
-                  batch_size: int, state):
-        """One epoch, each run over its own row order; (state, metric sums ((K,) per key))."""
-        return loop.run_epoch(step_fn, batches, np.stack(orders), batch_size, state)
+                  batch_size: int, state, resume: loop.EpochPosition | None):
+        """One epoch, each run over its own row order; (state, metric sums ((K,) per key)).
+        resume: the train_epoch argument of loop.fit (None, or an interrupted epoch's position)."""
+        return loop.run_epoch(step_fn, batches, np.stack(orders), batch_size, state, resume)
 
     def predict(self, eval_fn, state, batches: pipeline.Batches, rows: Sequence[np.ndarray],
                 batch_size: int) -> list[np.ndarray]:
@@ -107,13 +109,6 @@ class Runs:
         """
         per_run = shared_batch_size(batch_size, self.count, sharding.num_shards(self.mesh))
         return list(loop.predict(eval_fn, state, batches, np.stack(rows), per_run))
-
-    def fit(self, name: str, state, num_epochs: int, stopping: loop.EarlyStopping,
-            train_epoch: Callable, validate: Callable, directory: pathlib.Path, writer=None,
-            constants: Sequence[dict] | None = None) -> tuple:
-        """(best state, [LoopState per run]) (sedjax.train.loop.fit)."""
-        return loop.fit(name, state, num_epochs, stopping, train_epoch, validate, directory,
-                        writer, constants)
 
     def label(self, summaries: list) -> list:
         """The recipe's training summaries (sedjax.reporting.summary.TrainingSummary) with, for
@@ -126,11 +121,3 @@ class Runs:
             rates = {n: c[n].learning_rate for n in lists} or None
             out.append(dataclasses.replace(s, seed=c.seed, learning_rates=rates))
         return out
-
-    def take(self, state, k: int):
-        """Run k's state (host arrays)."""
-        return take(state, k)
-
-    def dirs(self, workdir: pathlib.Path) -> list[pathlib.Path]:
-        """Each run's output folder (run_dirs)."""
-        return run_dirs(workdir, self.count)
