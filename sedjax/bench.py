@@ -614,6 +614,11 @@ def run_beats(clips: int = 4, seconds: float = 10.0, size: str = "base", warmup:
                                           desed_task=desed_task,
                                           on_line=say)}
     result["beats_speedup_vs_torch"] = result["beats"]["speedup"]
+    return _finished(result, started, json_path)
+
+
+def _finished(result: dict, started: float, json_path) -> dict:
+    """result with its wall time, said and written to json_path (when given)."""
     result["wall_s"] = round(time.monotonic() - started, 1)
     say(f"== {result['wall_s']:.0f} s in all")
     if json_path:
@@ -772,12 +777,7 @@ def run(batch_sizes: Sequence[int] = (16,), steps: int = 3, warmup: int = 1,
               "logmel_speedup_vs_librosa": rates["jax"] / rates["librosa_serial"],
               "logmel_speedup_vs_librosa_all_cores": rates["jax"] / rates["librosa_all_cores"],
               "logmel": mel, "pipeline": pipe}
-    result["wall_s"] = round(time.monotonic() - started, 1)
-    say(f"== {result['wall_s']:.0f} s in all")
-    if json_path:
-        files.write_text(json_path, json.dumps(result, indent=2))
-        say(f"-> {json_path}")
-    return result
+    return _finished(result, started, json_path)
 
 
 def resolved(fv: flags.FlagValues, name: str):
