@@ -13,6 +13,7 @@ from absl import flags
 from configs import baseline, desed_baseline
 from sedjax import bench
 from sedjax import models
+from sedjax.benchmarks import beats_encoder, logmel, runs_per_program, timing, train_step
 
 TINY = ["bench", "--batch_sizes=4", "--steps=1", "--warmup=1", "--repeats=1",
         "--logmel_clips=2", "--skip_pipeline", "--runs=1,2", "--runs_batch_size=4",
@@ -30,29 +31,29 @@ def flax_param_count() -> int:
 
 def test_torch_model_matches_flax_size():
     pytest.importorskip("torch")
-    from sedjax.models import torch_reference
-    model = torch_reference.build_model()
-    ours, theirs = flax_param_count(), torch_reference.count_params(model)
+    from sedjax.benchmarks.torch_models import crnn, training
+    model = crnn.build_model()
+    ours, theirs = flax_param_count(), training.count_params(model)
     assert abs(theirs - ours) / ours < 0.01, (ours, theirs)
     import torch
     assert model(torch.zeros(2, 50, 64)).shape == (2, 50, 10)  # frame outputs
-    step = torch_reference.train_step_fn(model, torch_reference.make_optimizer(model))
+    step = training.train_step_fn(model, training.make_optimizer(model), crnn.frame_probs)
     assert np.isfinite(float(step(torch.randn(2, 50, 64), torch.ones(2, 10))))
 
 
 def test_torch_desed_model_matches_flax_size():
     pytest.importorskip("torch")
     import torch
-    from sedjax.models import torch_desed_reference as ref
-    model = ref.build_model()
+    from sedjax.benchmarks.torch_models import desed_crnn, training
+    model = desed_crnn.build_model()
     flax_model = models.from_config(desed_baseline.get_config().model, 10)
     shapes = jax.eval_shape(lambda: flax_model.init(jax.random.PRNGKey(0),
                                                     np.zeros((1, 626, 128), np.float32)))
     ours = models.count_params(shapes["params"])
-    assert ref.count_params(model) == ours == 1_112_420
+    assert training.count_params(model) == ours == 1_112_420
     strong, weak = model(torch.zeros(2, 626, 128))
     assert strong.shape == (2, 156, 10) and weak.shape == (2, 10)  # as the flax model's
-    step = ref.train_step_fn(model, ref.make_optimizer(model))
+    step = training.train_step_fn(model, training.make_optimizer(model), desed_crnn.frame_probs)
     assert np.isfinite(float(step(torch.randn(2, 64, 128), torch.ones(2, 10))))
 
 
@@ -61,18 +62,18 @@ def test_compiled_flops_equal_hand_count():
     each device's program does a quarter of them."""
     a, b = np.ones((8, 16), np.float32), np.ones((16, 4), np.float32)
     f = jax.jit(lambda x, y: x @ y)
-    assert bench.compiled_flops(f.lower(a, b).compile()) == 2 * 8 * 16 * 4
+    assert timing.compiled_flops(f.lower(a, b).compile()) == 2 * 8 * 16 * 4
     from jax.sharding import NamedSharding, PartitionSpec as P
     mesh = jax.make_mesh((4,), ("batch",))
     g = jax.jit(jax.shard_map(lambda x, y: x @ y, mesh=mesh, in_specs=(P("batch"), P()),
                               out_specs=P("batch")))
     sharded = (jax.device_put(a, NamedSharding(mesh, P("batch"))),
                jax.device_put(b, NamedSharding(mesh, P())))
-    assert bench.compiled_flops(g.lower(*sharded).compile()) == 2 * 8 * 16 * 4 / 4
+    assert timing.compiled_flops(g.lower(*sharded).compile()) == 2 * 8 * 16 * 4 / 4
 
 
 class FakeClock:
-    """bench's `time` module with a perf_counter that advances by the given steps."""
+    """timing's `time` module with a perf_counter that advances by the given steps."""
 
     def __init__(self, steps):
         self.now, self.steps = 0.0, iter(steps)
@@ -85,13 +86,13 @@ class FakeClock:
 
 
 def test_rate_is_the_timed_clips_over_the_median_time(monkeypatch):
-    """_rate: one untimed call first (compilation), then `repeats` timed calls of `calls`
+    """timing.rate: one untimed call first (compilation), then `repeats` timed calls of `calls`
     steps; clips/s = clips per step x steps / the median of the timed calls."""
     calls = []
     # each read moves the clock on: 3 repeats (a read at the start, one at the end) of 2, 8 and
     # 4 s, 1 s apart
-    monkeypatch.setattr(bench, "time", FakeClock([0.0, 2.0, 1.0, 8.0, 1.0, 4.0]))
-    rate = bench._rate(calls.append, clips_per_call=4, calls=5, warmup=0, repeats=3)
+    monkeypatch.setattr(timing, "time", FakeClock([0.0, 2.0, 1.0, 8.0, 1.0, 4.0]))
+    rate = timing.rate(calls.append, clips_per_call=4, calls=5, warmup=0, repeats=3)
     assert calls == [1, 5, 5, 5]  # max(warmup, 1) untimed, then 3 x 5 timed steps
     assert rate == 4 * 5 / 4.0  # 20 clips per repeat over the median 4 s
 
@@ -100,14 +101,14 @@ def test_matmul_gflops_and_roofline_arithmetic(monkeypatch):
     # 2 n^3 flops a call over the best time per call: each read moves the clock on by dt, so
     # the first call "takes" dt, min_seconds = 10 dt makes each timing 10 calls in dt
     dt = 2.0 ** -10  # exact in binary: no rounding in the clock's sums
-    monkeypatch.setattr(bench, "time", FakeClock([dt] * 6))
-    assert bench.matmul_gflops(64, min_seconds=10 * dt, repeats=2) == pytest.approx(
+    monkeypatch.setattr(timing, "time", FakeClock([dt] * 6))
+    assert timing.matmul_gflops(64, min_seconds=10 * dt, repeats=2) == pytest.approx(
         2 * 64 ** 3 / (dt / 10) / 1e9, rel=1e-12)
-    r = bench.roofline({"flops_per_step_per_device": 2e9, "seconds_per_step": 0.5},
+    r = timing.roofline({"flops_per_step_per_device": 2e9, "seconds_per_step": 0.5},
                        {"1024": 8.0, "2048": 10.0})
     assert r["train_step_gflops_per_device"] == 4.0 and r["peak_matmul_gflops"] == 10.0
     assert r["ratio"] == pytest.approx(0.4)
-    assert bench.roofline({"flops_per_step_per_device": None, "seconds_per_step": 1.0},
+    assert timing.roofline({"flops_per_step_per_device": None, "seconds_per_step": 1.0},
                           {"64": 1.0})["ratio"] is None
 
 
@@ -159,14 +160,14 @@ def check_order(out: str):
 
 
 def test_bench_tiny_end_to_end(tmp_path, capsys, monkeypatch):
-    timed = []  # every clips/s bench._rate measured: (clips per step, steps, clips/s)
+    timed = []  # every clips/s timing.rate measured: (clips per step, steps, clips/s)
 
     def rate(run, clips_per_call, calls, warmup, repeats):
         r = real_rate(run, clips_per_call, calls, warmup, repeats)
         timed.append((clips_per_call, calls, r))
         return r
-    real_rate = bench._rate
-    monkeypatch.setattr(bench, "_rate", rate)
+    real_rate = timing.rate
+    monkeypatch.setattr(timing, "rate", rate)
     result = run_tiny(tmp_path)
     out = capsys.readouterr().out
     check_common(result, out)
@@ -226,14 +227,14 @@ def test_bench_without_torch(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     printed, chunks = {}, []  # what was printed when each train step was first measured
 
-    def train_step(config, b, *args):
+    def step(config, b, *args):
         chunks.append(capsys.readouterr().out)
         printed.setdefault((config.model.arch, b), "".join(chunks))
         return {"clips_per_s": 10.0, "params": 125834, "seconds_per_step": b / 10.0,
                 "flops_per_step_per_device": 1e9, "devices": 4}
-    monkeypatch.setattr(bench, "sedjax_train_step", train_step)
-    monkeypatch.setattr(bench, "matmul_gflops", lambda n, dtype: n / 8.0)
-    monkeypatch.setattr(bench, "runs_train_throughput",
+    monkeypatch.setattr(train_step, "sedjax_train_step", step)
+    monkeypatch.setattr(timing, "matmul_gflops", lambda n, dtype: n / 8.0)
+    monkeypatch.setattr(runs_per_program, "runs_train_throughput",
                         lambda config, b, k, *args: 10.0 * (1.0 if k == 1 else 1.5 * k))
     rates = {"jax": 4.0, "librosa_serial": 2.0, "librosa_all_cores": 4.0}
     def logmel_bench(*args, on_rate):
@@ -241,7 +242,7 @@ def test_bench_without_torch(tmp_path, monkeypatch, capsys):
             on_rate(key, rate)
         return {"clips": 2, "batch_size": 2, "workers": 2, "clips_per_s": rates,
                 "max_abs_diff": 0.0}
-    monkeypatch.setattr(bench, "logmel_bench", logmel_bench)
+    monkeypatch.setattr(logmel, "logmel_bench", logmel_bench)
     result = run_tiny(tmp_path, "--batch_sizes=4,8")
     out = "".join(chunks) + capsys.readouterr().out
     check_common(result, out)
@@ -285,21 +286,21 @@ def run_beats(tmp_path, *extra):
 
 
 def beats_reference_or_skip():
-    module, why = bench.beats_reference()
+    module, why = beats_encoder.beats_reference()
     if module is None:
         pytest.skip(f"the reference BEATs: {why}")
     return module
 
 
 def timed_rates(monkeypatch) -> list:
-    """Every bench._rate call's (clips per call, calls, warmup, repeats, clips/s)."""
-    timed, real_rate = [], bench._rate
+    """Every timing.rate call's (clips per call, calls, warmup, repeats, clips/s)."""
+    timed, real_rate = [], timing.rate
 
     def rate(run, clips_per_call, calls, warmup, repeats):
         r = real_rate(run, clips_per_call, calls, warmup, repeats)
         timed.append((clips_per_call, calls, warmup, repeats, r))
         return r
-    monkeypatch.setattr(bench, "_rate", rate)
+    monkeypatch.setattr(timing, "rate", rate)
     return timed
 
 
@@ -318,7 +319,8 @@ def test_beats_bench_against_the_reference(tmp_path, capsys, monkeypatch):
     assert b["reference"].endswith("recipes/dcase2023_task4_baseline/local/beats")
     assert b["reference_note"] is None and b["torch_threads"] >= 1
     # the agreement checked before timing (float32)
-    assert b["abs_diff_999"] <= bench.BEATS_TOL and b["max_abs_diff"] <= bench.BEATS_TOL_MAX
+    assert b["abs_diff_999"] <= beats_encoder.BEATS_TOL
+    assert b["max_abs_diff"] <= beats_encoder.BEATS_TOL_MAX
     assert 0 < b["abs_diff_999"] <= b["max_abs_diff"]  # two computations, not one copied
     assert [t[:4] for t in timed] == [(2, 1, 1, 2), (2, 1, 1, 2)]  # sedjax, then torch
     ours, theirs = timed[0][4], timed[1][4]
@@ -336,17 +338,17 @@ def test_beats_bench_of_a_wrong_model_fails(monkeypatch):
     stops before timing anything."""
     beats_reference_or_skip()
     import torch
-    real = bench.torch_beats
+    real = beats_encoder.torch_beats
 
     def wrong(module, config, params):
         model = real(module, config, params)
         with torch.no_grad():
             model.encoder.layers[1].fc2.bias[0] += 0.01
         return model
-    monkeypatch.setattr(bench, "torch_beats", wrong)
+    monkeypatch.setattr(beats_encoder, "torch_beats", wrong)
     timed = timed_rates(monkeypatch)
-    with pytest.raises(bench.BeatsMismatchError, match="not the same model"):
-        bench.beats_bench(2, 2.0, "tiny", repeats=1)
+    with pytest.raises(beats_encoder.BeatsMismatchError, match="not the same model"):
+        beats_encoder.beats_bench(2, 2.0, "tiny", repeats=1)
     assert timed == []
 
 
@@ -364,13 +366,13 @@ def test_beats_bench_without_the_reference(tmp_path, capsys, monkeypatch):
     assert [line for line in out.splitlines() if "reference" in line] == [
         f" reference: none, {b['reference_note']}: sedjax alone"]
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
-    module, why = bench.beats_reference(str(tmp_path))
+    module, why = beats_encoder.beats_reference(str(tmp_path))
     assert module is None and why.endswith("no recipes/dcase2023_task4_baseline/local/beats/"
                                            "BEATs.py")
     beats_dir = tmp_path / "recipes" / "dcase2023_task4_baseline" / "local" / "beats"
     beats_dir.mkdir(parents=True)
     (beats_dir / "BEATs.py").write_text("")
-    assert bench.beats_reference(str(tmp_path)) == (
+    assert beats_encoder.beats_reference(str(tmp_path)) == (
         None, "torch is not installed (pip install -e '.[reference]')")
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from sedjax import device_check
+from sedjax.benchmarks import beats_encoder, device_pipeline, device_report, device_sections
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -17,14 +17,14 @@ def test_tiny_check_every_section(tmp_path, capsys):
     out = tmp_path / "dc.json"
     before = os.environ.get("XLA_FLAGS")
     # the train-step section's share is not what this test measures: every row is run
-    returned = device_check.run(str(out), tiny=True, budget_s=900, workdir=str(tmp_path / "wd"),
+    returned = device_report.run(str(out), tiny=True, budget_s=900, workdir=str(tmp_path / "wd"),
                                 section_budgets={"train_step": 600})
     # the tiny flags reach its children only: later subprocesses of this session keep theirs
     assert os.environ.get("XLA_FLAGS") == before
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(returned))
     s = data["sections"]
-    assert list(s) == list(device_check.SECTIONS)
+    assert list(s) == list(device_report.SECTIONS)
     assert all(e["status"] in ("ok", "partial") for e in s.values()), s
     assert data["environment"]["backend"] == "cpu" and data["tiny"] is True
     rows = s["train_step"]["results"]["rows"]
@@ -39,7 +39,7 @@ def test_tiny_check_every_section(tmp_path, capsys):
             "plain", "cpu kernels"]
     runs = s["runs_per_program"]["results"]
     cpu_row = next(r for r in rows if r["kernels"] == "cpu kernels"
-                   and r["batch_size"] == device_check.TINY.runs_batch_size)
+                   and r["batch_size"] == device_sections.TINY.runs_batch_size)
     assert runs["separate_clips_per_s"] == cpu_row["clips_per_s"]  # 'auto' on the CPU
     assert set(runs["clips_per_s"]) | set(runs["skipped"]) == {"1", "2"}
     assert runs["separate_clips_per_s"] > 0 and all(v > 0 for v in runs["clips_per_s"].values())
@@ -68,7 +68,7 @@ def test_tiny_check_every_section(tmp_path, capsys):
     assert s["memory"]["results"] == {"peak_bytes_in_use": None, "bytes_limit": None}  # CPU
     printed = capsys.readouterr().out
     table = printed[printed.index("== sedjax device check"):]
-    for name in device_check.SECTIONS[1:]:
+    for name in device_report.SECTIONS[1:]:
         assert f" {name} " in table
     assert "full schedule, extrapolated" in table
 
@@ -99,17 +99,17 @@ def stub_sections(monkeypatch, calls: list, path: pathlib.Path):
     def pipeline(sizes, workdir, deadline):
         calls.append("pipeline")
         return {"two_pass": {"error": "exit status 1", "log_tail": "boom"}}
-    monkeypatch.setattr(device_check, "train_section", train)
-    monkeypatch.setattr(device_check, "runs_section", runs)
-    monkeypatch.setattr(device_check, "logmel_section", logmel)
-    monkeypatch.setattr(device_check, "beats_section", beats)
-    monkeypatch.setattr(device_check, "pipeline_section", pipeline)
+    monkeypatch.setattr(device_sections, "train_section", train)
+    monkeypatch.setattr(device_sections, "runs_section", runs)
+    monkeypatch.setattr(device_sections, "logmel_section", logmel)
+    monkeypatch.setattr(device_sections, "beats_section", beats)
+    monkeypatch.setattr(device_pipeline, "pipeline_section", pipeline)
 
 
 def test_failed_section_is_recorded_and_the_others_run(tmp_path, monkeypatch, capsys):
     out, calls = tmp_path / "dc.json", []
     stub_sections(monkeypatch, calls, out)
-    data = device_check.run(str(out), tiny=True, budget_s=100)
+    data = device_report.run(str(out), tiny=True, budget_s=100)
     assert calls == ["train_step", "runs_per_program", "logmel", "beats", "pipeline"]
     s = json.loads(out.read_text())["sections"]
     assert s["train_step"]["status"] == "error"
@@ -130,10 +130,10 @@ def test_failed_section_is_recorded_and_the_others_run(tmp_path, monkeypatch, ca
 def test_spent_budget_skips_sections_but_not_memory(tmp_path, monkeypatch):
     calls = []
     stub_sections(monkeypatch, calls, tmp_path / "dc.json")
-    data = device_check.run(str(tmp_path / "dc.json"), tiny=True, budget_s=1e-9)
+    data = device_report.run(str(tmp_path / "dc.json"), tiny=True, budget_s=1e-9)
     assert calls == []
     s = data["sections"]
-    assert all(s[n]["status"] == "skipped" for n in device_check.SECTIONS[1:-1])
+    assert all(s[n]["status"] == "skipped" for n in device_report.SECTIONS[1:-1])
     assert s["memory"]["status"] == "ok"
 
 
@@ -142,15 +142,15 @@ def test_beats_section(monkeypatch):
     checkout is set); a spent deadline skips what is left."""
     def no_reference(*args):
         raise AssertionError("the device check looked for the PyTorch reference")
-    monkeypatch.setattr(device_check.bench, "beats_reference", no_reference)
-    sizes = device_check.TINY
-    r = device_check.beats_section(sizes, deadline=float("inf"))
+    monkeypatch.setattr(beats_encoder, "beats_reference", no_reference)
+    sizes = device_sections.TINY
+    r = device_sections.beats_section(sizes, deadline=float("inf"))
     assert [(row["dtype"], row["clips"], row["seconds"]) for row in r["rows"]] == [
         ("float32", 2, 2.0), ("bfloat16", 2, 2.0)]
     assert all(row["clips_per_s"] > 0 and row["tokens"] == 12 * 8 and row["width"] == 32
                for row in r["rows"])
     assert r["skipped"] == []
-    spent = device_check.beats_section(sizes, deadline=0.0)
+    spent = device_sections.beats_section(sizes, deadline=0.0)
     assert spent["rows"] == [] and spent["skipped"] == ["BEATs tiny float32",
                                                         "BEATs tiny bfloat16"]
 

@@ -1,6 +1,7 @@
 """The package's imports run one way (docs/design.md, "Where things live"): no import circle
-between modules, and no module imports one from a higher floor. Read from the source (every
-import statement, function-level ones included), nothing imported."""
+between modules, no module imports one from a higher floor, and nothing of the product imports
+sedjax/benchmarks/ but the commands that run them. Read from the source (every import
+statement, function-level ones included), nothing imported."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLOORS = {"runtime": 0, "data": 1, "models": 1, "metrics": 1, "interop": 1, "train": 2,
           "reporting": 2, "recipes": 3, "config": 4, "benchmarks": 5}
 TOP = 5
+# the only modules outside sedjax/benchmarks/ that may import it: the commands running them
+BENCHMARK_COMMANDS = {"sedjax.bench", "sedjax.device_check"}
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -87,8 +90,26 @@ def test_no_import_from_a_higher_floor():
     assert not upward, "\n".join(upward)
 
 
-def test_the_checks_see_a_circle_and_an_upward_import():
+def benchmark_importers(edges: dict[str, set[str]]) -> list[str]:
+    """'a -> b' for each module a outside sedjax/benchmarks/ (and not a benchmark command) that
+    imports a module b of it."""
+    def inside(m: str) -> bool:
+        return m == "sedjax.benchmarks" or m.startswith("sedjax.benchmarks.")
+    return sorted(f"{a} -> {b}" for a, targets in edges.items() for b in targets
+                  if inside(b) and not inside(a) and a not in BENCHMARK_COMMANDS)
+
+
+def test_only_the_benchmark_commands_import_benchmarks():
+    outside = benchmark_importers(imports())
+    assert not outside, "\n".join(outside)
+
+
+def test_the_checks_see_what_they_forbid():
     edges = {"sedjax.metrics.a": {"sedjax.metrics.b"}, "sedjax.metrics.b": {"sedjax.metrics.a"},
              "sedjax.data.c": {"sedjax.recipes.d"}, "sedjax.recipes.d": set()}
     assert circles(edges) == [["sedjax.metrics.a", "sedjax.metrics.b"]]
     assert floor("sedjax.recipes.d") > floor("sedjax.data.c") and floor("sedjax.run") == TOP
+    edges = {"sedjax.run": {"sedjax.benchmarks.timing"}, "sedjax.bench": {"sedjax.benchmarks"},
+             "sedjax.benchmarks.timing": {"sedjax.runtime.files"}}
+    assert benchmark_importers(edges) == ["sedjax.run -> sedjax.benchmarks.timing"]
+    assert "sedjax.benchmarks.speed_report" in imports()["sedjax.bench"]  # the rule sees it

@@ -3,20 +3,15 @@
 The layers of sedjax/models/desed_crnn.py (DESED_task's desed_task/nnet/CRNN.py with
 default.yaml), shape for shape: 7 blocks conv 3x3 (bias) -> BatchNorm -> GLU (a channel Linear
 times sigmoid of the input) -> dropout -> average pooling, a 2-layer bidirectional GRU, dropout,
-frame and attention heads. Never used for training.
+frame and attention heads. training.py times its train step; never used for training.
 """
 
 from __future__ import annotations
 
-import os
-import statistics
-import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
-
-from sedjax.models.torch_reference import count_params, make_optimizer  # noqa: F401 (re-export)
 
 POOL_SIZES = ((2, 2), (2, 2), (1, 2), (1, 2), (1, 2), (1, 2), (1, 2))
 
@@ -72,39 +67,6 @@ def build_model(**kwargs) -> TorchDesedCRNN:
     return TorchDesedCRNN(**kwargs)
 
 
-def train_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer, bce_eps: float = 1e-7
-                  ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """fn(features (B,T,F), labels (B,C)) -> loss: one Adam step, clip labels on every output
-    frame (the bench's sedjax step: pass 2's frame loss)."""
-    def step(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        probs = model(features)[0].clamp(bce_eps, 1.0 - bce_eps)
-        targets = labels[:, None, :].expand_as(probs)
-        loss = -(targets * torch.log(probs) + (1 - targets) * torch.log1p(-probs)).mean()
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
-    return step
-
-
-def measure_train_throughput(batch_size: int, steps: int, warmup: int, repeats: int = 3,
-                             num_frames: int = 626, n_mels: int = 128, num_classes: int = 10
-                             ) -> float:
-    """Median over `repeats` of train clips/s, on all CPU threads."""
-    torch.set_num_threads(os.cpu_count() or 1)
-    torch.manual_seed(0)
-    model = build_model(n_mels=n_mels, num_classes=num_classes)
-    step = train_step_fn(model, make_optimizer(model))
-    features = torch.randn(batch_size, num_frames, n_mels)
-    labels = (torch.rand(batch_size, num_classes) < 0.3).float()
-    for _ in range(max(warmup, 1)):
-        step(features, labels)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            loss = step(features, labels)
-        loss.item()
-        times.append(time.perf_counter() - start)
-    return batch_size * steps / statistics.median(times)
+def frame_probs(output: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The frame probabilities (B, T', C) of the model's (frame, clip) output."""
+    return output[0]
