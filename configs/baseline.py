@@ -238,7 +238,7 @@ def get_config() -> ml_collections.ConfigDict:
     r.log_every_epochs = 1
     # Average gradients and BatchNorm moments over devices in one fixed order, so that a run
     # gives the same numbers however its devices are split among processes (2 processes x 2
-    # devices == 4 x 1; sedjax.runtime.sharding.device_mean); False: a plain all-reduce (pmean),
+    # devices == 4 x 1; sedjax.system.sharding.device_mean); False: a plain all-reduce (pmean),
     # 1/devices of the traffic, for large models on many devices, whose results then differ
     # by rounding between process layouts
     r.ordered_reductions = True
@@ -246,6 +246,6 @@ def get_config() -> ml_collections.ConfigDict:
     r.piano_roll_clips = 4  # test clips drawn in piano_roll.png
     # JAX's persistent compilation cache: 'default' (~/.cache/sedjax/jax_compilation, or under
     # $SEDJAX_CACHE_DIR / $XDG_CACHE_HOME), a folder, or '' (off); a second run of a config
-    # loads its compiled programs (sedjax/runtime/compilation_cache.py)
+    # loads its compiled programs (sedjax/system/compilation_cache.py)
     r.compilation_cache = "default"
     return c

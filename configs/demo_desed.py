@@ -40,7 +40,7 @@ def get_config(variant: str = ""):
     mt.predict_with = "teacher"
     if variant == "seed_crnn":
         # the seed's CRNN on the same features, with DESED's x4 time pooling and attention
-        from configs import baseline, mean_teacher
+        from configs import baseline
         c.model = baseline.get_config().model
         c.model.pool_sizes = ((2, 4), (2, 4), (1, 8))
         c.model.pooling = "attention"

@@ -10,7 +10,7 @@ printed as soon as it is measured.
 
 from __future__ import annotations
 
-from sedjax.runtime import host
+from sedjax.system import host
 
 if __name__ == "__main__":  # before the heavy imports; both models then share the allocator
     host.reexec_with_huge_pages("sedjax.bench")
@@ -23,7 +23,7 @@ from ml_collections import config_flags
 
 from sedjax.benchmarks import speed_report  # the sections: measured, printed, written
 from sedjax.benchmarks.beats_encoder import BEATS_SIZES
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 
 # (default, --full) of the flags that --full changes; an explicitly given flag wins over both

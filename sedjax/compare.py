@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from absl import flags
 
 from sedjax.reporting import outputs, summary
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 PERCENT = ("event_f1", "segment_f1", "collar_f1_best")  # headline scores given in %
 

@@ -35,7 +35,7 @@ from absl import flags
 
 from sedjax.config import config_files
 from sedjax.interop import desed_task
-from sedjax.runtime import cli, files
+from sedjax.system import cli, files
 
 # DESED_task's class order: recipes/dcase2023_task4_baseline/local/classes_dict.py's
 # classes_labels, i.e. the columns of its CRNN's outputs (tests/parity checks it)

@@ -32,7 +32,7 @@ others are still in the table); 2 the workdir has no usable model/config or a ba
 
 from __future__ import annotations
 
-from sedjax.runtime import host
+from sedjax.system import host
 
 if __name__ == "__main__":  # before the heavy imports: this process is replaced once
     host.reexec_with_huge_pages("sedjax.detect")
@@ -51,7 +51,7 @@ from absl import flags
 from sedjax.config import config_files
 from sedjax.data import audio, event_files
 from sedjax.metrics import detection
-from sedjax.runtime import cli, files
+from sedjax.system import cli, files
 
 EXTRA_COLUMNS = ("max_probability",)  # after the DCASE event columns
 TABLE_HEADER = (*event_files.HEADER, *EXTRA_COLUMNS)

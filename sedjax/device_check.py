@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 
-from sedjax.runtime import host
+from sedjax.system import host
 
 if __name__ == "__main__":
     host.reexec_with_huge_pages("sedjax.device_check")
@@ -40,7 +40,7 @@ from absl import flags
 
 from sedjax.benchmarks import device_pipeline, device_report  # the sections, JSON and table
 from sedjax.benchmarks.device_report import SECTIONS
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:

@@ -24,7 +24,7 @@ import zipfile
 from absl import flags
 from ml_collections import config_flags
 
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 FORMATS = ("hdf5", "npz")
 
@@ -48,7 +48,7 @@ def write(path: pathlib.Path, filenames, tokens, valid, rows, chunk: int = 256) 
 
     from sedjax.data import beats_embeddings
     from sedjax.data.embeddings import stem
-    from sedjax.runtime import files
+    from sedjax.system import files
 
     names = np.array([stem(filenames[i]) for i in rows])
     n, (t, d) = len(rows), tokens.shape[1:]
@@ -106,7 +106,7 @@ def main(argv) -> int:
     from sedjax.data import prepare
     from sedjax.config import validate
     from sedjax.data import beats_embeddings
-    from sedjax.runtime import workdir_lock
+    from sedjax.system import workdir_lock
 
     config = FLAGS.config
     validate.validate(config, num_devices=1)

@@ -26,7 +26,7 @@ from sedjax.config import config_files
 from sedjax.data import event_files
 from sedjax.metrics import sed_eval_scores
 from sedjax.reporting import outputs
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 EXIT_BAD_INPUT = cli.EXIT_USER_ERROR
 

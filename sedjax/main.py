@@ -10,7 +10,7 @@ resumes a killed run there. --validate_only checks the config and its overrides 
 Scores print at the end and are in DIR/results.json (docs/outputs.md).
 """
 
-from sedjax.runtime import host
+from sedjax.system import host
 
 if __name__ == "__main__":  # before the heavy imports (~3 s): this process is replaced
     host.reexec_with_huge_pages("sedjax.main")
@@ -23,7 +23,7 @@ from ml_collections import config_flags
 
 from sedjax import run
 from sedjax.config import validate
-from sedjax.runtime import cli, distributed
+from sedjax.system import cli, distributed
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)

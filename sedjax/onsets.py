@@ -22,7 +22,7 @@ from absl import flags
 
 from sedjax.data import event_files
 from sedjax.reporting import outputs
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 EARLY_SECONDS = 0.2
 COLLAR_SECONDS = 0.2

@@ -52,10 +52,10 @@ from sedjax import recipes
 from sedjax.config import stages, validate
 from sedjax.data import pipeline, prepare
 from sedjax.recipes import common, scoring
-from sedjax.reporting import run_report, summary, tensorboard
-from sedjax.runtime import (compilation_cache, files, preemption, sharding, timings,
+from sedjax.reporting import report_files, summary, tensorboard
+from sedjax.system import (compilation_cache, files, preemption, sharding, timings,
                             workdir_lock)
-from sedjax.train import checkpoint, loop, runs as runs_lib
+from sedjax.train import checkpoint, loop, stacked_runs
 
 SCORED_SPLITS = ("validation", "test", "eval")  # predicted and scored, in this order
 
@@ -70,7 +70,7 @@ def predict_frames(inputs: common.Inputs, state, name: str) -> list[np.ndarray]:
 
 def train_and_evaluate(config, workdir) -> dict:
     """Runs (or resumes) every stage and returns the summary written to results.json; one run
-    per workdir at a time (sedjax.runtime.workdir_lock)."""
+    per workdir at a time (sedjax.system.workdir_lock)."""
     mesh = sharding.make_mesh()
     validate.validate(config, sharding.num_shards(mesh))
     recipe = recipes.get(config.recipe)
@@ -81,7 +81,7 @@ def train_and_evaluate(config, workdir) -> dict:
     with workdir_lock.hold(workdir, primary=sharding.is_primary()), timings.recording() as rec:
         summary = _train_and_evaluate(config, workdir, recipe, mesh)
         if summary:  # process 0: the finished timings, also into results.json
-            summary = run_report.final_timings(workdir, summary, rec.to_json())
+            summary = report_files.final_timings(workdir, summary, rec.to_json())
             print(timings.line(summary["timings"]))
         return summary
 
@@ -117,7 +117,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, recipe, mesh) -> dict:
                                           sharding.num_shards(mesh)))
         curves.append(split_curves)
     with timings.stage("reporting"):
-        summary_json = run_report.report(workdir, dirs, results, curves,
+        summary_json = report_files.report(workdir, dirs, results, curves,
                                          {n: len(s) for n, s in splits.items()})
     # what each scored split was read from (DESED_task's roles test on validation.tsv)
     return {**summary_json, "split_sources": {n: splits[n].source for n in scored}}
@@ -140,7 +140,7 @@ def train_and_predict(recipe, inputs: common.Inputs, scored: list
     dirs, runs, workdir = inputs.run_dirs, inputs.runs, inputs.workdir
     for d in dirs:
         (d / "predictions").mkdir(parents=True, exist_ok=True)
-    training = run_report.read_training(workdir, runs.count, recipe.stages)
+    training = report_files.read_training(workdir, runs.count, recipe.stages)
     if training is not None and all((d / "predictions" / f"{n}_probs.npy").exists()
                                     for d in dirs for n in scored):
         logging.info("training: done before (recipe %s); reusing %s", recipe.name,
@@ -164,6 +164,6 @@ def train_and_predict(recipe, inputs: common.Inputs, scored: list
     training = runs.label(trained.summaries)
     if primary:
         for k, d in enumerate(dirs):
-            checkpoint.save_model(d, runs_lib.take(trained.state, k), inputs.stats)
-        run_report.write_training(workdir, dirs, training, runs.configs)
+            checkpoint.save_model(d, stacked_runs.take(trained.state, k), inputs.stats)
+        report_files.write_training(workdir, dirs, training, runs.configs)
     return training

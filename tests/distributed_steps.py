@@ -9,7 +9,7 @@ import functools
 import os
 import sys
 
-from sedjax.runtime import distributed
+from sedjax.system import distributed
 
 if os.environ.get("SEDJAX_COORDINATOR"):
     distributed.initialize()
@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from configs import tiny  # noqa: E402
 from sedjax.recipes import common, two_pass  # noqa: E402
-from sedjax.runtime import sharding  # noqa: E402
+from sedjax.system import sharding  # noqa: E402
 from sedjax.train import parallel  # noqa: E402
 
 STEPS, BATCH = 3, 8

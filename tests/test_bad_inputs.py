@@ -31,7 +31,7 @@ import soundfile
 from configs import tiny, tiny_desed
 from sedjax import detect, run
 from sedjax.data import dataset, embeddings, prepare, synthetic
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given  # noqa: E402

@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from sedjax.models.batch_norm import BatchNorm
-from sedjax.runtime import sharding
+from sedjax.system import sharding
 
 
 def _inputs(shape=(8, 20, 6, 5)):

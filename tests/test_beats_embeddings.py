@@ -16,7 +16,7 @@ from sedjax.config import validate
 from sedjax.data import audio, beats_embeddings, dataset, embeddings
 from sedjax.interop import beats_checkpoint
 from sedjax.models import beats
-from sedjax.runtime import cli
+from sedjax.system import cli
 from sedjax.train import checkpoint
 
 ROOT = pathlib.Path(__file__).parents[1]

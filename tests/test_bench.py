@@ -380,6 +380,6 @@ def test_beats_bench_is_float32():
     fv = flags.FlagValues()
     bench.define_flags(fv)
     fv([*BEATS_TINY, "--dtype=bfloat16"])
-    from sedjax.runtime import cli
+    from sedjax.system import cli
     with pytest.raises(cli.UserError, match="--beats times float32"):
         bench.run_with_flags(fv)

@@ -1,4 +1,4 @@
-"""sedjax.runtime.cli: absl flags for every command, `--help`, and a user's mistake as exactly one
+"""sedjax.system.cli: absl flags for every command, `--help`, and a user's mistake as exactly one
 `error:` line with exit status 2 and no traceback (in this process and as `python -m`)."""
 
 import os
@@ -10,7 +10,7 @@ import pytest
 from absl import flags
 
 from sedjax import compare, detect, evaluate, onsets
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -118,7 +118,7 @@ def run(*args, **kwargs):
 TOY_SCRIPT = """
 import sys
 from absl import flags
-from sedjax.runtime import cli
+from sedjax.system import cli
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("name", None, "A name.", flag_values=FLAGS)
 def main(argv):

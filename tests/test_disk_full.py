@@ -18,7 +18,7 @@ from absl import flags
 
 from configs import tiny
 from sedjax.data import features
-from sedjax.runtime import cli, files
+from sedjax.system import cli, files
 
 ROOT = pathlib.Path(__file__).parents[1]
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -214,7 +214,7 @@ import pathlib, sys
 from absl import flags
 from configs import tiny
 from sedjax.data import features
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 def main(argv):
     cfg = tiny.get_config().features

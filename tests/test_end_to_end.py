@@ -141,8 +141,8 @@ def test_pseudo_labels_are_the_kept_pass1_models_decisions(workdir):
     from sedjax.config import config_files
     from sedjax.data import dataset, pipeline
     from sedjax.recipes import common
-    from sedjax.runtime import sharding
-    from sedjax.train import checkpoint, runs as runs_lib
+    from sedjax.system import sharding
+    from sedjax.train import checkpoint, stacked_runs
 
     path, _ = workdir
     config = config_files.load(ROOT / "configs" / "tiny.py")  # the run's config
@@ -152,7 +152,7 @@ def test_pseudo_labels_are_the_kept_pass1_models_decisions(workdir):
     splits, arrays = prepare.load_features(config, path, splits)  # the run's cached features
     stats = prepare.normalization_stats(config, splits, arrays, path)
     unlabelled = pipeline.Batches(arrays["unlabel_in_domain"], mesh, stats, config.runtime)
-    runs = runs_lib.Runs(config, mesh)
+    runs = stacked_runs.StackedRuns(config, mesh)
     ckpts = checkpoint.PassCheckpoints(path / "pass1")
     state, _ = ckpts.restore("best", runs.state(lambda c: common.init_state(c, "pass1")))
     ckpts.close()

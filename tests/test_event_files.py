@@ -6,7 +6,7 @@ import re
 import pytest
 
 from sedjax.data import event_files
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 EVENTS_HEADER = "filename\tonset\toffset\tevent_label\n"
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sedjax.runtime import files
+from sedjax.system import files
 
 
 def test_save_npy_round_trip_and_no_leftovers(tmp_path):

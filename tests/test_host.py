@@ -4,9 +4,9 @@ import pathlib
 import subprocess
 import sys
 
-from sedjax.runtime import host
+from sedjax.system import host
 
-PROBE = ("import os, sys; from sedjax.runtime import host; "
+PROBE = ("import os, sys; from sedjax.system import host; "
          "print('RUN', os.environ.get('GLIBC_TUNABLES', ''), sys.argv[1:], flush=True); "
          "host.reexec_with_huge_pages('probe')")
 REPO = pathlib.Path(host.__file__).parents[1]

@@ -10,7 +10,7 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # floor of each folder of sedjax/; a module at sedjax/'s top (run.py, the commands) is above all
-FLOORS = {"runtime": 0, "data": 1, "models": 1, "metrics": 1, "interop": 1, "train": 2,
+FLOORS = {"system": 0, "data": 1, "models": 1, "metrics": 1, "interop": 1, "train": 2,
           "reporting": 2, "recipes": 3, "config": 4, "benchmarks": 5}
 TOP = 5
 # the only modules outside sedjax/benchmarks/ that may import it: the commands running them
@@ -110,6 +110,6 @@ def test_the_checks_see_what_they_forbid():
     assert circles(edges) == [["sedjax.metrics.a", "sedjax.metrics.b"]]
     assert floor("sedjax.recipes.d") > floor("sedjax.data.c") and floor("sedjax.run") == TOP
     edges = {"sedjax.run": {"sedjax.benchmarks.timing"}, "sedjax.bench": {"sedjax.benchmarks"},
-             "sedjax.benchmarks.timing": {"sedjax.runtime.files"}}
+             "sedjax.benchmarks.timing": {"sedjax.system.files"}}
     assert benchmark_importers(edges) == ["sedjax.run -> sedjax.benchmarks.timing"]
     assert "sedjax.benchmarks.speed_report" in imports()["sedjax.bench"]  # the rule sees it

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sedjax.runtime import sharding
+from sedjax.system import sharding
 from sedjax.train import loop
 
 

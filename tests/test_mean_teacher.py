@@ -12,7 +12,7 @@ from configs import tiny_mean_teacher
 from sedjax.data import dataset
 from sedjax.models import time_grid
 from sedjax.recipes import mean_teacher as mt
-from sedjax.runtime import sharding
+from sedjax.system import sharding
 from sedjax.train import parallel
 
 

@@ -31,8 +31,8 @@ from sedjax.config import validate
 from sedjax.data import pipeline, synthetic
 from sedjax.recipes import common, two_pass
 from sedjax.reporting import run_tables, summary
-from sedjax.runtime import sharding
-from sedjax.train import loop, runs
+from sedjax.system import sharding
+from sedjax.train import loop, stacked_runs
 
 
 # ------------------------------------------------------------------ per-run early stopping
@@ -140,18 +140,18 @@ def test_run_k_gets_seed_plus_k_and_its_learning_rate():
     config.num_runs, config.pass2.learning_rates = 2, (1e-4, 5e-4)
     validate.validate(config, 4)
     assert [(c.seed, c.pass1.learning_rate, c.pass2.learning_rate)
-            for c in runs.run_configs(config)] == [(0, 3e-3, 1e-4), (1, 3e-3, 5e-4)]
-    assert runs.learning_rate_lists(config) == {"pass2": (1e-4, 5e-4)}
+            for c in stacked_runs.run_configs(config)] == [(0, 3e-3, 1e-4), (1, 3e-3, 5e-4)]
+    assert stacked_runs.learning_rate_lists(config) == {"pass2": (1e-4, 5e-4)}
 
 
 def test_run_k_gets_seed_plus_k():
     config = tiny.get_config()
     config.num_runs = 3
     validate.validate(config, 4)
-    assert [c.seed for c in runs.run_configs(config)] == [0, 1, 2]
-    assert all(c.num_runs == 1 for c in runs.run_configs(config))
+    assert [c.seed for c in stacked_runs.run_configs(config)] == [0, 1, 2]
+    assert all(c.num_runs == 1 for c in stacked_runs.run_configs(config))
     config.num_runs = 1
-    assert runs.run_configs(config)[0] is config  # one run: the config itself, unchanged
+    assert stacked_runs.run_configs(config)[0] is config  # one run: the config itself, unchanged
 
 
 def test_the_summary_of_several_runs_gives_each_seed_and_mean_and_sample_std(tmp_path):
@@ -213,7 +213,7 @@ def test_k_runs_of_the_steps_equal_the_single_runs_of_their_seeds(tmp_path, mode
             c.pass2.learning_rate = learning_rate
         return c
 
-    def train(r: runs.Runs, batches):
+    def train(r: stacked_runs.StackedRuns, batches):
         fn = r.train_step_fn(_pass2_step, batches)
         state = r.state(lambda c: common.init_state(c, "pass2"))
         sums = []
@@ -226,13 +226,13 @@ def test_k_runs_of_the_steps_equal_the_single_runs_of_their_seeds(tmp_path, mode
         return state, np.asarray(sums), probs
 
     base = pipeline.Batches(arrays, mesh, stats, _runtime(mode))
-    many = runs.Runs(configured(0, k_runs, rates), mesh)
+    many = stacked_runs.StackedRuns(configured(0, k_runs, rates), mesh)
     batches = base.with_run_data({"labels": labels})
     assert batches.resident == (mode == "always")
     state, sums, probs = train(many, batches)
     assert len(probs) == k_runs and probs[0].shape == (n, t, 10)
     for k in range(k_runs):
-        one = runs.Runs(configured(k, 1, learning_rate=rates and rates[k]), mesh)
+        one = stacked_runs.StackedRuns(configured(k, 1, learning_rate=rates and rates[k]), mesh)
         single = pipeline.Batches(arrays, mesh, stats, _runtime(mode)).with_run_data(
             {"labels": labels[k: k + 1]})
         state1, sums1, probs1 = train(one, single)
@@ -245,8 +245,8 @@ def test_k_runs_of_the_steps_equal_the_single_runs_of_their_seeds(tmp_path, mode
             # (rtol 1e-5, above); its rate is checked in the optimizer state (below).
             continue
         np.testing.assert_allclose(probs[k], probs1[0], atol=1e-5)
-        for x, y in zip(jax.tree_util.tree_leaves(runs.take(state, k).params),
-                        jax.tree_util.tree_leaves(runs.take(state1, 0).params)):
+        for x, y in zip(jax.tree_util.tree_leaves(stacked_runs.take(state, k).params),
+                        jax.tree_util.tree_leaves(stacked_runs.take(state1, 0).params)):
             np.testing.assert_allclose(x, y, atol=1e-5)
     assert np.abs(probs[0] - probs[1]).max() > 1e-3  # the runs did differ
     if rates:  # each run's rate is in its optimizer state
@@ -407,7 +407,7 @@ def test_mean_teacher_run_k_equals_the_single_run_of_seed_k(data_root, tmp_path)
     (128, 1, 1, 128), (128, 3, 1, 42), (128, 3, 4, 40), (128, 8, 4, 16), (8, 3, 4, 4),
     (128, 64, 4, 4)])
 def test_k_runs_share_one_prediction_batch(batch, num_runs, devices, expected):
-    per_run = runs.shared_batch_size(batch, num_runs, devices)
+    per_run = stacked_runs.shared_batch_size(batch, num_runs, devices)
     assert per_run == expected and per_run % devices == 0
     assert per_run * num_runs <= max(batch, devices * num_runs)  # memory of one run's batch
 

@@ -8,8 +8,8 @@ import pytest
 from configs import baseline
 from sedjax.data import pipeline
 from sedjax.recipes import common
-from sedjax.runtime import sharding
-from sedjax.train import loop, runs
+from sedjax.system import sharding
+from sedjax.train import loop, stacked_runs
 
 
 def _runtime(mode: str, fraction: float = 0.5, prefetch: int = 2):
@@ -56,7 +56,7 @@ def test_resident_and_streamed_predictions_are_equal(tmp_path):
     stats = (np.asarray(arrays.features).mean((0, 1)), np.asarray(arrays.features).std((0, 1)))
     config = baseline.get_config()
     config.features.num_frames = 20
-    state = sharding.replicate(runs.stack([common.init_state(config, "pass2")]), mesh)
+    state = sharding.replicate(stacked_runs.stack([common.init_state(config, "pass2")]), mesh)
     rows = np.random.default_rng(1).permutation(len(arrays))
     out = {}
     for mode in ("always", "never"):

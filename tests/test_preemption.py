@@ -13,7 +13,7 @@ import pytest
 
 from configs import tiny, tiny_mean_teacher
 from sedjax import run
-from sedjax.runtime import cli, preemption
+from sedjax.system import cli, preemption
 from sedjax.train import loop
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -162,7 +162,7 @@ def test_a_signal_after_the_loops_last_question_still_ends_the_process():
     """A SIGTERM recorded inside deferred_signals() that no should_stop() answered (it came
     after the last step) is not dropped: the process ends by it when the block ends."""
     code = ("import os, signal\n"
-            "from sedjax.runtime import preemption\n"
+            "from sedjax.system import preemption\n"
             "with preemption.deferred_signals():\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n"
             "print('after the block')\n")

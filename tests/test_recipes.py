@@ -16,7 +16,7 @@ from sedjax.config.validate import ConfigError
 from sedjax.metrics import clip_scores
 from sedjax.recipes import common
 from sedjax.reporting import outputs, summary
-from sedjax.runtime import sharding
+from sedjax.system import sharding
 from sedjax.train import loop, state as state_lib, streams
 
 NAME = "throwaway_clip"  # clip-level BCE on the weak clips, one stage

@@ -7,9 +7,8 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import pytest
 
-from sedjax.runtime import compilation_cache, timings, xla_flags
+from sedjax.system import compilation_cache, timings, xla_flags
 
 FLAG = xla_flags.CPU_FLAGS[0]
 
@@ -78,7 +77,7 @@ def test_stages_epochs_and_compilation_are_recorded():
 
 def test_a_second_process_loads_the_compiled_programs_from_the_cache(tmp_path):
     code = ("import jax, jax.numpy as jnp\n"
-            "from sedjax.runtime import compilation_cache, timings\n"
+            "from sedjax.system import compilation_cache, timings\n"
             f"compilation_cache.enable({str(tmp_path / 'cache')!r})\n"
             "with timings.recording() as rec:\n"
             "    jax.jit(lambda x: jnp.cos(x) @ x.T)(jnp.ones((64, 64))).block_until_ready()\n"

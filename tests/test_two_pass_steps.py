@@ -10,7 +10,7 @@ import pytest
 
 from configs import baseline
 from sedjax.recipes import common, two_pass
-from sedjax.runtime import sharding
+from sedjax.system import sharding
 from sedjax.train import parallel, state as state_lib
 
 

@@ -14,7 +14,7 @@ import soundfile
 from configs import tiny
 from sedjax.data import prepare
 from sedjax.data import audio, dataset, features, pipeline
-from sedjax.runtime import files, sharding
+from sedjax.system import files, sharding
 
 ROOT = pathlib.Path(__file__).parents[1]
 SR = 44100

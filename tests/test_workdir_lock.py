@@ -1,4 +1,4 @@
-"""sedjax.runtime.workdir_lock: one run per workdir; a stale lock is taken over, a live one or
+"""sedjax.system.workdir_lock: one run per workdir; a stale lock is taken over, a live one or
 one of another host refuses in one `error:` line, the lock goes when the run ends."""
 
 import errno
@@ -15,12 +15,12 @@ import time
 import pytest
 from absl import flags
 
-from sedjax.runtime import cli, files, workdir_lock
+from sedjax.system import cli, files, workdir_lock
 
 ROOT = pathlib.Path(__file__).parents[1]
 HOLDER = """
 import sys, time
-from sedjax.runtime import workdir_lock
+from sedjax.system import workdir_lock
 with workdir_lock.hold(sys.argv[1]):
     print("held", flush=True)
     time.sleep(120)

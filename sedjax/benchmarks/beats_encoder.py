@@ -21,7 +21,7 @@ from sedjax import models
 from sedjax.benchmarks import environment, timing
 from sedjax.interop import beats_checkpoint
 from sedjax.models import beats
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 # |sedjax - reference| of the bench's embeddings, float32: 99.9 % of the values within
 # BEATS_TOL, every value within BEATS_TOL_MAX. Both are float32 computations of the same

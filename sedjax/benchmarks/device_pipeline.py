@@ -16,7 +16,7 @@ import time
 from sedjax.benchmarks import device_sections, environment
 from sedjax.benchmarks.output import say
 from sedjax.config import config_files
-from sedjax.runtime import files
+from sedjax.system import files
 
 # --tiny's XLA flags (the command's before its backend starts; the pipeline's child processes'):
 # less compile time for a slower step (docs/speed.md)

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 from sedjax.benchmarks import device_pipeline, device_sections, environment
 from sedjax.benchmarks.output import fmt, say
-from sedjax.runtime import files
+from sedjax.system import files
 
 SECTIONS = ("environment", "train_step", "runs_per_program", "logmel", "beats", "pipeline",
             "memory")

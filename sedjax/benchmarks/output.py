@@ -7,7 +7,7 @@ import functools
 import json
 import time
 
-from sedjax.runtime import files
+from sedjax.system import files
 
 say = functools.partial(print, flush=True)  # every line out as soon as it is measured
 

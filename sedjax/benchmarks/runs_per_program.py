@@ -12,8 +12,8 @@ import numpy as np
 
 from sedjax.benchmarks import timing, train_step
 from sedjax.recipes import common, two_pass
-from sedjax.runtime import cli, sharding
-from sedjax.train import parallel, runs as runs_lib
+from sedjax.system import cli, sharding
+from sedjax.train import parallel, stacked_runs
 
 
 def runs_train_throughput(config, batch_size: int, num_runs: int, steps: int, warmup: int,
@@ -28,8 +28,8 @@ def runs_train_throughput(config, batch_size: int, num_runs: int, steps: int, wa
     config = config.copy_and_resolve_references()
     with config.unlocked():
         config.num_runs = num_runs
-    configs = runs_lib.run_configs(config) if num_runs > 1 else [config]
-    state = sharding.replicate(runs_lib.stack(
+    configs = stacked_runs.run_configs(config) if num_runs > 1 else [config]
+    state = sharding.replicate(stacked_runs.stack(
         [common.init_state(rc, "pass2") for rc in configs]), mesh)
     rng = np.random.default_rng(0)
     shape = (num_runs, batch_size)

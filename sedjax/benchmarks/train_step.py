@@ -14,7 +14,7 @@ from sedjax import models
 from sedjax.benchmarks import environment, timing
 from sedjax.config import config_files
 from sedjax.recipes import common, two_pass
-from sedjax.runtime import cli, sharding
+from sedjax.system import cli, sharding
 from sedjax.train import parallel
 
 

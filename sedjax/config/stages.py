@@ -27,7 +27,7 @@ from absl import logging
 
 from sedjax.config import config_files
 from sedjax.models import kernels
-from sedjax.runtime import files
+from sedjax.system import files
 
 # read only by post-processing choice and scoring
 SCORING_ONLY = ("postprocess.tune", "evaluation.psds")

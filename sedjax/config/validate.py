@@ -10,7 +10,7 @@ from sedjax import models, recipes
 from sedjax.data import beats_embeddings, split_roles
 from sedjax.metrics import tuning
 from sedjax.models import dropout, kernels, layers, time_grid
-from sedjax.runtime.cli import ConfigError
+from sedjax.system.cli import ConfigError
 
 CHOICES = {  # field -> allowed values (config.recipe: any registered recipe, checked below)
     "data.dataset": ("dcase2018", "desed", "synthetic"),

@@ -12,7 +12,7 @@ The hash covers what changes the numbers: the weights (the converted checkpoint'
 or the random init's size and seed), the BEATs config (its dtype included), the padding rule,
 the clip length in samples, the split's file list and where the audio came from. A rerun with
 the same values reuses the files; another checkpoint or seed computes new ones. Each file is
-written under a temporary name and renamed when complete (sedjax.runtime.files): a run killed
+written under a temporary name and renamed when complete (sedjax.system.files): a run killed
 mid-split leaves no file that a rerun would take as done (it recomputes that split).
 
 Per clip: the audio read as every sedjax stage reads it (sedjax.data.audio: mono, resampled to
@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from sedjax.data import audio
 from sedjax.models import beats
-from sedjax.runtime import files, sharding
+from sedjax.system import files, sharding
 
 SOURCES = ("files", "beats")  # model.embeddings.source
 SIZES = ("checkpoint", "tiny", "base")  # model.beats.size

@@ -30,7 +30,7 @@ from absl import logging
 
 from sedjax.data import audio, event_files, split_roles
 from sedjax.data.audio import AUDIO_EXTENSIONS  # the files of an unlisted audio folder
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 # split name -> (metadata file, audio folder, kind of labels), relative to the dataset root.
 SPLITS = DCASE2018 = {

@@ -23,7 +23,7 @@ from typing import Any
 
 from absl import logging
 
-from sedjax.runtime import cli, files
+from sedjax.system import cli, files
 
 HEADER = ("filename", "onset", "offset", "event_label")
 WEAK_HEADER = ("filename", "event_labels")

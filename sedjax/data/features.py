@@ -31,7 +31,7 @@ from absl import logging
 from tqdm import tqdm
 
 from sedjax.data import audio, pipeline
-from sedjax.runtime import files, sharding
+from sedjax.system import files, sharding
 
 # Feature-config fields that change the numbers (the others are speed knobs).
 _KEY_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "window", "center",

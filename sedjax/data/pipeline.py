@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax.runtime import sharding
+from sedjax.system import sharding
 
 
 @dataclasses.dataclass

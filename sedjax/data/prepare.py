@@ -21,7 +21,7 @@ from absl import logging
 from sedjax.data import (beats_embeddings, dataset, embeddings, features, pipeline, resample,
                          split_roles, synthetic)
 from sedjax.metrics import tuning
-from sedjax.runtime import files, sharding, timings
+from sedjax.system import files, sharding, timings
 
 VALIDATION = "validation"  # the split tuned post-processing is chosen on
 

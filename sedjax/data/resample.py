@@ -29,7 +29,7 @@ from absl import logging
 from tqdm import tqdm
 
 from sedjax.data import audio, dataset, features
-from sedjax.runtime import files
+from sedjax.system import files
 
 FLOAT, DESED_TASK = "float", "desed_task"
 COPIES = (FLOAT, DESED_TASK)  # data.resample_copy

@@ -19,7 +19,7 @@ import pathlib
 
 import numpy as np
 
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 SEDJAX, DESED_TASK = "sedjax", "desed_task"
 CHOICES = ("auto", SEDJAX, DESED_TASK)

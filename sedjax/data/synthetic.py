@@ -35,7 +35,7 @@ import tqdm
 from absl import flags, logging
 
 from sedjax.data.soundscapes import CLASSES, Event, check_classes, render_clip
-from sedjax.runtime import cli, files
+from sedjax.system import cli, files
 
 # split id: part of each clip's rng seed, so the splits' clips differ; never renumber one
 SPLITS = {"weak": 0, "unlabel_in_domain": 1, "test": 2, "synthetic": 3, "validation": 4,

@@ -267,7 +267,7 @@ def save(params: Mapping[str, Any], config: BeatsConfig, out: str | os.PathLike
     and sedjax fields), each atomically; returns both paths."""
     from flax import serialization
 
-    from sedjax.runtime import files
+    from sedjax.system import files
 
     cfg_file = config_path(out)
     files.write_bytes(out, serialization.msgpack_serialize(_plain(params)))

@@ -408,7 +408,7 @@ def write_state_dict(state_dict: Mapping[str, np.ndarray], path: str | os.PathLi
     torch = _import_torch(f"writing {path}")
     from collections import OrderedDict
 
-    from sedjax.runtime import files
+    from sedjax.system import files
 
     tensors = OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in state_dict.items())
     with files.atomic_path(path) as tmp:  # never a half-written file under the final name

@@ -34,7 +34,7 @@ import numpy as np
 
 from sedjax.metrics.sed_scores_inputs import (valid_frames, absent_classes, audio_durations,
                                               ground_truth, score_dataframes)
-from sedjax.runtime.files import to_jsonable
+from sedjax.system.files import to_jsonable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,7 +351,7 @@ def format_lines(figures: Mapping[str, Any], class_wise: bool = False) -> str:
 def save_curves(path: str | os.PathLike, curves: Mapping[str, Any]) -> str:
     """Writes threshold_independent's curves to one .npz (keys 'psds1/etpr',
     'psds1/class_wise/Cat/tpr', ...), atomically; returns the path."""
-    from sedjax.runtime import files
+    from sedjax.system import files
 
     flat: dict[str, np.ndarray] = {}
 

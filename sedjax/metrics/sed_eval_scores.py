@@ -8,7 +8,7 @@ from typing import Any
 
 import sed_eval
 
-from sedjax.runtime.files import to_jsonable
+from sedjax.system.files import to_jsonable
 
 # The settings evaluate_events reads from its evaluation config (a config's `evaluation`
 # section, e.g. configs/baseline.py's); every one must be given.

@@ -5,7 +5,7 @@ flax.linen.BatchNorm (fast variance E[x^2] - E[x]^2, clipped at 0; running avera
 `momentum`). What differs is how the batch moments of the devices are averaged in training:
 flax's `pmean` is an all-reduce whose order of additions depends on how the devices are split
 among processes; here the moments and their gradients are averaged in one fixed order
-(sedjax.runtime.sharding.ordered_mean), so a run does not depend on that split.
+(sedjax.system.sharding.ordered_mean), so a run does not depend on that split.
 
 `unbiased_running_var` gives PyTorch's BatchNorm update instead (DESED_task's CRNN): the
 running variance averages the batch variance times n / (n - 1) (n: the values per feature, over
@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sedjax.runtime import sharding
+from sedjax.system import sharding
 
 
 class BatchNorm(nn.Module):

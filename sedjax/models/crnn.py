@@ -59,7 +59,7 @@ class CRNN(nn.Module):
     conv_impl: str = "xla"
     dtype: Any = jnp.float32
     axis_name: str | None = None
-    ordered_reductions: bool = False  # see sedjax.runtime.sharding.device_mean
+    ordered_reductions: bool = False  # see sedjax.system.sharding.device_mean
     # the CPU kernels (sedjax.models.kernels; from_config resolves model.* 'auto'):
     fold_batch_norm: bool = True  # the first block's BatchNorm folded into its conv (training)
     # the first block's conv -> pool -> ReLU computed this many frames at a time (0: whole)

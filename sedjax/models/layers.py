@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from sedjax.models import conv_pool
 from sedjax.models.batch_norm import BatchNorm
 from sedjax.models.dropout import Dropout
-from sedjax.runtime import sharding
+from sedjax.system import sharding
 
 glorot = nn.initializers.glorot_uniform()  # Keras' default for conv, dense and GRU kernels
 

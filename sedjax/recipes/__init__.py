@@ -36,7 +36,7 @@ class Recipe:
     common.init_state: learning_rate, adam_b1, adam_b2, adam_eps; learning_rates optional);
     stages: its folders under each run's folder, in training order, each holding
     checkpoints/ and result.json (and one StageSummary in its training summary);
-    check(config, num_devices): raises sedjax.runtime.cli.ConfigError for a value of its
+    check(config, num_devices): raises sedjax.system.cli.ConfigError for a value of its
     sections that cannot work.
     picks_on_events(config, has_validation_split) -> bool: whether its checkpoint choice
     scores events (so reads `postprocess` and `evaluation`; sedjax.config.stages retrains when

@@ -15,8 +15,8 @@ from sedjax.data import dataset, embeddings, pipeline
 from sedjax.metrics import detection, sed_eval_scores
 from sedjax import models
 from sedjax.models import time_grid
-from sedjax.runtime import sharding
-from sedjax.train import parallel, runs as runs_lib, state as state_lib, streams
+from sedjax.system import sharding
+from sedjax.train import parallel, stacked_runs, state as state_lib, streams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Inputs:
     """The shared stages' outputs a recipe trains from, complete once built (frozen: another
     value, e.g. the writer, is a dataclasses.replace copy).
 
-    runs: the config's runs (sedjax.train.runs; config.num_runs); each run writes its own
+    runs: the config's runs (sedjax.train.stacked_runs; config.num_runs); each run writes its own
     results into run_dirs[k] (the workdir itself for one run), shared checkpoints stay in
     the workdir.
     """
@@ -37,16 +37,16 @@ class Inputs:
     stats: tuple
     workdir: pathlib.Path
     writer: Any = None  # a sedjax.reporting.tensorboard.SummaryWriter (process 0), or None
-    runs: Any = None  # sedjax.train.runs.Runs; built from config and mesh when None
+    runs: Any = None  # sedjax.train.stacked_runs.StackedRuns; built from config and mesh when None
 
     def __post_init__(self):
         if self.runs is None:  # derived once, while building (frozen: hence object.__setattr__)
-            object.__setattr__(self, "runs", runs_lib.Runs(self.config, self.mesh))
+            object.__setattr__(self, "runs", stacked_runs.StackedRuns(self.config, self.mesh))
 
     @property
     def run_dirs(self) -> list[pathlib.Path]:
         """Where each run's own outputs go: [workdir] for one run, else workdir/run{k}."""
-        return runs_lib.run_dirs(self.workdir, self.runs.count)
+        return stacked_runs.run_dirs(self.workdir, self.runs.count)
 
     def run_batches(self, name: str, labels: list | None = None) -> pipeline.Batches:
         """Batches of split `name` for the runs; labels: one target array per run replacing
@@ -132,7 +132,7 @@ class Trained:
 
 def ordered_reductions(config) -> bool:
     """Whether steps average over devices in one fixed order (runtime.ordered_reductions,
-    sedjax.runtime.sharding.device_mean). Never on one device: there is no order to fix there, and
+    sedjax.system.sharding.device_mean). Never on one device: there is no order to fix there, and
     the plain all-reduce keeps one-device runs bit for bit what they were before the option."""
     return bool(config.runtime.ordered_reductions) and jax.device_count() > 1
 

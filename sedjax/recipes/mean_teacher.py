@@ -33,9 +33,9 @@ from sedjax.metrics import clip_scores
 from sedjax.models import time_grid
 from sedjax.recipes import common
 from sedjax.reporting import outputs, summary
-from sedjax.runtime import sharding
-from sedjax.runtime.cli import ConfigError
-from sedjax.runtime.sharding import AXIS
+from sedjax.system import sharding
+from sedjax.system.cli import ConfigError
+from sedjax.system.sharding import AXIS
 from sedjax.train import augment, loop, state as state_lib, streams
 
 WEAK, UNLABELED, STRONG = 0, 1, 2  # a clip's kind in a mixed batch

@@ -21,7 +21,7 @@ from sedjax.metrics import csebbs, detection, psds, tuning
 from sedjax.models import time_grid
 from sedjax.recipes import common
 from sedjax.reporting import outputs, plots
-from sedjax.runtime import timings
+from sedjax.system import timings
 from sedjax.train import checkpoint
 
 

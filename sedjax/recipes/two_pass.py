@@ -27,7 +27,7 @@ from sedjax import recipes
 from sedjax.metrics import clip_scores
 from sedjax.recipes import common
 from sedjax.reporting import outputs, summary
-from sedjax.runtime import files, sharding
+from sedjax.system import files, sharding
 from sedjax.train import checkpoint, loop, state as state_lib, streams
 
 RECIPE_NAME = "two_pass"

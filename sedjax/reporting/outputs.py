@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 from absl import logging
 
-from sedjax.runtime import files
+from sedjax.system import files
 
 RESULTS_FILENAME = "results.json"
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from sedjax.runtime import files
+from sedjax.system import files
 
 
 def _figure(width: float, height: float):

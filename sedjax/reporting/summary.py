@@ -86,7 +86,7 @@ class TrainingSummary:
 @dataclasses.dataclass
 class RunResults:
     """One run's results.json: per scored split the sed_eval and threshold-independent scores,
-    the post-processing used, the training summary, timings (sedjax.runtime.timings; the
+    the post-processing used, the training summary, timings (sedjax.system.timings; the
     finished ones replace these once the run reported) and the device count."""
 
     splits: dict[str, dict]

@@ -1,8 +1,8 @@
 """Per-epoch scalars for `tensorboard --logdir WORKDIR`: a thin wrapper over tensorboardX.
 
 The training loops call `writer.scalars({tag: value}, step, prefix="pass1/")` once an epoch
-(sedjax/train/loop.py, sedjax/train/runs.py); sedjax/run.py makes the writer (process 0 only)
-and closes it. tensorboardX writes the event files (no TensorFlow) from a background thread;
+(sedjax/train/loop.py, sedjax/train/stacked_runs.py); sedjax/run.py makes the writer (process 0
+only) and closes it. tensorboardX writes the event files (no TensorFlow) from a background thread;
 two writers in one directory make two files, which TensorBoard reads one after the other.
 """
 

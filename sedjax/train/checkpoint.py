@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
-from sedjax.runtime import files
+from sedjax.system import files
 
 
 class PassCheckpoints:

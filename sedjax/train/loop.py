@@ -1,8 +1,8 @@
 """The one epoch loop every recipe shares: epochs, validation scores, early stopping, checkpoints.
 
 The state carries a leading run axis (config.num_runs = K; one run is K = 1, see
-sedjax.train.runs). A recipe gives the loop two functions: `train_epoch(state, epoch, resume)
--> (state, metric sums, (K,) per key)`, which hands `resume` on to run_epoch, and
+sedjax.train.stacked_runs). A recipe gives the loop two functions:
+`train_epoch(state, epoch, resume) -> (state, metric sums, (K,) per key)`, which hands `resume` on to run_epoch, and
 `validate(state) -> one score per run` (higher is better). Each run stops early on its own, as
 the seed's Keras callback did (patience, min_delta, not before a start epoch): once its patience
 ran out, later epochs still compute for it (one program) but change neither its best state nor
@@ -10,7 +10,7 @@ its record. The loop ends when every run stopped or at num_epochs. `latest` is s
 every epoch, so a killed run resumes after its last finished epoch; `best` holds each run's
 best state. Their meta is {'epoch': the last finished epoch, 'runs': [LoopState of each run]}.
 
-Stopping on purpose (sedjax.runtime.preemption): a SIGTERM or SIGINT during an epoch ends it
+Stopping on purpose (sedjax.system.preemption): a SIGTERM or SIGINT during an epoch ends it
 after the current step; `latest` then also records {'partial': {'epoch', 'steps', 'sums'}},
 the steps done and their metric sums, and `Preempted` is raised. The rerun restores that state;
 fit passes the position to train_epoch as `resume`, and run_epoch skips the epoch's first
@@ -35,7 +35,7 @@ from absl import logging
 from tqdm import tqdm
 
 from sedjax.data import pipeline
-from sedjax.runtime import cli, preemption, sharding, timings
+from sedjax.system import cli, preemption, sharding, timings
 from sedjax.train import checkpoint
 
 # orbax step of a `latest` checkpoint: STEPS_PER_EPOCH * (epoch + 1) after a finished epoch,

@@ -30,7 +30,7 @@ import jax
 from jax.sharding import PartitionSpec as P
 
 from sedjax.data import features as features_lib
-from sedjax.runtime.sharding import AXIS
+from sedjax.system.sharding import AXIS
 
 
 def _normalized(step: Callable) -> Callable:

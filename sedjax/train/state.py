@@ -1,7 +1,7 @@
 """What every recipe's per-device step shares: the train state, the loss, the gradient update.
 
 Steps are written pmap style: per-device functions with collectives over the axis 'batch'
-(sedjax.runtime.sharding.AXIS), mapped over the mesh by sedjax.train.parallel.
+(sedjax.system.sharding.AXIS), mapped over the mesh by sedjax.train.parallel.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from sedjax.runtime import sharding
-from sedjax.runtime.sharding import AXIS
+from sedjax.system import sharding
+from sedjax.system.sharding import AXIS
 
 
 class TrainState(train_state.TrainState):
@@ -105,7 +105,7 @@ def gradient_step(state: TrainState, loss_fn: Callable, batch_size: int, ordered
 
     Gradients and BatchNorm statistics are averaged over devices (ordered: added in device
     order, bitwise the same however the devices are split among processes; see
-    sedjax.runtime.sharding.device_mean); `metrics` (per-device means) come back summed over the
+    sedjax.system.sharding.device_mean); `metrics` (per-device means) come back summed over the
     global batch, with `count`, so that epochs can add them up.
     """
     mean = functools.partial(sharding.device_mean, ordered=ordered)

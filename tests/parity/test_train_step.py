@@ -46,7 +46,7 @@ from configs import desed_baseline  # noqa: E402
 from sedjax.data import dataset, features, soundscapes  # noqa: E402
 from sedjax.interop import desed_task as interop  # noqa: E402
 from sedjax.recipes import mean_teacher as mt  # noqa: E402
-from sedjax.runtime import sharding  # noqa: E402
+from sedjax.system import sharding  # noqa: E402
 from sedjax.train import parallel  # noqa: E402
 
 STEPS = 20

@@ -1,4 +1,4 @@
-"""Test only: every file that sedjax.runtime.files.atomic_path completes is recorded as a line
+"""Test only: every file that sedjax.system.files.atomic_path completes is recorded as a line
 "<SEDJAX_PROCESS_ID><TAB><resolved path>" appended to the file $SEDJAX_WRITE_LOG names.
 
 tests/test_multiprocess.py puts this folder (and the repository) first on the PYTHONPATH of
@@ -14,7 +14,7 @@ import pathlib
 _LOG = os.environ.get("SEDJAX_WRITE_LOG")
 
 if _LOG:
-    from sedjax.runtime import files
+    from sedjax.system import files
 
     _atomic_path = files.atomic_path
 

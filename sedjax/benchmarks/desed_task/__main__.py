@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("workdir", None, "Folder of the harness's runs and side_by_side.json.",

@@ -211,7 +211,7 @@ def write(conf: dict, path: pathlib.Path) -> pathlib.Path:
     """The yaml file DESED_task's prepare_run reads (--conf_file)."""
     import yaml
 
-    from sedjax.runtime import files
+    from sedjax.system import files
 
     files.write_text(path, yaml.safe_dump(conf, sort_keys=False))
     return path

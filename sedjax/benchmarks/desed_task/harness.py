@@ -19,7 +19,7 @@ from sedjax.benchmarks.desed_task import layout as layout_lib
 from sedjax.benchmarks.desed_task import process, scoring, table
 from sedjax.config import config_files
 from sedjax.data import event_files
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 ENV = "SEDJAX_DESED_TASK"
 
@@ -140,7 +140,7 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 # `python -m sedjax.main ARGS` in a process where `import torch` fails: sedjax's install has no
 # torch, but in an environment shared with DESED_task tensorboardX (sedjax's TensorBoard writer)
 # imports it when it can (memory and start-up: docs/speed.md). GLIBC_TUNABLES as sedjax.main's own
-# re-exec sets it (sedjax.runtime.host), which it then skips.
+# re-exec sets it (sedjax.system.host), which it then skips.
 WITHOUT_TORCH = """\
 import runpy, sys
 class NoTorch:  # a finder that fails `import torch` (sys.modules stays without it: scipy looks)
@@ -162,7 +162,7 @@ def sedjax_command(setup: Setup, seed: int, run_dir: pathlib.Path) -> tuple[list
     args += setup.sedjax_args
     if setup.sedjax_torch:
         return [sys.executable, "-m", "sedjax.main", *args], {}
-    from sedjax.runtime import host
+    from sedjax.system import host
 
     tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES", ""), host.TUNABLE]))
     return [sys.executable, "-c", WITHOUT_TORCH, *args], {"GLIBC_TUNABLES": tunables}

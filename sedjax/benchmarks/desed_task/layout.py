@@ -17,7 +17,7 @@ import dataclasses
 import pathlib
 
 from sedjax.data import dataset, event_files, split_roles
-from sedjax.runtime import cli
+from sedjax.system import cli
 
 WEAK_TSV = "metadata/train/weak.tsv"
 SYNTH_VAL_TSV = "metadata/validation/synthetic21_validation/soundscapes.tsv"

@@ -9,7 +9,7 @@ import pathlib
 import statistics
 from typing import Any
 
-from sedjax.runtime import files
+from sedjax.system import files
 
 FILENAME = "side_by_side.json"
 SYSTEMS = ("sedjax", "desed_task")

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from sedjax.data import pipeline
-from sedjax.runtime import sharding
+from sedjax.system import sharding
 from sedjax.train import loop, parallel
 
 
@@ -74,7 +74,7 @@ def run_dirs(workdir: pathlib.Path, count: int) -> list[pathlib.Path]:
     return [workdir] if count == 1 else [workdir / f"run{k}" for k in range(count)]
 
 
-class Runs:
+class StackedRuns:
     """The K runs of a config: per-run configs, and the run-axis state, steps, epochs and
     predictions a recipe builds from; it trains them with sedjax.train.loop.fit."""
 

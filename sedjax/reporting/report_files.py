@@ -13,7 +13,7 @@ from typing import Sequence
 from sedjax.metrics import psds, sed_eval_scores
 from sedjax.reporting import outputs, run_tables
 from sedjax.reporting.summary import RunResults, TrainingSummary
-from sedjax.runtime import files
+from sedjax.system import files
 
 TRAINING = "training.json"  # written once the recipe's model predicted every scored split
 

@@ -5,7 +5,7 @@ the final name. Each writer here writes to a temporary name in the same director
 then atomic on POSIX) and renames; on any error the temporary file is removed.
 
 A full disk (or quota) while writing raises DiskFullError, an OSError that names the output's
-final path: the command then says so in one line (sedjax.runtime.cli), and a rerun after space
+final path: the command then says so in one line (sedjax.system.cli), and a rerun after space
 is freed writes the file, since nothing was kept under its name.
 """
 

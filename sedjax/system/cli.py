@@ -16,7 +16,7 @@ process, returning the exit status: what tests use). Either way:
   and rerun the same command...` and exit status 75 (EXIT_DISK_FULL, sysexits' EX_TEMPFAIL:
   worth retrying), without a traceback: an OSError of errno ENOSPC or EDQUOT out of main, or an
   error caused by one or whose message is its text (tensorstore's, under orbax checkpoints,
-  are ValueErrors). Outputs are written atomically (sedjax.runtime.files), so the rerun
+  are ValueErrors). Outputs are written atomically (sedjax.system.files), so the rerun
   redoes the unfinished one; under `run`, library log records that report the same full disk
   (orbax's background threads log tracebacks) are dropped.
 
@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags, logging
 
-from sedjax.runtime import files
+from sedjax.system import files
 
 EXIT_USER_ERROR = 2
 EXIT_DISK_FULL = 75  # sysexits.h EX_TEMPFAIL: the same command may succeed later

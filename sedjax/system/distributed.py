@@ -1,7 +1,7 @@
 """Joins a multi-process JAX job (jax.distributed): TPU pod slices, SLURM, or explicit settings.
 
 Every process runs the same program on its own devices; the mesh then spans all of them
-(sedjax.runtime.sharding). Where the job comes from:
+(sedjax.system.sharding). Where the job comes from:
 - TPU VM slices and SLURM jobs: nothing to pass, jax.distributed.initialize() reads the
   environment (TPU metadata; SLURM_* variables);
 - anything else (several local CPU processes, a hand-made GPU cluster): the coordinator's
@@ -15,7 +15,7 @@ import os
 
 import jax
 
-from sedjax.runtime import preemption
+from sedjax.system import preemption
 
 ENV = {"coordinator_address": "SEDJAX_COORDINATOR", "num_processes": "SEDJAX_NUM_PROCESSES",
        "process_id": "SEDJAX_PROCESS_ID"}

@@ -43,8 +43,8 @@ from typing import Iterator
 
 from absl import logging
 
-from sedjax.runtime import files
-from sedjax.runtime.cli import UserError
+from sedjax.system import files
+from sedjax.system.cli import UserError
 
 LOCK_NAME = ".sedjax.lock"
 _BOOT_ID = pathlib.Path("/proc/sys/kernel/random/boot_id")
