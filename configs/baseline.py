@@ -140,6 +140,15 @@ def get_config() -> ml_collections.ConfigDict:
     m.beats.padding_mask_rule = "none"
     m.beats.dtype = "float32"  # of the patches and the transformer: 'float32' or 'bfloat16'
     m.beats.batch_size = 16  # clips per encoder call
+    # fine-tuning: the encoder becomes part of the trained model (embeddings.source 'beats'):
+    # its weights start as above and train with the CRNN, the fbank of each clip cached
+    # instead of its tokens; False: frozen, its tokens computed once
+    m.beats.trainable = False
+    # the encoder's learning rate (Adam, with the recipe's ramp-up), the CRNN keeping the
+    # recipe's: layer i of L (0 the first) trains at learning_rate * layer_decay ** (L - i),
+    # the parts before the layers (patch embedding, position conv) at ** (L + 1)
+    m.beats.learning_rate = 1e-5
+    m.beats.layer_decay = 1.0  # in (0, 1]; 1: every part of the encoder at learning_rate
     # frames -> clip output: 'mean' (the seed), 'max', 'linear_softmax' or 'attention'
     m.pooling = "mean"
     m.dtype = "float32"  # compute dtype of matmuls/convs ('bfloat16' keeps float32 params)

@@ -13,6 +13,12 @@ configs/desed_beats.py (DESED_task's BEATs system) with --config.model.beats.che
 The data and the schedule are smaller than demo_desed.py's (fewer clips, 60 steps), for a run
 of a few minutes; `:tiny` is tiny_desed.py's sizes (8 clips per split of 2 s, 4 steps), what
 the tests run.
+
+`:finetune` (and `:tiny_finetune`, the tests') trains the encoder with the CRNN instead
+(`model.beats.trainable`, as the 2024 DESED systems fine-tune BEATs): it starts from the same
+random weights, its input (BEATs' fbank) is cached instead of its tokens, and it learns at its
+own rate with layer-wise decay (docs/desed.md). With random weights this too shows the
+pipeline only.
 """
 
 from configs import demo_desed, tiny_desed
@@ -38,12 +44,37 @@ def add_beats(c):
     return c
 
 
+# the encoder's own learning rate and layer-wise decay when it trains (`:finetune`): the
+# last of the tiny encoder's 2 layers at 1e-4 * 0.8, the first at 1e-4 * 0.8 ** 2, the patch
+# embedding at 1e-4 * 0.8 ** 3; the CRNN at the mean teacher's (demo_desed.py's 5e-3)
+FINETUNE_LEARNING_RATE = 1e-4
+FINETUNE_LAYER_DECAY = 0.8
+VARIANTS = ("", "tiny", "finetune", "tiny_finetune")
+
+
+def add_finetune(c):
+    """The BEATs encoder trained with the CRNN (model.beats.trainable)."""
+    b = c.model.beats
+    b.trainable = True
+    b.learning_rate = FINETUNE_LEARNING_RATE
+    b.layer_decay = FINETUNE_LAYER_DECAY
+    return c
+
+
 def get_config(variant: str = ""):
-    """demo_desed.py + BEATs embeddings, on fewer clips; `:tiny` at tiny_desed.py's sizes."""
+    """demo_desed.py + BEATs embeddings, on fewer clips; `:tiny` at tiny_desed.py's sizes;
+    `:finetune` / `:tiny_finetune` the same with the encoder trained."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown config variant {variant!r}: use one of "
+                         f"{', '.join(map(repr, VARIANTS))}")
+    c = _frozen("tiny" if variant.startswith("tiny") else "")
+    return add_finetune(c) if variant.endswith("finetune") else c
+
+
+def _frozen(variant: str):
+    """The frozen-encoder system: demo sizes, or (`tiny`) tiny_desed.py's."""
     if variant == "tiny":
         return add_beats(tiny_desed.get_config())
-    if variant:
-        raise ValueError(f"unknown config variant {variant!r}: use '' or 'tiny'")
     c = demo_desed.get_config()
     s = c.data.synthetic
     s.num_weak = s.num_unlabeled = s.num_strong = 60

@@ -218,6 +218,10 @@ def to_desed_task(workdir: str, out: str) -> dict[str, np.ndarray]:
     if config.model.arch != "desed_crnn":
         raise cli.UserError(f"{workdir}/config.json: model.arch is {config.model.arch!r}; "
                             "only 'desed_crnn' (DESED_task's CRNN) converts")
+    if config.model.beats.trainable:
+        raise cli.UserError(f"{workdir}/config.json: model.beats.trainable: its model trained "
+                            "the BEATs encoder too, which DESED_task's CRNN does not hold (it "
+                            "reads embeddings of a frozen encoder); only a frozen one converts")
     try:
         variables, _ = checkpoints.load_model(pathlib.Path(workdir))
     except FileNotFoundError as e:

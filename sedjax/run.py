@@ -9,7 +9,9 @@ workdir/
   item_access_error.log.csv    clips listed in the metadata whose audio is missing
   features/                    <split>-<hash>.npy log-mel memmaps, stats-<hash>.npy;
                                embeddings-<split>-<hash>.npy BEATs frame embeddings
-                               (model.embeddings.source 'beats')
+                               (model.embeddings.source 'beats'), or with
+                               model.beats.trainable beats_fbank-<split>-<hash>.npy (the
+                               encoder's input)
   (the recipe's own folders)   e.g. pass1/, pass2/, pseudo_labels.npy for two_pass
   tensorboard/                 per-epoch scalars (losses, validation score, learning rate)
   model/                       the weights that predicted + normalization (sedjax.detect)

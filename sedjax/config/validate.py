@@ -171,6 +171,21 @@ def _check_model(config) -> None:
     _check_beats_fields(model.beats)
     if model.embeddings.source == "beats":
         check_beats(config)
+    if model.beats.trainable:
+        _check_trainable_beats(config)
+
+
+def _check_trainable_beats(config) -> None:
+    """Fine-tuning BEATs (model.beats.trainable): sedjax's encoder, no padding mask."""
+    b = config.model.beats
+    if config.model.embeddings.source != "beats":
+        raise ConfigError(f"model.beats.trainable: fine-tuning BEATs needs "
+                          f"model.embeddings.source 'beats' (sedjax's encoder), not "
+                          f"{config.model.embeddings.source!r}")
+    if b.padding_mask_rule != "none":
+        raise ConfigError(f"model.beats.padding_mask_rule: a trained encoder reads each clip "
+                          f"zero-padded to data.clip_seconds without a mask: set 'none', not "
+                          f"{b.padding_mask_rule!r}")
 
 
 def _check_beats_fields(b) -> None:
@@ -180,6 +195,18 @@ def _check_beats_fields(b) -> None:
         raise ConfigError(f"model.beats.checkpoint: expected a file name or '', got "
                           f"{b.checkpoint!r}")
     _positive_int("model.beats.batch_size", b.batch_size)
+    if not isinstance(b.trainable, bool):
+        raise ConfigError(f"model.beats.trainable: expected True or False, got {b.trainable!r}")
+    rate = b.learning_rate
+    if (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate)
+            or rate <= 0):
+        raise ConfigError(f"model.beats.learning_rate: expected a positive learning rate, got "
+                          f"{rate!r}")
+    decay = b.layer_decay
+    if (isinstance(decay, bool) or not isinstance(decay, (int, float))
+            or not 0.0 < decay <= 1.0):
+        raise ConfigError(f"model.beats.layer_decay: expected a factor in (0, 1], got "
+                          f"{decay!r}")
 
 
 def check_beats(config, for_model: bool = True) -> None:

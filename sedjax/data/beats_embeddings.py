@@ -24,6 +24,19 @@ tokens), 'strict' (a token row is padding when any of its samples is: the valid 
 those of the clip alone), or 'none' (no mask: the zeros are encoded as audio). The tokens are
 stored as the encoder outputs them, padding included; `valid` counts the unmasked ones.
 
+Fine-tuning (`model.beats.trainable`): the encoder is then part of the trained model
+(sedjax.models.desed_crnn), so its tokens change with every update and are not cached. What
+is cached instead is its deterministic front end, BEATs' normalized Kaldi fbank of each clip
+(sedjax.models.beats.preprocess of the clip cut or zero-padded as above), which the model
+encodes in its forward pass:
+
+    <workdir>/features/beats_fbank-<split>-<hash>.npy          (N, frames, 128) float32
+    <workdir>/features/beats_fbank-<split>-<hash>.errors.json  clips whose audio cannot be read
+
+keyed by the clip length, the split's file list and where the audio came from (not by the
+weights: every checkpoint reads the same fbank). Fine-tuning encodes the padding as audio
+(`padding_mask_rule` 'none', as DESED_task does).
+
 The weights: `model.beats.checkpoint`, a file `python -m sedjax.convert beats` wrote (its own
 architecture: `model.beats.size = 'checkpoint'`), or, for demos and tests only, random weights
 of the 'tiny' (BeatsConfig.tiny) or 'base' (AS2M's) architecture drawn from `model.beats.seed`:
@@ -73,6 +86,26 @@ def num_tokens(config, beats_config: beats.BeatsConfig) -> int:
     if samples < beats.FRAME_LENGTH:
         return 0
     return beats.num_tokens(samples, beats_config.input_patch_size)
+
+
+def num_fbank_frames(config) -> int:
+    """Fbank frames per clip of data.clip_seconds (Kaldi's 25-ms windows every 10 ms)."""
+    return beats.num_frames(clip_samples(config))
+
+
+def trainable(config) -> bool:
+    """Whether the model trains sedjax's BEATs itself (model.embeddings.source 'beats' and
+    model.beats.trainable): it reads the cached fbank and encodes it in its forward pass."""
+    return config.model.embeddings.source == "beats" and bool(config.model.beats.trainable)
+
+
+def model_input_shape(config) -> tuple[int, int]:
+    """(frames, size) of the model's `embeddings` input per clip: the tokens of
+    model.embeddings (frozen), or BEATs' fbank (frames, 128) when the encoder trains."""
+    if trainable(config):
+        return num_fbank_frames(config), beats.NUM_MEL_BINS
+    e = config.model.embeddings
+    return int(e.frames), int(e.size)
 
 
 # ---------------------------------------------------------------------------- the encoder
@@ -186,6 +219,28 @@ def _apply_fn(config: beats.BeatsConfig, masked: bool):
     return apply
 
 
+@functools.lru_cache(maxsize=1)
+def _fbank_fn():
+    """jitted (waves (B, S), lengths (B,)) -> (fbank (B, frames, 128) float32,): BEATs'
+    normalized fbank (the zeros after a clip's end encoded as audio)."""
+    import jax
+
+    @jax.jit
+    def apply(waves, lengths):
+        del lengths
+        return (beats.preprocess(waves),)
+    return apply
+
+
+def encoder_weights(config) -> tuple[beats.BeatsConfig, Any]:
+    """(architecture, weights) of model.beats: what the frozen stage encodes with, and where
+    a trained encoder starts from (the checkpoint's weights, or the random init of size and
+    seed)."""
+    section = config.model.beats
+    arch = architecture(section)
+    return arch, load_params(section, arch)
+
+
 # ---------------------------------------------------------------------------- the stage
 def cache_key(config, filenames: Sequence[str], source: str = "") -> str:
     """Hash of everything that changes a split's embeddings: weights (weights_identity), BEATs
@@ -227,6 +282,39 @@ def compute(params, config: beats.BeatsConfig, paths: Sequence[os.PathLike], sam
     read (their rows zero, no valid token). Every call has batch_size clips (the last batch
     padded with silence), so the encoder compiles once."""
     apply = _apply_fn(config, padding_mask_rule != "none")
+
+    def store(start, stop, result):
+        tokens, counts = result
+        out[start:stop] = np.asarray(tokens)[:stop - start]
+        valid[start:stop] = np.asarray(counts)[:stop - start]
+
+    errors = _batched(functools.partial(apply, params), paths, samples, batch_size, store, bar,
+                      num_workers)
+    for i in errors:
+        out[i], valid[i] = 0.0, 0
+    return errors
+
+
+def compute_fbank(paths: Sequence[os.PathLike], samples: int, batch_size: int,
+                  out: np.ndarray, bar=None, num_workers: int | None = None) -> dict[int, str]:
+    """Fills out (N, frames, 128) with BEATs' normalized fbank of the clips at `paths` (each
+    cut or zero-padded to `samples` at 16 kHz; beats.preprocess); returns {row: reason} of the
+    clips that cannot be read (their rows zero)."""
+    def store(start, stop, result):
+        out[start:stop] = np.asarray(result[0])[:stop - start]
+
+    errors = _batched(_fbank_fn(), paths, samples, batch_size, store, bar, num_workers)
+    for i in errors:
+        out[i] = 0.0
+    return errors
+
+
+def _batched(apply, paths, samples: int, batch_size: int, store, bar, num_workers
+             ) -> dict[int, str]:
+    """apply(waves (batch_size, samples), lengths) on the clips at `paths`, batch_size at a
+    time (the last batch padded with silence: one compilation), decoding ahead while the
+    device computes; store(start, stop, result) keeps each batch's rows. Returns {row:
+    reason} of the clips that cannot be read (their waves zero)."""
     errors: dict[int, str] = {}
 
     def decode(path):
@@ -249,21 +337,17 @@ def compute(params, config: beats.BeatsConfig, paths: Sequence[os.PathLike], sam
                     errors[start + j] = reason
                     continue
                 waves[j, :len(y)], lengths[j] = y, len(y)
-            result = apply(params, waves, lengths)  # async: decoding goes on meanwhile
+            result = apply(waves, lengths)  # async: decoding goes on meanwhile
             if pending is not None:
-                _store(out, valid, *pending, bar)
+                _store(store, *pending, bar)
             pending = (start, stop, result)
         if pending is not None:
-            _store(out, valid, *pending, bar)
-    for i in errors:
-        out[i], valid[i] = 0.0, 0
+            _store(store, *pending, bar)
     return errors
 
 
-def _store(out, valid, start, stop, result, bar):
-    tokens, counts = result
-    out[start:stop] = np.asarray(tokens)[:stop - start]
-    valid[start:stop] = np.asarray(counts)[:stop - start]
+def _store(store, start, stop, result, bar):
+    store(start, stop, result)
     if bar is not None:
         bar.update(stop - start)
 
@@ -306,6 +390,61 @@ def extract_split(name: str, paths: Sequence[os.PathLike], filenames: Sequence[s
         _build(name, paths, filenames, config, cache)
     sharding.sync(f"embeddings {name}")
     return _read(cache)
+
+
+_FBANK_VERSION = 1  # bumped when the fbank stage computes other numbers from the same values
+
+
+def fbank_cache_key(config, filenames: Sequence[str], source: str = "") -> str:
+    """Hash of everything that changes a split's BEATs fbank: the clip samples, the file list
+    and `source` (the normalization and mel bins are BEATs' constants: the version)."""
+    key = {"version": _FBANK_VERSION, "fbank": "beats", "samples": clip_samples(config),
+           "sample_rate": SAMPLE_RATE, "filenames": list(filenames), "source": source}
+    blob = json.dumps(key, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def fbank_files(cache_dir, name: str, key: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """(fbank, errors) files of split `name` under cache key `key`."""
+    stem = pathlib.Path(cache_dir) / f"beats_fbank-{name}-{key}"
+    return pathlib.Path(f"{stem}.npy"), pathlib.Path(f"{stem}.errors.json")
+
+
+def _build_fbank(name: str, paths, filenames, config, cache) -> None:
+    samples = clip_samples(config)
+    with files.atomic_path(cache[0]) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                        shape=(len(paths), beats.num_frames(samples),
+                                               beats.NUM_MEL_BINS))
+        with tqdm(total=len(paths), desc=f"BEATs fbank {name}", unit="clip",
+                  disable=None) as bar:
+            errors = compute_fbank(list(paths), samples, int(config.model.beats.batch_size),
+                                   out, bar, config.features.num_workers or None)
+        out.flush()
+        del out
+        rows = [{"row": i, "filename": filenames[i], "reason": errors[i]}
+                for i in sorted(errors)]
+        files.write_text(cache[1], json.dumps(rows, indent=1) + "\n")
+    logging.info("BEATs fbank %s: wrote %s (%d of %d clips unreadable)", name, cache[0],
+                 len(errors), len(paths))
+
+
+def extract_fbank_split(name: str, paths: Sequence[os.PathLike], filenames: Sequence[str],
+                        config, cache_dir, source: str = ""
+                        ) -> tuple[np.ndarray, dict[int, str]]:
+    """A split's BEATs fbank (the input of a trained encoder), from the cache when complete,
+    else computed (by process 0; the others wait) and cached atomically. Returns (fbank
+    (N, frames, 128) float32, a read-only memmap; {row: reason} of clips that cannot be read,
+    zero rows)."""
+    cache = fbank_files(cache_dir, name, fbank_cache_key(config, filenames, source))
+    if cache[0].exists() and cache[1].exists():  # the main file is renamed into place last
+        logging.info("BEATs fbank %s: reusing %s", name, cache[0])
+    elif sharding.is_primary():
+        pathlib.Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        _build_fbank(name, paths, filenames, config, cache)
+    sharding.sync(f"BEATs fbank {name}")
+    errors = {int(e["row"]): e["reason"] for e in json.loads(cache[1].read_text())}
+    return np.load(cache[0], mmap_mode="r"), errors
 
 
 def global_embeddings(tokens: np.ndarray, valid: np.ndarray, chunk: int = 64) -> np.ndarray:

@@ -148,7 +148,10 @@ class Batches:
         else:
             self.stats = sharding.replicate(tuple(np.asarray(s, np.float32) for s in stats),
                                             mesh)
-            nbytes = arrays.features.nbytes * sharding.num_shards(mesh)
+            # every per-row array goes to the device: a split's embeddings (or BEATs fbank)
+            # may outweigh its features
+            nbytes = sum(int(a.nbytes) for a in (arrays.features, *arrays.extra.values())
+                         ) * sharding.num_shards(mesh)
             self.resident = fits_on_device(nbytes, runtime_config)
             self.device_arrays = None
             if self.resident:

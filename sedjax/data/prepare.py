@@ -5,7 +5,8 @@ the normalization statistics, each computed once into the workdir and read back 
     workdir/item_access_error.log.csv  clips listed in the metadata whose audio is missing
     workdir/features/                  <split>-<hash>.npy log-mel memmaps, stats-<hash>.npy,
                                        embeddings-<split>-<hash>.npy (model.embeddings.source
-                                       'beats')
+                                       'beats'), beats_fbank-<split>-<hash>.npy (the input
+                                       of a trained encoder: model.beats.trainable)
 
 sedjax.run calls `load_data` then `normalization_stats`; `sedjax.embed` lists the splits with
 `list_data`. In a multi-process job process 0 writes and the others read what it wrote.
@@ -106,7 +107,11 @@ def load_features(config, workdir: pathlib.Path, splits: dict) -> tuple[dict, di
             name, split.paths, split.filenames, config.features, workdir / "features",
             source=source)
         extra = {}
-        if e.source == "beats":  # computed by sedjax's BEATs, cached beside the features
+        if beats_embeddings.trainable(config):  # the encoder trains: its input, BEATs' fbank
+            extra["embeddings"], not_encoded = beats_embeddings.extract_fbank_split(
+                name, split.paths, split.filenames, config, workdir / "features", source)
+            unreadable = {**not_encoded, **unreadable}
+        elif e.source == "beats":  # computed by sedjax's BEATs, cached beside the features
             extra["embeddings"], _, not_encoded = beats_embeddings.extract_split(
                 name, split.paths, split.filenames, config, workdir / "features", source)
             unreadable = {**not_encoded, **unreadable}

@@ -2,7 +2,8 @@
 `from_config(model_config, num_classes, axis_name, ordered_reductions)`.
 
 A new architecture is one module here plus its name in ARCHS. Not an architecture: beats.py,
-the BEATs encoder (frame embeddings for a CRNN), built by `beats.encoder_from_config`."""
+the BEATs encoder (frame embeddings for a CRNN), built by `beats.encoder_from_config`, or
+trained inside desed_crnn's model (model.beats.trainable)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,9 @@ clip (to float rounding; tests/test_beats.py, and against BEATs' own clip alone)
 
 Inference (`train=False`) is deterministic; `train=True` draws dropout (BEATs' five rates) and
 layer drop from the 'dropout' rng, and scales gradients at each layer's input by
-`layer_wise_gradient_decay_ratio` (BEATs' GradMultiply). `dtype='bfloat16'` computes the
+`layer_wise_gradient_decay_ratio` (BEATs' GradMultiply). Fine-tuned inside the DESED CRNN
+(model.beats.trainable), each parameter's learning rate follows its layer
+(`layer_learning_rates`: layer-wise decay, as BEiT's). `dtype='bfloat16'` computes the
 patches and the transformer in bfloat16 (parameters, fbank, layer-norm statistics and softmax
 in float32).
 """
@@ -622,6 +624,36 @@ class Beats(nn.Module):
         x = Dropout(c.dropout_input, deterministic=not train)(x)
         x = TransformerEncoder(c, name="encoder")(x, token_mask, train)
         return x, token_mask
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+def layer_depth(path: tuple[str, ...], config: BeatsConfig) -> int:
+    """Where the parameter at `path` (its keys in the encoder's params) sits in the stack,
+    for layer-wise learning-rate decay: 0 before the transformer layers (the patch embedding,
+    its LayerNorm and projection, the conv position embedding, the relative position table
+    that every layer shares, a post-LN encoder's LayerNorm before the layers), i + 1 in layer
+    i, encoder_layers + 1 after them (a pre-LN encoder's final LayerNorm)."""
+    if len(path) >= 2 and path[0] == "encoder":
+        name = path[1]
+        if name.startswith("layers_"):
+            return int(name[len("layers_"):]) + 1
+        if name == "layer_norm" and config.layer_norm_first:
+            return config.encoder_layers + 1
+    return 0
+
+
+def layer_learning_rates(params, config: BeatsConfig, learning_rate: float, decay: float):
+    """A tree like the encoder's params of each parameter's learning rate under layer-wise
+    decay (as BEiT's): learning_rate * decay ** (L + 1 - layer_depth), L = encoder_layers.
+    Layer i (0 the first) gets learning_rate * decay ** (L - i), the parts before the layers
+    learning_rate * decay ** (L + 1), a pre-LN final LayerNorm learning_rate; decay 1: all
+    the same."""
+    top = config.encoder_layers + 1
+
+    def rate(path, _):
+        keys = tuple(str(getattr(k, "key", k)) for k in path)
+        return float(learning_rate * decay ** (top - layer_depth(keys, config)))
+    return jax.tree_util.tree_map_with_path(rate, params)
 
 
 def time_frequency(tokens: jax.Array, bands: int = NUM_MEL_BINS // 16) -> jax.Array:

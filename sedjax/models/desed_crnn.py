@@ -15,6 +15,11 @@ With `embeddings` (per-clip frame embeddings extracted elsewhere, e.g. BEATs (B,
 are average-pooled to the CNN's frame count (PyTorch's adaptive_avg_pool1d), concatenated with
 the CNN features, dropped out (head_dropout) and projected back to the CNN's width before the
 GRU (DESED_task's 'pool1d').
+With `beats` (a sedjax.models.beats.BeatsConfig; model.beats.trainable) the BEATs encoder is
+part of the model, its weights the params' `beats` subtree: `embeddings` is then BEATs'
+normalized fbank (B, frames, 128) (sedjax.models.beats.preprocess of the clips), which the
+model encodes itself (`Beats.encode`, no padding mask; its dropouts active in training) into
+the frame embeddings joined as above, so that training updates the encoder too.
 
 Initialisation follows PyTorch's defaults (uniform +-1/sqrt(fan_in)), so parameter shapes and
 counts equal DESED_task's (1,112,420 without embeddings; tests/test_desed_crnn.py).
@@ -29,8 +34,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sedjax.models import kernels, layers
+from sedjax.models import beats as beats_lib, kernels, layers
 from sedjax.models.dropout import Dropout
+
+
+ENCODER = "beats"  # the params' subtree of a trained BEATs encoder
 
 
 def torch_uniform(fan_in: int):
@@ -125,7 +133,9 @@ class TorchGRU(nn.Module):
 
 
 class DesedCRNN(nn.Module):
-    """Features (B, T, F) [+ embeddings (B, T_e, D)] -> (frame probs (B, T', C), clip (B, C))."""
+    """Features (B, T, F) [+ embeddings (B, T_e, D)] -> (frame probs (B, T', C), clip (B, C)).
+
+    With `beats`, embeddings are BEATs' normalized fbank (B, frames, 128), encoded here."""
 
     num_classes: int = 10
     conv_features: Sequence[int] = (16, 32, 64, 128, 128, 128, 128)
@@ -145,6 +155,7 @@ class DesedCRNN(nn.Module):
     axis_name: str | None = None
     ordered_reductions: bool = False
     dropout_masks: str = "hash"  # sedjax.models.dropout.MASKS (sedjax.models.kernels)
+    beats: beats_lib.BeatsConfig | None = None  # a trained BEATs encoder reads `embeddings`
 
     @nn.compact
     def __call__(self, x, train: bool = False, embeddings=None):
@@ -157,6 +168,9 @@ class DesedCRNN(nn.Module):
         b, t, f, c = x.shape
         x = x.reshape(b, t, f * c)  # frequency pooled to 1: (B, T', channels)
         if embeddings is not None:
+            if self.beats is not None:  # the fbank, through the encoder trained with the CRNN
+                embeddings, _ = beats_lib.Beats(self.beats, name=ENCODER).encode(
+                    embeddings, None, train)
             pool = jnp.asarray(adaptive_avg_pool_matrix(embeddings.shape[1], t), self.dtype)
             e = jnp.einsum("ol,bld->bod", pool, embeddings.astype(self.dtype))
             x = jnp.concatenate([x, e], axis=-1)
@@ -188,6 +202,10 @@ def from_config(model_config, num_classes: int, axis_name: str | None = None,
                 ordered_reductions: bool = False) -> DesedCRNN:
     """The DESED CRNN of config.model (arch 'desed_crnn')."""
     m = model_config
+    encoder = None
+    if m.embeddings.source == "beats" and m.beats.trainable:  # (a checkpoint's from its .json)
+        from sedjax.data import beats_embeddings
+        encoder = beats_embeddings.architecture(m.beats)
     return DesedCRNN(num_classes=num_classes, conv_features=tuple(m.conv_features),
                      conv_kernel=tuple(m.conv_kernel),
                      pool_sizes=tuple(tuple(p) for p in m.pool_sizes),
@@ -197,4 +215,5 @@ def from_config(model_config, num_classes: int, axis_name: str | None = None,
                      head_dropout=m.head_dropout, pooling=m.pooling, conv_impl=m.conv_impl,
                      dtype=jnp.dtype(m.dtype), axis_name=axis_name,
                      ordered_reductions=ordered_reductions,
-                     dropout_masks=kernels.choose("dropout_masks", m.dropout_masks))
+                     dropout_masks=kernels.choose("dropout_masks", m.dropout_masks),
+                     beats=encoder)

@@ -11,10 +11,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from sedjax.data import dataset, embeddings, pipeline
+from sedjax.data import beats_embeddings, dataset, embeddings, pipeline
 from sedjax.metrics import detection, sed_eval_scores
 from sedjax import models
-from sedjax.models import time_grid
+from sedjax.models import beats, desed_crnn, time_grid
 from sedjax.system import sharding
 from sedjax.train import parallel, stacked_runs, state as state_lib, streams
 
@@ -140,15 +140,28 @@ def ordered_reductions(config) -> bool:
 def init_state(config, section: str, *, rampup_steps: int = 0) -> state_lib.TrainState:
     """A fresh model + Adam (settings of config[section]; its learning rate ramped up over
     rampup_steps when > 0) on the host's default device. Its random stream (init and dropout
-    keys) is named by the recipe and the section: (config.recipe, section, 'init')."""
+    keys) is named by the recipe and the section: (config.recipe, section, 'init').
+
+    With model.beats.trainable the BEATs encoder's weights (params['beats']) start as
+    model.beats' (its checkpoint, or the random init of its size and seed: those the frozen
+    stage encodes with) and train at model.beats.learning_rate with layer-wise decay
+    model.beats.layer_decay (sedjax.models.beats.layer_learning_rates); the rest at the
+    section's rate."""
     model = models.from_config(config.model, len(config.data.classes), axis_name=sharding.AXIS,
                              ordered_reductions=ordered_reductions(config))
     rng = streams.key(config.seed, config.recipe, section, "init")
-    e = config.model.embeddings
-    embeddings_shape = (e.frames, e.size) if embeddings.used(config.model) else None
+    embeddings_shape = (beats_embeddings.model_input_shape(config)
+                        if embeddings.used(config.model) else None)
+    replace = rates = None
+    if beats_embeddings.trainable(config):  # the encoder starts from model.beats' weights
+        b = config.model.beats
+        arch, weights = beats_embeddings.encoder_weights(config)
+        replace = {desed_crnn.ENCODER: weights}
+        rates = {desed_crnn.ENCODER: beats.layer_learning_rates(
+            weights, arch, b.learning_rate, b.layer_decay)}
     state = state_lib.create_train_state(rng, model, config[section],
                                          (config.features.num_frames, config.features.n_mels),
-                                         rampup_steps, embeddings_shape)
+                                         rampup_steps, embeddings_shape, replace, rates)
     logging.info("%s model: %d parameters", section, models.count_params(state.params))
     return state
 

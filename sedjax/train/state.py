@@ -7,11 +7,13 @@ Steps are written pmap style: per-device functions with collectives over the axi
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
@@ -33,25 +35,89 @@ def rampup_factor(step: jax.Array, rampup_steps: int) -> jax.Array:
     return jnp.exp(-5.0 * (1.0 - t) ** 2)
 
 
+class ScaleByRatesState(NamedTuple):
+    """Each parameter's learning rate (float32 scalars in a tree like the params)."""
+
+    rates: Any
+
+
+def scale_by_rates(rates) -> optax.GradientTransformation:
+    """-rate * update, parameter by parameter: optax's scale_by_learning_rate with one rate
+    per parameter, `rates` a tree like the params. The rates are the optimizer's state (not
+    constants of the program), so that runs stacked into one program each keep their own."""
+
+    def init(params):
+        del params
+        return ScaleByRatesState(jax.tree_util.tree_map(
+            lambda r: jnp.asarray(r, jnp.float32), rates))
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map(lambda u, r: -r.astype(u.dtype) * u, updates,
+                                      state.rates), state
+    return optax.GradientTransformation(init, update)
+
+
+def _place(params, replace: Mapping[str, Any]):
+    """params with the subtrees `replace` names ({top-level key: subtree}) put in place of the
+    init's; ValueError when a subtree's structure or shapes differ from the init's."""
+    out = dict(params)
+    for name, tree in replace.items():
+        if name not in out:
+            raise ValueError(f"params: the model has no {name!r} to place weights in "
+                             f"(it has {sorted(out)})")
+        have = jax.tree_util.tree_map(lambda x: (tuple(np.shape(x)), str(np.dtype(x.dtype))),
+                                      tree)
+        want = jax.tree_util.tree_map(lambda x: (tuple(np.shape(x)), str(np.dtype(x.dtype))),
+                                      out[name])
+        if have != want:
+            raise ValueError(f"params[{name!r}]: the weights to place differ from the model's "
+                             "in their names or shapes")
+        # copies: the state's buffers are its own (a step donates them; the caller may keep
+        # the weights, e.g. in a cache)
+        out[name] = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), tree)
+    return out
+
+
 def create_train_state(rng: jax.Array, model: nn.Module, optim_config, input_shape,
-                       rampup_steps: int = 0, embeddings_shape=None) -> TrainState:
+                       rampup_steps: int = 0, embeddings_shape=None,
+                       replace_params: Mapping[str, Any] | None = None,
+                       subtree_rates: Mapping[str, Any] | None = None) -> TrainState:
     """Initializes the model (Keras-like init) and Adam with the section's settings.
 
     With a list of learning rates (one per run, `learning_rates`), the rate is part of the
     optimizer state, so that runs stacked into one program each keep their own.
     rampup_steps > 0: the learning rate ramps up over that many steps (rampup_factor);
     optim_config.step_timing 'desed_task' (mean teacher): as DESED_task's scheduler does it.
-    embeddings_shape: (frames, size) of the pre-extracted embeddings the model reads, or None.
+    embeddings_shape: (frames, size) of the model's second input (`embeddings`), or None.
+    replace_params: {top-level params key: weights} put in place of the init's (e.g. a
+    pretrained encoder's: the same names and shapes).
+    subtree_rates: {top-level params key: a tree like that subtree of learning rates}: those
+    parameters train at these rates, the rest at optim_config.learning_rate (Adam, then
+    scale_by_rates: each rate in the optimizer state); None: one rate (optax.adam).
     """
     init_rng, dropout_rng = jax.random.split(rng)
     embeddings = None if embeddings_shape is None else jnp.zeros((1, *embeddings_shape))
     variables = model.init({"params": init_rng}, jnp.zeros((1, *input_shape), jnp.float32),
                            train=False, **_embeddings(embeddings))
-    adam = optax.adam
-    if optim_config.get("learning_rates"):
-        adam = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root"))
-    tx = adam(optim_config.learning_rate, b1=optim_config.adam_b1, b2=optim_config.adam_b2,
-              eps=optim_config.adam_eps)
+    params = variables["params"]
+    if replace_params:
+        params = _place(params, replace_params)
+    if subtree_rates:
+        base = float(optim_config.learning_rate)
+        rates = {k: (subtree_rates[k] if k in subtree_rates
+                     else jax.tree_util.tree_map(lambda _: base, v))
+                 for k, v in params.items()}
+        tx = optax.chain(optax.scale_by_adam(b1=optim_config.adam_b1, b2=optim_config.adam_b2,
+                                             eps=optim_config.adam_eps),
+                         scale_by_rates(rates))
+    else:
+        adam = optax.adam
+        if optim_config.get("learning_rates"):
+            adam = optax.inject_hyperparams(optax.adam,
+                                            static_args=("b1", "b2", "eps", "eps_root"))
+        tx = adam(optim_config.learning_rate, b1=optim_config.adam_b1,
+                  b2=optim_config.adam_b2, eps=optim_config.adam_eps)
     if rampup_steps > 0:
         if optim_config.get("step_timing") == "desed_task":  # mean_teacher's only
             # DESED_task's ExponentialWarmup sets the rate only after the first update (which
@@ -62,7 +128,7 @@ def create_train_state(rng: jax.Array, model: nn.Module, optim_config, input_sha
             def schedule(n):
                 return rampup_factor(n, rampup_steps)
         tx = optax.chain(tx, optax.scale_by_schedule(schedule))
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
                              batch_stats=variables["batch_stats"], dropout_rng=dropout_rng)
 
 
