@@ -4,12 +4,15 @@ Each notebooks/*.ipynb (a new one is picked up by the glob) is executed in memor
 at the tiny size (SEDJAX_NOTEBOOK_SIZE=tiny), in a kernel of this very interpreter (the venv's:
 a kernel spec of our own comes first on JUPYTER_PATH, whatever specs the machine has), started
 in notebooks/ and inheriting this process's environment (conftest.py's four CPU devices).
-Executed outputs are never written back: the repository keeps its notebooks without outputs.
+Those outputs are never written back: the repository keeps each notebook as
+launch/execute_notebooks.py wrote it, executed at the demo size, and the stored outputs are
+checked as the tiny run's are (every cell ran in order, no error, the tables and pictures).
 """
 
 import json
 import os
 import pathlib
+import re
 import sys
 
 import nbformat
@@ -64,13 +67,20 @@ def test_every_notebook_is_found():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_is_stored_valid_and_without_outputs(path):
+def test_notebook_is_stored_executed_at_the_demo_size(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, (
-                f"{path.name} cell {i}: stored with outputs; clear them before committing")
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), (
+        f"{path.name}: cells not executed top to bottom in one kernel ({counts}); "
+        "run python launch/execute_notebooks.py")
+    errors = [o for o in outputs(nb) if o.output_type == "error"]
+    assert not errors, f"{path.name}: stored with an error: {errors[0].ename}"
+    provenance = "\n".join(text_of(o) for o in outputs(nb))
+    assert re.search(r"executed \d{4}-\d\d-\d\d \d\d:\d\d UTC at size 'demo'", provenance), (
+        f"{path.name}: not executed at the demo size by launch/execute_notebooks.py")
+    assert "machine: " in provenance
+    CHECKS.get(path.name, lambda nb: None)(nb)
 
 
 def test_kernel_is_this_interpreter_in_notebooks_dir_with_our_environment(kernel_env):
@@ -91,7 +101,8 @@ def check_ablations(nb):
     table = [t for t in texts if "PSDS1" in t and "segment F1" in t]
     assert table, "no results table among the outputs"
     assert all(name in table[0] for name in SYSTEMS), table[0]
-    images = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
+    images = [o for o in outputs(nb)
+              if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
     assert len(images) == len(SYSTEMS) * len(PICTURES)
     shown = "\n".join(texts)
     assert all(p in shown for p in PICTURES)
@@ -99,7 +110,11 @@ def check_ablations(nb):
 
 def check_median_filter(nb):
     assert any("image/png" in o.get("data", {}) for o in outputs(nb)), "no F1 plot"
-    assert any("51:" in text_of(o) for o in outputs(nb)), "no scores per filter length"
+    # the scores dict: one entry per filter length, odd numbers of frames, 1 (no filter) first
+    lengths = [[int(n) for n in re.findall(r"(\d+): ", text_of(o))] for o in outputs(nb)
+               if o.get("output_type") == "execute_result" and text_of(o).startswith("{")]
+    assert lengths and len(lengths[-1]) >= 4, f"no scores per filter length: {lengths}"
+    assert lengths[-1][0] == 1 and all(n % 2 == 1 for n in lengths[-1]), lengths[-1]
 
 
 CHECKS = {"ablations.ipynb": check_ablations, "median_filter_ablation.ipynb": check_median_filter}
