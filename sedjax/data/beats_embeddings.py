@@ -370,9 +370,7 @@ def _build(name: str, paths, filenames, config, cache: Sequence[pathlib.Path]) -
         out.flush()
         del out
         files.save_npy(cache[1], valid)
-        rows = [{"row": i, "filename": filenames[i], "reason": errors[i]}
-                for i in sorted(errors)]
-        files.write_text(cache[2], json.dumps(rows, indent=1) + "\n")
+        _write_errors(cache[2], errors, filenames)
     logging.info("embeddings %s: wrote %s (%d of %d clips unreadable)", name, cache[0],
                  len(errors), len(paths))
 
@@ -383,13 +381,25 @@ def extract_split(name: str, paths: Sequence[os.PathLike], filenames: Sequence[s
     the others wait) and cached atomically. Returns (tokens (N, T, D) float32, a read-only
     memmap; valid tokens (N,) int32; {row: reason} of clips that cannot be read, zero rows)."""
     cache = cache_files(cache_dir, name, cache_key(config, filenames, source))
-    if _complete(cache):
-        logging.info("embeddings %s: reusing %s", name, cache[0])
-    elif sharding.is_primary():
-        pathlib.Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        _build(name, paths, filenames, config, cache)
-    sharding.sync(f"embeddings {name}")
+    _ensure("embeddings", name, cache, lambda: _build(name, paths, filenames, config, cache))
     return _read(cache)
+
+
+def _ensure(what: str, name: str, cache: Sequence[pathlib.Path], build) -> None:
+    """Makes split `name`'s cache files unless they are complete: process 0 calls build(), the
+    others wait for it."""
+    if _complete(cache):
+        logging.info("%s %s: reusing %s", what, name, cache[0])
+    elif sharding.is_primary():
+        cache[0].parent.mkdir(parents=True, exist_ok=True)
+        build()
+    sharding.sync(f"{what} {name}")
+
+
+def _write_errors(path: pathlib.Path, errors: dict[int, str], filenames: Sequence[str]) -> None:
+    """The clips that cannot be read, as [{row, filename, reason}] JSON."""
+    rows = [{"row": i, "filename": filenames[i], "reason": errors[i]} for i in sorted(errors)]
+    files.write_text(path, json.dumps(rows, indent=1) + "\n")
 
 
 _FBANK_VERSION = 1  # bumped when the fbank stage computes other numbers from the same values
@@ -422,9 +432,7 @@ def _build_fbank(name: str, paths, filenames, config, cache) -> None:
                                    out, bar, config.features.num_workers or None)
         out.flush()
         del out
-        rows = [{"row": i, "filename": filenames[i], "reason": errors[i]}
-                for i in sorted(errors)]
-        files.write_text(cache[1], json.dumps(rows, indent=1) + "\n")
+        _write_errors(cache[1], errors, filenames)
     logging.info("BEATs fbank %s: wrote %s (%d of %d clips unreadable)", name, cache[0],
                  len(errors), len(paths))
 
@@ -437,12 +445,8 @@ def extract_fbank_split(name: str, paths: Sequence[os.PathLike], filenames: Sequ
     (N, frames, 128) float32, a read-only memmap; {row: reason} of clips that cannot be read,
     zero rows)."""
     cache = fbank_files(cache_dir, name, fbank_cache_key(config, filenames, source))
-    if cache[0].exists() and cache[1].exists():  # the main file is renamed into place last
-        logging.info("BEATs fbank %s: reusing %s", name, cache[0])
-    elif sharding.is_primary():
-        pathlib.Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        _build_fbank(name, paths, filenames, config, cache)
-    sharding.sync(f"BEATs fbank {name}")
+    _ensure("BEATs fbank", name, cache,
+            lambda: _build_fbank(name, paths, filenames, config, cache))
     errors = {int(e["row"]): e["reason"] for e in json.loads(cache[1].read_text())}
     return np.load(cache[0], mmap_mode="r"), errors
 

@@ -155,7 +155,9 @@ class DesedCRNN(nn.Module):
     axis_name: str | None = None
     ordered_reductions: bool = False
     dropout_masks: str = "hash"  # sedjax.models.dropout.MASKS (sedjax.models.kernels)
-    beats: beats_lib.BeatsConfig | None = None  # a trained BEATs encoder reads `embeddings`
+    # a trained BEATs encoder reads `embeddings` (set by the recipes' init_state: its
+    # architecture comes with model.beats' checkpoint, which models do not read)
+    beats: beats_lib.BeatsConfig | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False, embeddings=None):
@@ -202,10 +204,6 @@ def from_config(model_config, num_classes: int, axis_name: str | None = None,
                 ordered_reductions: bool = False) -> DesedCRNN:
     """The DESED CRNN of config.model (arch 'desed_crnn')."""
     m = model_config
-    encoder = None
-    if m.embeddings.source == "beats" and m.beats.trainable:  # (a checkpoint's from its .json)
-        from sedjax.data import beats_embeddings
-        encoder = beats_embeddings.architecture(m.beats)
     return DesedCRNN(num_classes=num_classes, conv_features=tuple(m.conv_features),
                      conv_kernel=tuple(m.conv_kernel),
                      pool_sizes=tuple(tuple(p) for p in m.pool_sizes),
@@ -215,5 +213,4 @@ def from_config(model_config, num_classes: int, axis_name: str | None = None,
                      head_dropout=m.head_dropout, pooling=m.pooling, conv_impl=m.conv_impl,
                      dtype=jnp.dtype(m.dtype), axis_name=axis_name,
                      ordered_reductions=ordered_reductions,
-                     dropout_masks=kernels.choose("dropout_masks", m.dropout_masks),
-                     beats=encoder)
+                     dropout_masks=kernels.choose("dropout_masks", m.dropout_masks))

@@ -156,6 +156,7 @@ def init_state(config, section: str, *, rampup_steps: int = 0) -> state_lib.Trai
     if beats_embeddings.trainable(config):  # the encoder starts from model.beats' weights
         b = config.model.beats
         arch, weights = beats_embeddings.encoder_weights(config)
+        model = model.clone(beats=arch)  # the encoder inside the CRNN, trained with it
         replace = {desed_crnn.ENCODER: weights}
         rates = {desed_crnn.ENCODER: beats.layer_learning_rates(
             weights, arch, b.learning_rate, b.layer_decay)}
